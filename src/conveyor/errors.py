@@ -1,0 +1,162 @@
+"""The error catalog: every failure a job can end with, as a code with a policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One catalog entry: what a code means, whether it retries, what to do next."""
+
+    code: str
+    retryable: bool
+    meaning: str
+    next_step: str
+    source: str = "conveyor"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-JSON form for `conveyor errors --json` and the API."""
+        return {
+            "code": self.code,
+            "retryable": self.retryable,
+            "meaning": self.meaning,
+            "next_step": self.next_step,
+            "source": self.source,
+        }
+
+
+CORE_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode("source_missing", False, "The job's input object is absent from storage.",
+              "Check the storage URL and whether a retention or GC run deleted it; re-upload the file."),
+    ErrorCode("file_not_found", False, "The payload names a file id that has no row in conveyor_files.",
+              "Submit with the id `conveyor files add` printed; check the tenant."),
+    ErrorCode("missing_file_id", False, "The payload has no file_id but the job kind needs one.",
+              "Add \"file_id\" to the payload."),
+    ErrorCode("unsupported_format", False, "No registered converter or handler accepts this input format.",
+              "Run `conveyor cad formats` (or `conveyor plugins`) and install a plugin for the format."),
+    ErrorCode("connector_failed", True, "An external connector service answered with an error or not at all.",
+              "Check the connector's URL, token and health; the job retries with its policy."),
+    ErrorCode("conversion_failed", False, "The converter ran and could not produce a result from the input.",
+              "Open the input in a desktop tool; `conveyor diagnose JOB` shows the converter's output."),
+    ErrorCode("invalid_payload", False, "The job's payload does not match what its kind expects.",
+              "Fix the payload; `conveyor jobs show JOB` shows what was sent."),
+    ErrorCode("handler_not_found", False, "No loaded plugin registers the job's kind.",
+              "Run `conveyor plugins` on the worker host and install or fix the plugin that provides the kind."),
+    ErrorCode("timeout", True, "The handler ran longer than its kind's timeout.",
+              "Raise the kind's timeout or make the work smaller; retried with backoff until max_attempts."),
+    ErrorCode("lease_lost", True, "The attempt lost its lease (worker killed, stalled or partitioned from the DB).",
+              "If it repeats for one job, the job probably kills its worker: check worker logs and memory."),
+    ErrorCode("cancelled", False, "The job was cancelled by a user or operator.", "Submit it again if it is still wanted."),
+    ErrorCode("sandbox_error", True, "The sandbox could not start or supervise the program (not the program's fault).",
+              "Run `conveyor sandbox doctor` on the worker host."),
+    ErrorCode("internal_error", True, "An unexpected exception escaped the handler.",
+              "Read the traceback in the job's error_history or the worker log and report it to the plugin's author."),
+    ErrorCode("queue_pressure", True, "The queue is past its configured pressure thresholds; the submit was refused.",
+              "Retry after the advertised delay, or add workers."),
+)
+
+
+class Catalog:
+    """Registry of error codes: the core's plus those plugins contribute."""
+
+    def __init__(self, codes: Iterable[ErrorCode] = CORE_CODES) -> None:
+        self._codes: dict[str, ErrorCode] = {}
+        for c in codes:
+            self.add(c)
+
+    def add(self, code: ErrorCode) -> None:
+        """Add one code; a different definition under an existing name is an error."""
+        existing = self._codes.get(code.code)
+        if existing is not None and existing != code:
+            raise ValueError(
+                f"error code {code.code!r} from {code.source!r} is already defined by {existing.source!r}; "
+                "pick a prefixed name such as 'myplugin_" + code.code + "'"
+            )
+        self._codes[code.code] = code
+
+    def get(self, code: str) -> ErrorCode | None:
+        """The entry for a code, or None."""
+        return self._codes.get(code)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._codes
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(sorted(self._codes.values(), key=lambda c: c.code))
+
+    def is_retryable(self, code: str) -> bool:
+        """Whether a job failing with this code should be retried (unknown codes are not)."""
+        entry = self._codes.get(code)
+        return bool(entry and entry.retryable)
+
+
+CATALOG = Catalog()
+
+
+class ConveyorError(Exception):
+    """Base of every error the framework raises on purpose."""
+
+
+class ConfigError(ConveyorError):
+    """A configuration value is missing or malformed."""
+
+
+class PluginError(ConveyorError):
+    """A plugin broke its contract (duplicate id, bad registration)."""
+
+
+class IllegalTransition(ConveyorError):
+    """A job status change that the state machine forbids."""
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        super().__init__(f"job {job_id}: cannot go from {current!r} to {target!r}")
+        self.job_id, self.current, self.target = job_id, current, target
+
+
+class JobNotFound(ConveyorError):
+    """No job with this id (in this tenant)."""
+
+
+class QueueUnavailable(ConveyorError):
+    """The queue backend cannot be reached; callers back off and retry."""
+
+
+class QueuePressure(ConveyorError):
+    """Submit refused because the queue is past its pressure thresholds."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.code = "queue_pressure"
+        self.retry_after_s = retry_after_s
+
+
+class JobError(ConveyorError):
+    """Raised by a handler to end its attempt with a catalog code.
+
+    `retryable` defaults to the catalog's policy for the code.
+    """
+
+    def __init__(self, code: str, message: str = "", *, retryable: bool | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+        self._retryable = retryable
+        self.details = dict(details or {})
+
+    def retryable(self, catalog: Catalog = CATALOG) -> bool:
+        """Explicit flag if given, else the catalog's policy."""
+        if self._retryable is not None:
+            return self._retryable
+        return catalog.is_retryable(self.code)
+
+
+class Cancelled(JobError):
+    """Raised inside a handler when its cancellation token fires."""
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        super().__init__(reason if reason in ("cancelled", "timeout", "lease_lost") else "cancelled",
+                         f"attempt stopped: {reason}")
+        self.reason = reason

@@ -1,0 +1,128 @@
+"""The plugin contract: every hook Conveyor calls, typed and documented here.
+
+Plugins implement these with ``@conveyor.hookimpl`` and are found through the
+``conveyor`` entry-point group (first-party plugins included), or named in
+``CONVEYOR_PLUGINS``. A plugin may add hook specifications of its own with
+``conveyor_add_hookspecs``.
+
+Error policy at every hook boundary: an exception raised by one plugin's
+implementation is caught, logged with the plugin's name and recorded in
+``conveyor plugins``; the other plugins' results are still used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from conveyor.errors import ErrorCode
+    from conveyor.registry import Registry
+
+hookspec = pluggy.HookspecMarker("conveyor")
+hookimpl = pluggy.HookimplMarker("conveyor")
+
+
+@hookspec(historic=True)
+def conveyor_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications (``pluginmanager.add_hookspecs(module)``).
+
+    :param pluginmanager: the manager every plugin is registered with.
+    :return: nothing; called for every plugin, historic (late plugins see it too).
+    """
+
+
+@hookspec
+def conveyor_register_job_kinds(registry: Registry) -> None:
+    """Register job kinds: ``registry.add(JobKind(name, handler, retry, timeout_s))``.
+
+    :param registry: the job-kind registry; a duplicate name is rejected naming both plugins.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_register_converters(registry: Registry) -> None:
+    """Register CAD converters: ``registry.add(converter)`` keyed by converter id.
+
+    :param registry: the converter registry; duplicate ids are rejected.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_register_judges(registry: Registry) -> None:
+    """Register judge language specs: ``registry.add(language)`` keyed by language id.
+
+    :param registry: the language registry; duplicate ids are rejected.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_register_checkers(registry: Registry) -> None:
+    """Register output checkers: ``registry.add(checker)`` keyed by checker id.
+
+    :param registry: the checker registry; duplicate ids are rejected.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_register_sandboxes(registry: Registry) -> None:
+    """Register sandbox backends: ``registry.add(backend)`` keyed by backend id.
+
+    :param registry: the sandbox registry; duplicate ids are rejected.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_error_codes() -> Iterable[ErrorCode]:
+    """Contribute error catalog entries (``conveyor.errors.ErrorCode``).
+
+    :return: an iterable of entries; every implementation's entries are merged, and
+        a code redefined differently is reported as that plugin's error.
+    """
+
+
+@hookspec
+def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Add findings to ``conveyor diagnose JOB``.
+
+    :param job: the job row as plain JSON.
+    :param context: what the core gathered (events, outbox, queue, lease, settings).
+    :return: a list of findings ``{"check", "ok", "detail", "next_step"}`` or None;
+        every implementation's findings are shown.
+    """
+
+
+@hookspec
+def conveyor_on_event(event: dict[str, Any]) -> None:
+    """Observe a job event after it is committed (metrics, webhooks, audit).
+
+    :param event: ``{"job_id", "attempt_id", "action", "payload", "created_at"}``.
+    :return: nothing; an observer's exception is logged and never fails the job.
+    """
+
+
+@hookspec
+def conveyor_add_commands(cli: click.Group) -> None:
+    """Add click commands of a plugin to the ``conveyor`` launcher.
+
+    :param cli: the root ``conveyor`` group; call ``cli.add_command(...)``.
+    :return: nothing; every implementation is called.
+    """
+
+
+@hookspec(firstresult=True)
+def conveyor_authenticate(request: Any) -> dict[str, Any] | None:
+    """Identify the caller of the reference HTTP API.
+
+    :param request: the framework request object.
+    :return: an identity ``{"subject", "tenant", "org", "roles"}``; the first
+        non-None result wins; None everywhere means unauthenticated.
+    """

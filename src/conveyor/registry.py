@@ -1,0 +1,64 @@
+"""Keyed registries handed to plugins: ``registry.add(item)``, duplicates rejected."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from conveyor.errors import PluginError
+
+T = TypeVar("T")
+
+
+def _default_key(item: Any) -> str:
+    for attr in ("id", "name", "code"):
+        value = getattr(item, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    raise PluginError(f"cannot register {item!r}: it has no 'id' or 'name' attribute")
+
+
+class Registry(Generic[T]):
+    """A family of plugin-provided items keyed by id, remembering who added each."""
+
+    def __init__(self, family: str, key: Callable[[T], str] = _default_key) -> None:
+        self.family = family
+        self._key = key
+        self._items: dict[str, T] = {}
+        self._owners: dict[str, str] = {}
+        self.current_plugin = "<unknown>"
+
+    def add(self, item: T) -> T:
+        """Register one item; a second item with the same id is a PluginError."""
+        key = self._key(item)
+        if key in self._items:
+            raise PluginError(
+                f"{self.family} {key!r} from plugin {self.current_plugin!r} is already registered by "
+                f"plugin {self._owners[key]!r}; rename one of them or uninstall one plugin"
+            )
+        self._items[key] = item
+        self._owners[key] = self.current_plugin
+        return item
+
+    def get(self, key: str) -> T | None:
+        """The item with this id, or None."""
+        return self._items.get(key)
+
+    def owner(self, key: str) -> str | None:
+        """Name of the plugin that registered this id."""
+        return self._owners.get(key)
+
+    def __getitem__(self, key: str) -> T:
+        return self._items[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        """Registered ids, sorted."""
+        return sorted(self._items)
