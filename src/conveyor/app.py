@@ -1,0 +1,133 @@
+"""`Conveyor`: one deployment's settings, database, queue, storage and plugins, wired together."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, Engine
+
+from conveyor import store
+from conveyor.config import Settings, load_settings
+from conveyor.db import get_engine, init_db
+from conveyor.errors import QueuePressure
+from conveyor.kinds import JobKind
+from conveyor.models import Job
+from conveyor.plugins import PluginHost, get_plugins, load_plugins
+from conveyor.queue import Queue, open_queue
+from conveyor.registry import Registry
+from conveyor.storage import Storage
+
+
+class Conveyor:
+    """The library's entry point for a host application, a worker or the CLI."""
+
+    def __init__(self, settings: Settings | None = None, *, engine: Engine | None = None,
+                 queue: Queue | None = None, plugins: PluginHost | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._engine = engine
+        self._queue = queue
+        self._plugins = plugins
+
+    @property
+    def engine(self) -> Engine:
+        """The job store's engine (one pool per process)."""
+        if self._engine is None:
+            self._engine = get_engine(self.settings.db_url)
+        return self._engine
+
+    @property
+    def queue(self) -> Queue:
+        """The queue backend ``queue_url`` names."""
+        if self._queue is None:
+            s = self.settings
+            self._queue = open_queue(s.queue_url, self.engine, stream=s.stream_key, group=s.stream_group,
+                                     maxlen=s.stream_maxlen)
+        return self._queue
+
+    @cached_property
+    def storage(self) -> Storage:
+        """The artifact and input storage ``storage_url`` names."""
+        return Storage(self.settings.storage_url)
+
+    @property
+    def plugins(self) -> PluginHost:
+        """Loaded plugins (entry points + ``CONVEYOR_PLUGINS``)."""
+        if self._plugins is None:
+            if self.settings.plugins:
+                self._plugins = load_plugins(self.settings.plugins)
+            else:
+                self._plugins = get_plugins()
+        return self._plugins
+
+    @property
+    def kinds(self) -> Registry[JobKind]:
+        """Registered job kinds."""
+        return self.plugins.registry("job_kinds")
+
+    def init_db(self) -> list[str]:
+        """Create missing tables (idempotent)."""
+        created = init_db(self.engine)
+        self.queue.ensure_group()
+        return created
+
+    def _max_attempts(self, kind: str, explicit: int | None) -> int:
+        if explicit:
+            return explicit
+        k = self.kinds.get(kind)
+        if k is not None and k.retry.max_attempts:
+            return k.retry.max_attempts
+        return self.settings.max_attempts
+
+    def check_pressure(self) -> None:
+        """Raise QueuePressure when the queue is past its configured thresholds."""
+        s = self.settings
+        if not (s.pressure_max_length or s.pressure_max_age_seconds):
+            return
+        p = self.queue.pressure()
+        if s.pressure_max_length and p.length >= s.pressure_max_length:
+            raise QueuePressure(f"queue holds {p.length} entries (limit {s.pressure_max_length})",
+                                retry_after_s=max(1.0, s.lease_seconds / 4))
+        if s.pressure_max_age_seconds and (p.oldest_age_ms or 0) / 1000 >= s.pressure_max_age_seconds:
+            raise QueuePressure(f"oldest entry is {p.oldest_age_ms} ms old (limit {s.pressure_max_age_seconds}s)",
+                                retry_after_s=max(1.0, s.pressure_max_age_seconds / 2))
+
+    def submit(self, kind: str, payload: Any = None, *, conn: Connection | None = None, tenant: str = "default",
+               org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
+               max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
+               trace_id: str | None = None) -> str:
+        """Submit one job; with ``conn`` it joins the caller's open transaction."""
+        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key,
+                             self._max_attempts(kind, max_attempts), file_id, run_at, trace_id)
+        return self.submit_many([spec], conn=conn)[0]
+
+    def submit_many(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> list[str]:
+        """Submit many jobs in one transaction; returns their ids in order."""
+        self.check_pressure()
+        fixed = [s if s.max_attempts else store.JobSpec(**{**s.__dict__,
+                                                            "max_attempts": self._max_attempts(s.kind, None)})
+                 for s in specs]
+        return store.submit_many(conn if conn is not None else self.engine, fixed,
+                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key)
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """One job by id."""
+        return store.get_job(self.engine, job_id, tenant)
+
+    def list(self, **filters: Any) -> list[Job]:
+        """Jobs, newest first."""
+        return store.list_jobs(self.engine, **filters)
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's change log."""
+        return store.job_events(self.engine, job_id)
+
+    def cancel(self, job_id: str, tenant: str | None = None, reason: str = "") -> Job:
+        """Cancel a queued or running job."""
+        return store.cancel(self.engine, job_id, tenant=tenant, reason=reason)
+
+    def close(self) -> None:
+        """Release queue connections."""
+        if self._queue is not None:
+            self._queue.close()

@@ -1,0 +1,134 @@
+"""Settings: environment variables win, then the TOML file, then defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from conveyor.errors import ConfigError
+
+ENV_PREFIX = "CONVEYOR_"
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration of one process."""
+
+    db_url: str = "sqlite:///conveyor.db"
+    queue_url: str = "sql"
+    storage_url: str = "file://./conveyor-data"
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 0.0  # 0 → lease / 3
+    reclaim_grace_seconds: float = 15.0
+    stream_key: str = "conveyor:jobs"
+    stream_group: str = "conveyor:workers"
+    stream_maxlen: int = 200_000
+    consumer: str = ""
+    concurrency: int = 4
+    max_attempts: int = 3
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    dispatch_batch: int = 500
+    dispatch_backoff_max_seconds: float = 30.0
+    repair_interval_seconds: float = 10.0
+    gc_retention_days: float = 30.0
+    plugins: str = ""
+    pressure_max_length: int = 0  # 0 → never refuse submits
+    pressure_max_age_seconds: float = 0.0
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between lease renewals (explicit, else a third of the lease)."""
+        return self.heartbeat_seconds if self.heartbeat_seconds > 0 else self.lease_seconds / 3.0
+
+    @property
+    def consumer_name(self) -> str:
+        """This process's consumer name (``hostname-pid`` unless set)."""
+        return self.consumer or _default_consumer()
+
+    def with_(self, **changes: Any) -> "Settings":
+        """A copy with some values changed (marked as set in code)."""
+        src = dict(self.sources)
+        src.update({k: "code" for k in changes})
+        return replace(self, sources=src, **changes)
+
+    def masked(self) -> dict[str, tuple[Any, str]]:
+        """Every value with its source, secrets in URLs masked."""
+        out: dict[str, tuple[Any, str]] = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            out[f.name] = (value, self.sources.get(f.name, "default"))
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Replace the password of a URL with ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _pw = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+def _coerce(name: str, raw: Any, kind: type, origin: str) -> Any:
+    try:
+        if kind is bool:
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{origin}: {name} must be {kind.__name__}, got {raw!r}; fix the value or unset it"
+        ) from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings: ``CONVEYOR_*`` variables, then the TOML file, then defaults."""
+    env = os.environ if env is None else env
+    cfg_path = Path(path or env.get("CONVEYOR_CONFIG") or "conveyor.toml")
+    file_values: dict[str, Any] = {}
+    if cfg_path.is_file():
+        try:
+            data = tomllib.loads(cfg_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg_path}: not valid TOML ({exc}); fix the file or unset CONVEYOR_CONFIG") from None
+        file_values = dict(data.get("conveyor", data))
+    elif path or env.get("CONVEYOR_CONFIG"):
+        raise ConfigError(f"config file {cfg_path} does not exist; create it or unset CONVEYOR_CONFIG")
+    known = {f.name: f for f in fields(Settings) if f.name != "sources"}
+    unknown = sorted(set(file_values) - set(known))
+    if unknown:
+        raise ConfigError(f"{cfg_path}: unknown setting(s) {', '.join(unknown)}; see `conveyor config`")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, f in known.items():
+        kind = type(getattr(Settings, name)) if hasattr(Settings, name) else str
+        env_name = ENV_PREFIX + name.upper()
+        aliases = {"stream_key": "CONVEYOR_STREAM_KEY", "stream_group": "CONVEYOR_STREAM_GROUP",
+                   "stream_maxlen": "CONVEYOR_STREAM_MAXLEN"}
+        env_name = aliases.get(name, env_name)
+        if env_name in env and env[env_name] != "":
+            values[name] = _coerce(name, env[env_name], kind, f"environment {env_name}")
+            sources[name] = f"env {env_name}"
+        elif name in file_values:
+            values[name] = _coerce(name, file_values[name], kind, str(cfg_path))
+            sources[name] = f"file {cfg_path}"
+    settings = Settings(**values, sources=sources)
+    if settings.lease_seconds <= 0:
+        raise ConfigError("lease_seconds must be > 0")
+    if settings.heartbeat_interval >= settings.lease_seconds:
+        raise ConfigError("heartbeat_seconds must be shorter than lease_seconds, or the lease lapses between beats")
+    return settings

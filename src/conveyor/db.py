@@ -1,0 +1,93 @@
+"""Engines for the job store: SQLite (embedded) and PostgreSQL, set up for concurrency."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from conveyor.errors import ConfigError
+from conveyor.schema import metadata
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: every timestamp Conveyor stores is naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """Whether the engine talks to SQLite."""
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"CONVEYOR_DB_URL {url!r} is not a database URL; "
+                          "use e.g. sqlite:///conveyor.db or postgresql+psycopg://user@host/db") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+            _setup_sqlite(engine)
+        else:
+            kwargs.setdefault("pool_size", 10)
+            kwargs.setdefault("max_overflow", 20)
+            kwargs.setdefault("pool_pre_ping", True)
+            engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise ConfigError(f"no driver for {parsed.drivername} ({exc}); "
+                          "install it: pip install 'conveyor-jobs[postgres]'") from None
+    return engine
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine(url: str) -> Engine:
+    """A process-wide engine per URL (one pool per process, not per job)."""
+    with _ENGINES_LOCK:
+        key = f"{os.getpid()}:{url}"
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = make_engine(url)
+            _ENGINES[key] = engine
+        return engine
+
+
+def init_db(engine: Engine) -> list[str]:
+    """Create missing tables (idempotent); returns the names created."""
+    existing = set(inspect(engine).get_table_names())
+    metadata.create_all(engine, checkfirst=True)
+    return sorted(t for t in metadata.tables if t not in existing)
+
+
+def missing_tables(engine: Engine) -> list[str]:
+    """Tables the job store needs that the database lacks."""
+    existing = set(inspect(engine).get_table_names())
+    return sorted(t for t in metadata.tables if t not in existing)

@@ -1,0 +1,164 @@
+"""The embedded queue: a table in the job database (``CONVEYOR_QUEUE_URL=sql``).
+
+PostgreSQL readers lock rows with ``FOR UPDATE SKIP LOCKED``; SQLite serialises
+writers with ``BEGIN IMMEDIATE``, so both are correct under concurrency.
+Readers in the same process are woken by publish; other processes poll with a
+short adaptive wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Sequence
+
+from sqlalchemy import Connection, Engine, delete, func, select, update
+
+from conveyor.db import utcnow
+from conveyor.queue.base import START_CURSOR, Entry, Message, Pressure, Queue, Reclaimed
+from conveyor.schema import queue_entries as q
+
+_WAKE = threading.Condition()
+_FIFO_EVERY = 5  # every Nth read ignores priority so low bands are never starved
+
+
+class SqlQueue(Queue):
+    """A stream as rows of ``conveyor_queue``; an entry is pending while ``consumer`` is set."""
+
+    def __init__(self, engine: Engine, stream: str = "conveyor:jobs") -> None:
+        self.url = "sql"
+        self.engine = engine
+        self.stream = stream
+        self._reads = 0
+        self._pg = engine.dialect.name == "postgresql"
+
+    def ensure_group(self) -> None:
+        """The table is created by ``conveyor db init``."""
+
+    def publish(self, messages: Sequence[Message], maxlen: int | None = None,
+                conn: Connection | None = None) -> list[str]:
+        """Insert one row per message in one statement (inside ``conn``'s transaction if given)."""
+        if not messages:
+            return []
+        now = utcnow()
+        rows = [{"stream": self.stream, "job_id": m.job_id, "priority": m.priority, "fields": dict(m.fields),
+                 "enqueued_at": now, "deliveries": 0} for m in messages]
+        stmt = q.insert().returning(q.c.id, sort_by_parameter_order=True)
+        if conn is not None:
+            ids = [r[0] for r in conn.execute(stmt, rows)]
+        else:
+            with self.engine.begin() as own:
+                ids = [r[0] for r in own.execute(stmt, rows)]
+        self.wake()
+        return [str(i) for i in ids]
+
+    @staticmethod
+    def wake() -> None:
+        """Wake readers in this process (after the publishing transaction commits)."""
+        with _WAKE:
+            _WAKE.notify_all()
+
+    def _take(self, consumer: str, count: int) -> list[Entry]:
+        self._reads += 1
+        order = (q.c.id,) if self._reads % _FIFO_EVERY == 0 else (q.c.priority.desc(), q.c.id)
+        sub = (select(q.c.id).where(q.c.stream == self.stream, q.c.consumer.is_(None))
+               .order_by(*order).limit(count))
+        if self._pg:
+            sub = sub.with_for_update(skip_locked=True)
+        stmt = (update(q).where(q.c.id.in_(sub.scalar_subquery()))
+                .values(consumer=consumer, delivered_at=utcnow(), deliveries=q.c.deliveries + 1)
+                .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries, q.c.priority))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        rows.sort(key=lambda r: (-r.priority, r.id))
+        return [Entry(str(r.id), r.job_id, dict(r.fields or {}), r.deliveries) for r in rows]
+
+    def read(self, consumer: str, count: int, block_ms: int = 0) -> list[Entry]:
+        """Deliver up to count entries, polling with a growing wait until block_ms passes."""
+        if count <= 0:
+            return []
+        deadline = time.monotonic() + block_ms / 1000.0
+        wait = 0.005
+        while True:
+            got = self._take(consumer, count)
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            with _WAKE:
+                _WAKE.wait(min(wait, left))
+            wait = min(wait * 2, 0.2)
+
+    def ack(self, entry_ids: Sequence[str]) -> int:
+        """Delete acknowledged rows."""
+        ids = [int(e) for e in entry_ids if e]
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(delete(q).where(q.c.id.in_(ids), q.c.consumer.is_not(None))).rowcount or 0
+
+    def reclaim(self, consumer: str, min_idle_ms: int, cursor: str = START_CURSOR,
+                count: int = 100) -> Reclaimed:
+        """Take pending rows idle long enough, scanning ids from the cursor."""
+        start = int(cursor.split("-")[0] or 0)
+        cutoff = utcnow() - timedelta(milliseconds=min_idle_ms)
+        sub = (select(q.c.id).where(q.c.stream == self.stream, q.c.consumer.is_not(None),
+                                    q.c.delivered_at <= cutoff, q.c.id >= start)
+               .order_by(q.c.id).limit(count + 1))
+        if self._pg:
+            sub = sub.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(sub).scalars())
+            take = ids[:count]
+            rows = []
+            if take:
+                rows = conn.execute(
+                    update(q).where(q.c.id.in_(take))
+                    .values(consumer=consumer, delivered_at=utcnow(), deliveries=q.c.deliveries + 1)
+                    .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries)).all()
+        rows.sort(key=lambda r: r.id)
+        nxt = str(ids[count]) if len(ids) > count else START_CURSOR
+        return Reclaimed(nxt, [Entry(str(r.id), r.job_id, dict(r.fields or {}), r.deliveries) for r in rows], [])
+
+    def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle clock of rows this consumer holds."""
+        ids = [int(e) for e in entry_ids if e]
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(q).where(q.c.id.in_(ids), q.c.consumer == consumer)
+                             .values(delivered_at=utcnow()))
+
+    def held(self, entry_ids: Sequence[str]) -> set[str]:
+        """Rows still present."""
+        ids = [int(e) for e in entry_ids if e and e.isdigit()]
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            return {str(i) for i in conn.execute(select(q.c.id).where(q.c.id.in_(ids))).scalars()}
+
+    def pressure(self) -> Pressure:
+        """Exact counts from the table."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            length, pending, oldest_pending, oldest_new = conn.execute(
+                select(func.count(),
+                       func.count(q.c.consumer),
+                       func.min(q.c.enqueued_at).filter(q.c.consumer.is_not(None)),
+                       func.min(q.c.enqueued_at).filter(q.c.consumer.is_(None)))
+                .where(q.c.stream == self.stream)).one()
+        if oldest_pending is not None:
+            age, src = now - oldest_pending, "pending"
+        elif oldest_new is not None:
+            age, src = now - oldest_new, "undelivered"
+        else:
+            return Pressure(length, pending, length - pending, None, None, False)
+        return Pressure(length, pending, length - pending, int(age.total_seconds() * 1000), src, False)
+
+    def trim(self, maxlen: int) -> int:
+        """Delete the oldest rows beyond maxlen, pending or not (as XTRIM does)."""
+        with self.engine.begin() as conn:
+            keep_from = conn.execute(select(q.c.id).where(q.c.stream == self.stream)
+                                     .order_by(q.c.id.desc()).offset(maxlen).limit(1)).scalar()
+            if keep_from is None:
+                return 0
+            return conn.execute(delete(q).where(q.c.stream == self.stream, q.c.id <= keep_from)).rowcount or 0

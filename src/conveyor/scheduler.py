@@ -1,0 +1,225 @@
+"""The scheduler: one leader at a time runs the repair loop and the GC loop.
+
+Repair finds every job the queue no longer holds but the database says must run
+(queued, or running under an expired lease) and republishes it through the
+outbox, at most once per lease period. GC trims the queue and plans (or, with
+``apply``, performs) deletion of finished jobs past their retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+
+from conveyor import lease, presence
+from conveyor.db import utcnow
+from conveyor.models import FINAL, EventAction, Job, JobStatus
+from conveyor.schema import events, jobs, outbox
+from conveyor.store import _fields, event_row, logline, outbox_row
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.scheduler")
+
+LEADER_LEASE = "scheduler-leader"
+
+
+@dataclass
+class RepairReport:
+    """What one repair round found and did."""
+
+    republished: list[str] = field(default_factory=list)
+    failed_exhausted: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+@dataclass
+class GcPlan:
+    """What GC would delete (dry run) or deleted (apply)."""
+
+    applied: bool
+    retention_days: float
+    jobs: int = 0
+    events: int = 0
+    outbox_rows: int = 0
+    artifact_prefixes: int = 0
+    trimmed_entries: int = 0
+    sample_job_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return dict(self.__dict__)
+
+
+class Scheduler:
+    """Leader-elected repair and GC loops."""
+
+    def __init__(self, app: "Conveyor", *, name: str | None = None, interval_s: float | None = None,
+                 gc_apply: bool = False, gc_every: int = 30, batch: int = 500) -> None:
+        self.app = app
+        s = app.settings
+        self.name = name or f"{s.consumer_name}-scheduler"
+        self.interval_s = interval_s or s.repair_interval_seconds
+        self.lease_ttl_s = max(s.lease_seconds, 2 * self.interval_s)
+        self.gc_apply = gc_apply
+        self.gc_every = gc_every
+        self.batch = batch
+        self.token: int | None = None
+        self._stop = threading.Event()
+
+    def is_leader(self) -> bool:
+        """Take or renew the leader lease; True while this scheduler holds it."""
+        tok = lease.acquire(self.app.engine, LEADER_LEASE, self.name, self.lease_ttl_s)
+        if tok is not None and self.token is None:
+            log.info("scheduler %s is leader (token %s)", self.name, tok)
+        elif tok is None and self.token is not None:
+            log.warning("scheduler %s lost leadership", self.name)
+        self.token = tok
+        return tok is not None
+
+    # ------------------------------------------------------------ repair
+
+    def repair(self) -> RepairReport:
+        """Republish jobs that must run but that no queue entry holds any more."""
+        engine, q, s = self.app.engine, self.app.queue, self.app.settings
+        now = utcnow()
+        quiet = now - timedelta(seconds=s.lease_seconds)
+        report = RepairReport()
+        pending_box = exists().where(outbox.c.job_id == jobs.c.id, outbox.c.status == "pending")
+        recent_box = exists().where(outbox.c.job_id == jobs.c.id, outbox.c.created_at > quiet)
+        stmt = (select(jobs).where(
+            or_(and_(jobs.c.status == JobStatus.QUEUED.value,
+                     or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now)),
+                and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)),
+            ~pending_box, ~recent_box).order_by(jobs.c.created_at).limit(self.batch))
+        with engine.connect() as conn:
+            candidates = [Job.from_row(r) for r in conn.execute(stmt).mappings()]
+            if not candidates:
+                return report
+            latest = {}
+            for r in conn.execute(select(outbox.c.job_id, outbox.c.stream_entry_id, outbox.c.id)
+                                  .where(outbox.c.job_id.in_([j.id for j in candidates]))
+                                  .order_by(outbox.c.id)):
+                latest[r.job_id] = r.stream_entry_id
+        report.checked = len(candidates)
+        entry_ids = [e for e in latest.values() if e]
+        held = q.held(entry_ids) if entry_ids else set()
+        with engine.begin() as conn:
+            for job in candidates:
+                if latest.get(job.id) in held:
+                    continue  # still in the queue: a worker (or the reclaim loop) will take it
+                if job.status == JobStatus.RUNNING and job.attempts >= job.max_attempts:
+                    msg = (f"lease of {job.lease_owner} expired at {job.lease_expires_at} on the last attempt "
+                           f"({job.attempts}/{job.max_attempts}); the job probably kills its worker")
+                    hist = job.error_history + [{"attempt": job.attempt_id, "code": "lease_lost", "message": msg,
+                                                 "at": now.isoformat() + "Z"}]
+                    res = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.attempt_id == job.attempt_id,
+                                                          jobs.c.status == JobStatus.RUNNING.value)
+                                       .values(status=JobStatus.FAILED.value, error_code="lease_lost", last_error=msg,
+                                               error_history=hist, lease_owner=None, lease_expires_at=None,
+                                               finished_at=now, updated_at=now))
+                    if res.rowcount:
+                        conn.execute(insert(events), [event_row(job.id, job.attempt_id, EventAction.JOB_FAILED, now,
+                                                                job.file_id, error_code="lease_lost",
+                                                                error_message=msg, by="scheduler")])
+                        report.failed_exhausted.append(job.id)
+                    continue
+                conn.execute(insert(outbox), [outbox_row(job.id, job.priority,
+                                                         _fields(job.id, job.attempts + 1, job, now), now, None,
+                                                         s.stream_key)])
+                conn.execute(insert(events), [event_row(job.id, job.attempt_id, EventAction.REPUBLISHED, now,
+                                                        job.file_id, status=job.status.value,
+                                                        lost_entry=latest.get(job.id))])
+                report.republished.append(job.id)
+        for j in report.republished:
+            logline("republished", job_id=j)
+        if report.republished:
+            from conveyor import outbox as _outbox
+            _outbox.wake()
+        return report
+
+    # ------------------------------------------------------------ gc
+
+    def gc(self, apply: bool | None = None, retention_days: float | None = None) -> GcPlan:
+        """Trim the queue and plan (or perform) deletion of old finished jobs."""
+        apply = self.gc_apply if apply is None else apply
+        s = self.app.settings
+        days = s.gc_retention_days if retention_days is None else retention_days
+        plan = GcPlan(applied=apply, retention_days=days)
+        cutoff = utcnow() - timedelta(days=days)
+        finals = [st.value for st in FINAL]
+        old = select(jobs.c.id).where(jobs.c.status.in_(finals), jobs.c.finished_at < cutoff)
+        engine = self.app.engine
+        with engine.connect() as conn:
+            plan.jobs = int(conn.execute(select(func.count()).select_from(old.subquery())).scalar() or 0)
+            plan.events = int(conn.execute(select(func.count()).where(events.c.job_id.in_(old))).scalar() or 0)
+            plan.outbox_rows = int(conn.execute(select(func.count()).where(outbox.c.job_id.in_(old))).scalar() or 0)
+            plan.sample_job_ids = list(conn.execute(old.limit(10)).scalars())
+        plan.artifact_prefixes = plan.jobs
+        if apply:
+            plan.trimmed_entries = self.app.queue.trim(s.stream_maxlen)
+            while True:
+                with engine.begin() as conn:
+                    ids = list(conn.execute(old.limit(self.batch)).scalars())
+                    if not ids:
+                        break
+                    conn.execute(delete(events).where(events.c.job_id.in_(ids)))
+                    conn.execute(delete(outbox).where(outbox.c.job_id.in_(ids)))
+                    conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+                for j in ids:
+                    try:
+                        self.app.storage.delete(f"jobs/{j}", recursive=True)
+                    except Exception as exc:
+                        log.warning("gc could not delete artifacts of %s: %s", j, exc)
+        return plan
+
+    # ------------------------------------------------------------ loop
+
+    def run_once(self) -> dict[str, Any]:
+        """One round if leader: repair (and GC planning); returns a report."""
+        if not self.is_leader():
+            holder = lease.current(self.app.engine, LEADER_LEASE)
+            return {"leader": False, "holder": holder["holder"] if holder else None}
+        rep = self.repair()
+        return {"leader": True, "token": self.token, "republished": len(rep.republished),
+                "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
+
+    def stop(self) -> None:
+        """End the loop after the current round."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Loop: repair every interval while leader; GC every ``gc_every`` rounds."""
+        presence.register(self.app.engine, self.name, "scheduler")
+        rounds = 0
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    report = self.run_once()
+                    if report.get("leader"):
+                        rounds += 1
+                        if rounds % self.gc_every == 0:
+                            plan = self.gc()
+                            log.info("gc %s", plan.as_dict())
+                    presence.beat(self.app.engine, self.name, 0, True)
+                except Exception as exc:
+                    log.error("scheduler round failed: %s", exc)
+                self._stop.wait(max(0.05, self.interval_s - (time.monotonic() - t0)))
+        finally:
+            if self.token is not None:
+                try:
+                    lease.release(self.app.engine, LEADER_LEASE, self.name)
+                except Exception:
+                    pass
+            try:
+                presence.stopped(self.app.engine, self.name)
+            except Exception:
+                pass

@@ -1,0 +1,147 @@
+"""The tables (SQLAlchemy Core), usable from a host application's own metadata."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+_BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def define_tables(md: MetaData) -> dict[str, Table]:
+    """Add Conveyor's tables to ``md`` (a host app's metadata) and return them by short name."""
+    jobs = Table(
+        "conveyor_jobs", md,
+        Column("id", String(36), primary_key=True),
+        Column("kind", String(200), nullable=False),
+        Column("tenant_id", String(200), nullable=False, default="default"),
+        Column("org_id", String(200)),
+        Column("status", String(16), nullable=False),
+        Column("priority", Integer, nullable=False, default=0),
+        Column("payload", JSON),
+        Column("result", JSON),
+        Column("error_code", String(100)),
+        Column("last_error", Text),
+        Column("error_history", JSON),
+        Column("attempt_id", Integer, nullable=False, default=0),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("max_attempts", Integer, nullable=False, default=3),
+        Column("lease_owner", String(200)),
+        Column("lease_expires_at", DateTime),
+        Column("next_attempt_at", DateTime),
+        Column("idempotency_key", String(200)),
+        Column("file_id", String(36), index=True),
+        Column("trace_id", String(64)),
+        Column("created_at", DateTime, nullable=False),
+        Column("updated_at", DateTime, nullable=False),
+        Column("started_at", DateTime),
+        Column("finished_at", DateTime),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_conveyor_jobs_idem"),
+        Index("ix_conveyor_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_conveyor_jobs_kind_status", "kind", "status"),
+        Index("ix_conveyor_jobs_finished", "finished_at"),
+    )
+    outbox = Table(
+        "conveyor_outbox", md,
+        Column("id", _BigInt, primary_key=True, autoincrement=True),
+        Column("job_id", String(36), nullable=False, index=True),
+        Column("stream", String(200), nullable=False),
+        Column("message", JSON, nullable=False),
+        Column("status", String(16), nullable=False, default="pending"),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", DateTime, nullable=False),
+        Column("last_error", Text),
+        Column("created_at", DateTime, nullable=False),
+        Column("dispatched_at", DateTime),
+        Column("stream_entry_id", String(64)),
+        Index("ix_conveyor_outbox_pending", "status", "next_attempt_at"),
+    )
+    events = Table(
+        "conveyor_job_events", md,
+        Column("id", _BigInt, primary_key=True, autoincrement=True),
+        Column("job_id", String(36), nullable=False, index=True),
+        Column("file_id", String(36)),
+        Column("attempt_id", Integer, nullable=False, default=0),
+        Column("action", String(32), nullable=False),
+        Column("payload", JSON),
+        Column("created_at", DateTime, nullable=False),
+    )
+    files = Table(
+        "conveyor_files", md,
+        Column("id", String(36), primary_key=True),
+        Column("tenant_id", String(200), nullable=False, default="default"),
+        Column("org_id", String(200)),
+        Column("filename", String(1000), nullable=False),
+        Column("system_path", Text, nullable=False),
+        Column("size", _BigInt, nullable=False, default=0),
+        Column("sha256", String(64)),
+        Column("content_type", String(200)),
+        Column("cad_format", String(32)),
+        Column("preview_path", Text),
+        Column("geometry_path", Text),
+        Column("conversion_status", String(16)),
+        Column("conversion_error", JSON),
+        Column("attributes", JSON),
+        Column("created_at", DateTime, nullable=False),
+        Column("updated_at", DateTime, nullable=False),
+    )
+    workers = Table(
+        "conveyor_workers", md,
+        Column("name", String(200), primary_key=True),
+        Column("role", String(32), nullable=False),
+        Column("host", String(200), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("slots", Integer, nullable=False, default=0),
+        Column("in_flight", Integer, nullable=False, default=0),
+        Column("version", String(32)),
+        Column("started_at", DateTime, nullable=False),
+        Column("last_progress_at", DateTime, nullable=False),
+        Column("last_seen_at", DateTime, nullable=False),
+        Column("stopped_at", DateTime),
+    )
+    leases = Table(
+        "conveyor_leases", md,
+        Column("name", String(200), primary_key=True),
+        Column("holder", String(200)),
+        Column("token", _BigInt, nullable=False, default=0),
+        Column("expires_at", DateTime),
+    )
+    queue = Table(
+        "conveyor_queue", md,
+        Column("id", _BigInt, primary_key=True, autoincrement=True),
+        Column("stream", String(200), nullable=False),
+        Column("job_id", String(36), nullable=False),
+        Column("priority", Integer, nullable=False, default=0),
+        Column("fields", JSON, nullable=False),
+        Column("enqueued_at", DateTime, nullable=False),
+        Column("consumer", String(200)),
+        Column("delivered_at", DateTime),
+        Column("deliveries", Integer, nullable=False, default=0),
+        Index("ix_conveyor_queue_ready", "stream", "consumer", "priority", "id"),
+        Index("ix_conveyor_queue_job", "job_id"),
+    )
+    return {"jobs": jobs, "outbox": outbox, "events": events, "files": files,
+            "workers": workers, "leases": leases, "queue": queue}
+
+
+TABLES = define_tables(metadata)
+jobs = TABLES["jobs"]
+outbox = TABLES["outbox"]
+events = TABLES["events"]
+files = TABLES["files"]
+workers = TABLES["workers"]
+leases = TABLES["leases"]
+queue_entries = TABLES["queue"]

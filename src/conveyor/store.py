@@ -1,0 +1,520 @@
+"""Every write to a job row: submit, claim, renew, finalize, cancel — each one CAS-guarded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterator, Mapping, Sequence
+
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.db import utcnow
+from conveyor.errors import ConveyorError, IllegalTransition, JobNotFound
+from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
+from conveyor.schema import events, jobs, outbox
+
+log = logging.getLogger("conveyor.jobs")
+
+FINAL_VALUES = [s.value for s in FINAL]
+
+
+class InvalidPayload(ConveyorError):
+    """The payload cannot be stored (not JSON, not an object)."""
+
+    code = "invalid_payload"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to submit (see ``submit``)."""
+
+    kind: str
+    payload: Any = None
+    tenant: str = "default"
+    org: str | None = None
+    priority: int = 0
+    idempotency_key: str | None = None
+    max_attempts: int | None = None
+    file_id: str | None = None
+    run_at: datetime | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job this worker now holds: the attempt it runs under and the entry it came from."""
+
+    job: Job
+    entry_id: str
+    reclaimed: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, handed to finalize."""
+
+    job_id: str
+    attempt_id: int
+    entry_id: str
+    ok: bool
+    result: Any = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool = False
+    retry_delay_s: float = 0.0
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finalized:
+    """What finalize did with one outcome."""
+
+    job_id: str
+    attempt_id: int
+    entry_id: str
+    action: str  # succeeded | job_failed | retry_scheduled | stale_result
+    current_status: str | None = None
+
+
+def logline(action: str, **fields: Any) -> None:
+    """One structured log line per state change."""
+    log.info("%s %s", action, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+
+
+@contextmanager
+def _tx(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        # join the caller's transaction; a savepoint keeps our part atomic
+        if bind.in_transaction():
+            with bind.begin_nested():
+                yield bind
+        else:
+            with bind.begin():
+                yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+def _check_payload(payload: Any) -> Any:
+    try:
+        return json.loads(json.dumps(payload, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"payload is not plain JSON ({exc}); send objects, lists, strings, numbers, "
+                             "booleans and null only") from None
+
+
+def event_row(job_id: str, attempt_id: int, action: EventAction | str, now: datetime,
+              file_id: str | None = None, **payload: Any) -> dict[str, Any]:
+    """A row for ``conveyor_job_events``."""
+    return {"job_id": job_id, "attempt_id": attempt_id, "action": str(getattr(action, "value", action)),
+            "payload": {k: v for k, v in payload.items() if v is not None}, "created_at": now,
+            "file_id": file_id}
+
+
+def outbox_row(job_id: str, priority: int, fields: Mapping[str, Any], now: datetime,
+               due: datetime | None = None, stream: str = "conveyor:jobs") -> dict[str, Any]:
+    """A pending row for ``conveyor_outbox``."""
+    return {"job_id": job_id, "stream": stream,
+            "message": {"job_id": job_id, "priority": priority, "fields": dict(fields)},
+            "status": "pending", "attempts": 0, "next_attempt_at": due or now, "created_at": now}
+
+
+def _fields(job_id: str, attempt_hint: int, spec: JobSpec | Job | Mapping[str, Any], now: datetime) -> dict[str, str]:
+    get = (lambda k: spec.get(k)) if isinstance(spec, Mapping) else (lambda k: getattr(spec, k, None))
+    return {"job_id": job_id, "enqueue_ts": str(int(now.timestamp() * 1000)), "attempt_hint": str(attempt_hint),
+            "priority": str(get("priority") or 0), "tenant_id": str(get("tenant_id") or get("tenant") or "default"),
+            "org_id": str(get("org_id") or get("org") or ""), "trace_id": str(get("trace_id") or "")}
+
+
+def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_max_attempts: int = 3,
+                idempotency_ttl_s: float = 86400.0, stream: str = "conveyor:jobs") -> list[str]:
+    """Insert jobs, their outbox rows and ``submitted`` events in one transaction; returns ids.
+
+    Pass a ``Connection`` inside your own transaction to make the jobs part of it:
+    nothing is published until that transaction commits.
+    """
+    now = utcnow()
+    ids: list[str] = []
+    job_rows, box_rows, ev_rows = [], [], []
+    with _tx(bind) as conn:
+        for spec in specs:
+            payload = _check_payload(spec.payload)
+            if spec.idempotency_key:
+                existing = _existing_for_key(conn, spec, now, idempotency_ttl_s)
+                if existing is not None:
+                    ids.append(existing)
+                    continue
+            job_id = str(uuid.uuid4())
+            ids.append(job_id)
+            trace = spec.trace_id or uuid.uuid4().hex
+            due = spec.run_at if spec.run_at and spec.run_at > now else None
+            job_rows.append({
+                "id": job_id, "kind": spec.kind, "tenant_id": spec.tenant or "default", "org_id": spec.org,
+                "status": JobStatus.QUEUED.value, "priority": spec.priority, "payload": payload,
+                "error_history": [], "attempt_id": 0, "attempts": 0,
+                "max_attempts": spec.max_attempts or default_max_attempts, "next_attempt_at": due,
+                "idempotency_key": spec.idempotency_key, "file_id": spec.file_id, "trace_id": trace,
+                "created_at": now, "updated_at": now,
+            })
+            box_rows.append(outbox_row(job_id, spec.priority,
+                                       _fields(job_id, 1, {**spec.__dict__, "trace_id": trace}, now),
+                                       now, due, stream))
+            ev_rows.append(event_row(job_id, 0, EventAction.SUBMITTED, now, spec.file_id, kind=spec.kind,
+                                     run_at=due.isoformat() if due else None))
+        if job_rows:
+            if any(s.idempotency_key for s in specs):
+                for row in job_rows:  # one at a time so a racing duplicate key is resolved, not raised
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(jobs), [row])
+                    except IntegrityError:
+                        spec = next(s for s in specs if s.idempotency_key == row["idempotency_key"])
+                        other = _existing_for_key(conn, spec, now, idempotency_ttl_s)
+                        if other is None:
+                            raise
+                        ids[ids.index(row["id"])] = other
+                        box_rows = [b for b in box_rows if b["job_id"] != row["id"]]
+                        ev_rows = [e for e in ev_rows if e["job_id"] != row["id"]]
+            else:
+                conn.execute(insert(jobs), job_rows)
+            if box_rows:
+                conn.execute(insert(outbox), box_rows)
+                conn.execute(insert(events), ev_rows)
+    from conveyor import outbox as _outbox  # late: outbox imports store
+    _outbox.wake()
+    for row in job_rows:
+        logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
+    return ids
+
+
+def _existing_for_key(conn: Connection, spec: JobSpec, now: datetime, ttl_s: float) -> str | None:
+    row = conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.finished_at).where(
+        jobs.c.tenant_id == (spec.tenant or "default"), jobs.c.idempotency_key == spec.idempotency_key)).first()
+    if row is None:
+        return None
+    # a key is reusable once its job has been final for longer than the TTL
+    if row.status in FINAL_VALUES and row.finished_at is not None and \
+            row.finished_at < now - timedelta(seconds=ttl_s):
+        conn.execute(update(jobs).where(jobs.c.id == row.id).values(idempotency_key=None))
+        return None
+    return str(row.id)
+
+
+def submit(bind: Engine | Connection, kind: str, payload: Any = None, *, tenant: str = "default",
+           org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
+           max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
+           trace_id: str | None = None, default_max_attempts: int = 3) -> str:
+    """Submit one job (row + outbox row + event, one transaction); returns its id."""
+    spec = JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at, trace_id)
+    return submit_many(bind, [spec], default_max_attempts=default_max_attempts)[0]
+
+
+def get_job(bind: Engine | Connection, job_id: str, tenant: str | None = None) -> Job:
+    """Read one job; a tenant filter makes another tenant's job look absent."""
+    stmt = select(jobs).where(jobs.c.id == job_id)
+    if tenant is not None:
+        stmt = stmt.where(jobs.c.tenant_id == tenant)
+    with _read(bind) as conn:
+        row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
+    return Job.from_row(row)
+
+
+@contextmanager
+def _read(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str | None = None,
+              file_id: str | None = None, tenant: str | None = None, limit: int = 50) -> list[Job]:
+    """Newest jobs first, filtered."""
+    stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+    for col, val in ((jobs.c.status, status), (jobs.c.kind, kind), (jobs.c.file_id, file_id),
+                     (jobs.c.tenant_id, tenant)):
+        if val is not None:
+            stmt = stmt.where(col == val)
+    with _read(bind) as conn:
+        return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
+
+
+def job_events(bind: Engine | Connection, job_id: str) -> list[dict[str, Any]]:
+    """The change log of one job, oldest first."""
+    with _read(bind) as conn:
+        rows = conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id)).mappings()
+        from conveyor.models import iso
+        return [{"id": r["id"], "attempt_id": r["attempt_id"], "action": r["action"],
+                 "payload": r["payload"] or {}, "created_at": iso(r["created_at"])} for r in rows]
+
+
+# ---------------------------------------------------------------- claim
+
+def claim(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float
+          ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
+    """Claim jobs for queue entries ``(entry_id, job_id)`` in one transaction.
+
+    A job is claimed from ``queued`` (when due) or from ``running`` with an expired
+    lease (a reclaim). ``attempt_id`` and ``attempts`` grow at claim time, so a job
+    that kills its worker every time runs out of attempts and ends ``failed``.
+    Returns (claimed, entry ids to acknowledge without running, committed events).
+    """
+    if not entries:
+        return [], [], []
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_s)
+    by_job: dict[str, str] = {}
+    dup_entries: list[str] = []
+    for entry_id, job_id in entries:
+        if job_id in by_job:
+            dup_entries.append(entry_id)  # the same job twice in one read: run once
+        else:
+            by_job[job_id] = entry_id
+    claimed: list[Claimed] = []
+    ev: list[dict[str, Any]] = []
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(list(by_job)), jobs.c.status == JobStatus.QUEUED.value,
+                   or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now))
+            .values(status=JobStatus.RUNNING.value, attempt_id=jobs.c.attempt_id + 1,
+                    attempts=jobs.c.attempts + 1, lease_owner=owner, lease_expires_at=expires,
+                    started_at=now, updated_at=now, next_attempt_at=None)
+            .returning(*jobs.c)).mappings().all()
+        for r in rows:
+            job = Job.from_row(r)
+            claimed.append(Claimed(job, by_job[job.id], False))
+            ev.append(event_row(job.id, job.attempt_id, EventAction.CLAIMED, now, job.file_id, consumer=owner,
+                                entry_id=by_job[job.id]))
+        rest = [j for j in by_job if j not in {c.job.id for c in claimed}]
+        if rest:
+            expired = conn.execute(select(jobs).where(
+                jobs.c.id.in_(rest), jobs.c.status == JobStatus.RUNNING.value,
+                jobs.c.lease_expires_at < now)).mappings().all()
+            for r in expired:
+                old = Job.from_row(r)
+                history = old.error_history + [{
+                    "attempt": old.attempt_id, "code": "lease_lost", "at": now.isoformat() + "Z",
+                    "message": f"lease of {old.lease_owner} expired at {old.lease_expires_at}; worker presumed dead"}]
+                if old.attempts >= old.max_attempts:
+                    res = conn.execute(update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
+                                                          jobs.c.status == JobStatus.RUNNING.value)
+                                       .values(status=JobStatus.FAILED.value, error_code="lease_lost",
+                                               last_error=history[-1]["message"], error_history=history,
+                                               lease_owner=None, lease_expires_at=None, finished_at=now,
+                                               updated_at=now))
+                    if res.rowcount:
+                        ev.append(event_row(old.id, old.attempt_id, EventAction.JOB_FAILED, now, old.file_id,
+                                            error_code="lease_lost", error_message=history[-1]["message"],
+                                            attempts=old.attempts))
+                    continue
+                new = conn.execute(
+                    update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
+                                       jobs.c.status == JobStatus.RUNNING.value)
+                    .values(attempt_id=jobs.c.attempt_id + 1, attempts=jobs.c.attempts + 1, lease_owner=owner,
+                            lease_expires_at=expires, started_at=now, updated_at=now, error_history=history,
+                            last_error=history[-1]["message"], error_code="lease_lost")
+                    .returning(*jobs.c)).mappings().first()
+                if new is not None:
+                    job = Job.from_row(new)
+                    claimed.append(Claimed(job, by_job[job.id], True))
+                    ev.append(event_row(job.id, job.attempt_id, EventAction.RECLAIMED, now, job.file_id,
+                                        consumer=owner, previous_owner=old.lease_owner,
+                                        previous_attempt=old.attempt_id, entry_id=by_job[job.id]))
+        if ev:
+            conn.execute(insert(events), ev)
+    got = {c.job.id for c in claimed}
+    # entries whose job is final, gone, not due, or held under a live lease: the DB has
+    # another path for each (its pending outbox row, its holder, the repair loop)
+    skip = dup_entries + [e for j, e in by_job.items() if j not in got]
+    for c in claimed:
+        logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
+                stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
+    return claimed, skip, ev
+
+
+# ---------------------------------------------------------------- heartbeat
+
+def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -> dict[str, str]:
+    """Extend the leases of held jobs ``{job_id: attempt_id}``; returns lost ones with a reason."""
+    if not held:
+        return {}
+    now = utcnow()
+    with engine.begin() as conn:
+        kept = {r.id: r.attempt_id for r in conn.execute(
+            update(jobs).where(jobs.c.id.in_(list(held)), jobs.c.lease_owner == owner,
+                               jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(jobs.c.id, jobs.c.attempt_id))}
+        lost = {j: a for j, a in held.items() if kept.get(j) != a}
+        if not lost:
+            return {}
+        reasons: dict[str, str] = {}
+        rows = conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.file_id)
+                            .where(jobs.c.id.in_(list(lost)))).all()
+        ev = []
+        for r in rows:
+            reasons[r.id] = "cancelled" if r.status == JobStatus.CANCELLED.value else "lease_lost"
+            if reasons[r.id] == "lease_lost":
+                ev.append(event_row(r.id, lost[r.id], EventAction.LEASE_LOST, now, r.file_id, consumer=owner,
+                                    current_attempt=r.attempt_id, current_status=r.status))
+        if ev:
+            conn.execute(insert(events), ev)
+    for j, why in reasons.items():
+        logline("lease_lost" if why == "lease_lost" else "cancel_seen", job_id=j, attempt_id=lost[j], consumer=owner)
+    return reasons
+
+
+# ---------------------------------------------------------------- finalize
+
+def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conveyor:jobs"
+             ) -> tuple[list[Finalized], list[dict[str, Any]]]:
+    """Record many attempt outcomes in one transaction, each fenced by ``attempt_id``.
+
+    A stale attempt (its lease was taken over, or the job was cancelled) changes
+    nothing but a ``stale_result`` event. Returns what happened to each outcome and
+    the committed events.
+    """
+    if not outcomes:
+        return [], []
+    now = utcnow()
+    done: list[Finalized] = []
+    ev: list[dict[str, Any]] = []
+    with engine.begin() as conn:
+        ids = [o.job_id for o in outcomes]
+        stmt = select(jobs).where(jobs.c.id.in_(ids))
+        if engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        current = {r["id"]: Job.from_row(r) for r in conn.execute(stmt).mappings()}
+        for o in outcomes:
+            job = current.get(o.job_id)
+            if job is None or job.status != JobStatus.RUNNING or job.attempt_id != o.attempt_id:
+                status = job.status.value if job else None
+                ev.append(event_row(o.job_id, o.attempt_id, EventAction.STALE_RESULT, now,
+                                    job.file_id if job else None, current_status=status,
+                                    current_attempt=job.attempt_id if job else None,
+                                    discarded="result" if o.ok else f"error {o.error_code}"))
+                done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "stale_result", status))
+                log.warning("stale_result job_id=%s attempt_id=%s current_attempt=%s status=%s: result discarded",
+                            o.job_id, o.attempt_id, job.attempt_id if job else None, status)
+                continue
+            fenced = and_(jobs.c.id == o.job_id, jobs.c.attempt_id == o.attempt_id,
+                          jobs.c.status == JobStatus.RUNNING.value)
+            base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+            if o.ok:
+                conn.execute(update(jobs).where(fenced).values(
+                    status=JobStatus.SUCCEEDED.value, result=_check_payload(o.result), error_code=None,
+                    finished_at=now, **base))
+                ev.append(event_row(o.job_id, o.attempt_id, EventAction.SUCCEEDED, now, job.file_id))
+                done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "succeeded"))
+                continue
+            entry = {"attempt": o.attempt_id, "code": o.error_code, "message": (o.error_message or "")[:4000],
+                     "at": now.isoformat() + "Z"}
+            if o.details:
+                entry["details"] = _check_payload(dict(o.details))
+            history = job.error_history + [entry]
+            err = {"error_code": o.error_code, "last_error": (o.error_message or "")[:4000], "error_history": history}
+            if o.retryable and job.attempts < job.max_attempts:
+                due = now + timedelta(seconds=o.retry_delay_s)
+                conn.execute(update(jobs).where(fenced).values(
+                    status=JobStatus.QUEUED.value, next_attempt_at=due, **err, **base))
+                conn.execute(insert(outbox), [outbox_row(o.job_id, job.priority,
+                                                         _fields(job.id, job.attempts + 1, job, now), now, due,
+                                                         stream)])
+                ev.append(event_row(o.job_id, o.attempt_id, EventAction.RETRY_SCHEDULED, now, job.file_id,
+                                    error_code=o.error_code, error_message=entry["message"],
+                                    retry_at=due.isoformat() + "Z", delay_s=round(o.retry_delay_s, 3)))
+                done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "retry_scheduled"))
+            else:
+                conn.execute(update(jobs).where(fenced).values(
+                    status=JobStatus.FAILED.value, finished_at=now, **err, **base))
+                ev.append(event_row(o.job_id, o.attempt_id, EventAction.JOB_FAILED, now, job.file_id,
+                                    error_code=o.error_code, error_message=entry["message"],
+                                    attempts=job.attempts, retryable=o.retryable))
+                done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "job_failed"))
+        conn.execute(insert(events), ev)
+    for d in done:
+        logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
+    from conveyor import outbox as _outbox
+    if any(d.action == "retry_scheduled" for d in done):
+        _outbox.wake()
+    return done, ev
+
+
+# ---------------------------------------------------------------- cancel / transitions
+
+def transition(bind: Engine | Connection, job_id: str, target: JobStatus, *, tenant: str | None = None,
+               **values: Any) -> Job:
+    """Move a job to ``target`` if the state machine allows it (CAS on the current status)."""
+    now = utcnow()
+    with _tx(bind) as conn:
+        stmt = select(jobs).where(jobs.c.id == job_id)
+        if tenant is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant)
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        job = Job.from_row(row)
+        check_transition(job_id, job.status, target)
+        res = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == job.status.value,
+                                              jobs.c.attempt_id == job.attempt_id,
+                                              jobs.c.status.in_(sources_of(target)))
+                           .values(status=target.value, updated_at=now, **values))
+        if res.rowcount != 1:
+            raise IllegalTransition(job_id, job.status.value, target.value)
+        return get_job(conn, job_id)
+
+
+def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, reason: str = "") -> Job:
+    """Cancel a queued or running job; a running handler stops at its next heartbeat."""
+    now = utcnow()
+    with _tx(bind) as conn:
+        job = transition(conn, job_id, JobStatus.CANCELLED, tenant=tenant, finished_at=now, error_code="cancelled",
+                         last_error=reason or "cancelled by request", lease_owner=None, lease_expires_at=None)
+        conn.execute(insert(events), [event_row(job_id, job.attempt_id, EventAction.CANCELLED, now, job.file_id,
+                                                reason=reason or None)])
+    logline("cancelled", job_id=job_id, attempt_id=job.attempt_id)
+    return job
+
+
+def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str = "conveyor:jobs") -> list[str]:
+    """Hand held jobs back (graceful shutdown): ``queued`` again, the attempt not counted, republished.
+
+    The released attempts are fenced out: if their handlers still return, finalize
+    finds the job no longer running under their attempt and discards the result.
+    """
+    if not held:
+        return []
+    now = utcnow()
+    released = []
+    with engine.begin() as conn:
+        for job_id, attempt in held.items():
+            row = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.attempt_id == attempt, jobs.c.lease_owner == owner,
+                                   jobs.c.status == JobStatus.RUNNING.value)
+                .values(status=JobStatus.QUEUED.value, attempts=jobs.c.attempts - 1, lease_owner=None,
+                        lease_expires_at=None, updated_at=now, next_attempt_at=None)
+                .returning(*jobs.c)).mappings().first()
+            if row is None:
+                continue
+            job = Job.from_row(row)
+            conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempts + 1, job, now),
+                                                     now, None, stream)])
+            conn.execute(insert(events), [event_row(job.id, attempt, EventAction.RELEASED, now, job.file_id,
+                                                    consumer=owner, reason="worker shutdown")])
+            released.append(job_id)
+    if released:
+        from conveyor import outbox as _outbox
+        _outbox.wake()
+    for j in released:
+        logline("released", job_id=j, attempt_id=held[j], consumer=owner)
+    return released

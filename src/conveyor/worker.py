@@ -1,0 +1,368 @@
+"""The worker: read → claim → run → finalize → ack, with N slots, a heartbeat and a reclaim loop.
+
+Threads: the caller's thread reads and claims; one thread per running job; one
+heartbeat thread renews leases, refreshes queue entries, fires timeouts and
+cancellations; one finalizer thread commits outcomes in batches, then acks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdqueue
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from conveyor import presence, store
+from conveyor.errors import Cancelled, JobError
+from conveyor.kinds import CancelToken, JobContext, JobKind
+from conveyor.queue import START_CURSOR, Entry
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker's life."""
+
+    read: int = 0
+    claimed: int = 0
+    reclaimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    stale: int = 0
+    skipped: int = 0
+    released: int = 0
+    queue_errors: int = 0
+    abandoned: int = 0
+
+
+@dataclass
+class _Running:
+    claimed: store.Claimed
+    token: CancelToken
+    deadline: float | None
+    thread: threading.Thread | None = None
+    outcome_sent: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs jobs from the queue until stopped (or, with ``burst``, until no work is left)."""
+
+    def __init__(self, app: "Conveyor", *, concurrency: int | None = None, name: str | None = None,
+                 burst: bool = False, block_ms: int = 1000, reclaim_interval_s: float | None = None,
+                 shutdown_grace_s: float = 30.0, on_finalized: Callable[[store.Finalized], None] | None = None
+                 ) -> None:
+        self.app = app
+        s = app.settings
+        self.slots = max(1, concurrency or s.concurrency)
+        self.name = name or s.consumer_name
+        self.burst = burst
+        self.block_ms = block_ms
+        self.lease_s = s.lease_seconds
+        self.heartbeat_s = s.heartbeat_interval
+        self.min_idle_ms = int((s.lease_seconds + s.reclaim_grace_seconds) * 1000)
+        self.reclaim_interval_s = reclaim_interval_s or max(0.5, min(10.0, s.lease_seconds / 2))
+        self.shutdown_grace_s = shutdown_grace_s
+        self.on_finalized = on_finalized
+        self.stats = WorkerStats()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Condition()
+        self._outcomes: stdqueue.Queue[store.Outcome] = stdqueue.Queue()
+        self._stopping = threading.Event()
+        self._done = threading.Event()
+        self._cursor = START_CURSOR
+        self._progressed = True
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ public
+
+    def run(self, install_signals: bool = True) -> WorkerStats:
+        """Block until stopped; returns the counters."""
+        engine = self.app.engine
+        self.app.queue.ensure_group()
+        presence.register(engine, self.name, "worker", self.slots)
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        self._threads = [threading.Thread(target=self._heartbeat_loop, name=f"{self.name}-heartbeat", daemon=True),
+                         threading.Thread(target=self._finalize_loop, name=f"{self.name}-finalizer", daemon=True)]
+        for t in self._threads:
+            t.start()
+        log.info("worker started name=%s slots=%d queue=%s", self.name, self.slots, self.app.settings.queue_url)
+        try:
+            self._read_loop()
+        finally:
+            self._shutdown()
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop reading; running jobs finish within the grace period, the rest are released."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs held right now."""
+        with self._lock:
+            return len(self._running)
+
+    # ------------------------------------------------------------ read + claim
+
+    def _free(self) -> int:
+        with self._lock:
+            return self.slots - len(self._running)
+
+    def _read_loop(self) -> None:
+        q = self.app.queue
+        next_reclaim = 0.0
+        backoff = 0.0
+        while not self._stopping.is_set():
+            free = self._free()
+            if free <= 0:
+                with self._lock:
+                    self._lock.wait(0.5)
+                continue
+            try:
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.reclaim_interval_s
+                    r = q.reclaim(self.name, self.min_idle_ms, self._cursor, count=free)
+                    self._cursor = r.cursor
+                    if r.entries:
+                        self._claim_and_start(r.entries, reclaim=True)
+                        continue
+                entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
+                backoff = 0.0
+            except Exception as exc:  # broker down: back off instead of spinning, resume by itself
+                self.stats.queue_errors += 1
+                backoff = min(30.0, max(0.2, backoff * 2))
+                log.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
+                self._stopping.wait(backoff)
+                continue
+            self._progressed = True
+            if entries:
+                self._claim_and_start(entries, reclaim=False)
+            elif self.burst:
+                if self.in_flight == 0 and self._outcomes.empty():
+                    return
+                with self._lock:
+                    self._lock.wait(0.05)
+
+    def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
+        self.stats.read += len(entries)
+        try:
+            claimed, skip, events = store.claim(self.app.engine, [(e.entry_id, e.job_id) for e in entries],
+                                                self.name, self.lease_s)
+        except Exception as exc:
+            # the entries stay pending in the queue; the reclaim loop retries them
+            log.error("claim failed for %d entries: %s", len(entries), exc)
+            self._stopping.wait(0.5)
+            return
+        self._emit(events)
+        if skip:
+            self.stats.skipped += len(skip)
+            self._ack(skip)
+        for c in claimed:
+            self.stats.claimed += 1
+            if c.reclaimed:
+                self.stats.reclaimed += 1
+            self._start(c)
+
+    def _start(self, c: store.Claimed) -> None:
+        kind: JobKind | None = self.app.kinds.get(c.job.kind)
+        timeout = kind.timeout_s if kind else None
+        run = _Running(c, CancelToken(), time.monotonic() + timeout if timeout else None)
+        with self._lock:
+            self._running[c.job.id] = run
+        t = threading.Thread(target=self._execute, args=(run, kind), name=f"job-{c.job.id[:8]}", daemon=True)
+        run.thread = t
+        t.start()
+
+    # ------------------------------------------------------------ execute
+
+    def _execute(self, run: _Running, kind: JobKind | None) -> None:
+        job = run.claimed.job
+        settings = self.app.settings
+        ctx = JobContext(job.id, job.attempt_id, job.kind, job.payload, job.tenant_id, job.org_id, job.file_id,
+                         job.trace_id, run.token, self.app.storage, {"app": self.app})
+        base = dict(job_id=job.id, attempt_id=job.attempt_id, entry_id=run.claimed.entry_id)
+        if kind is None:
+            outcome = store.Outcome(**base, ok=False, error_code="handler_not_found",
+                                    error_message=f"no loaded plugin registers job kind {job.kind!r}; "
+                                                  f"`conveyor plugins` lists what this worker loaded")
+        else:
+            try:
+                result = kind.handler(ctx)
+                if run.token.cancelled:
+                    raise Cancelled(run.token.reason or "cancelled")
+                outcome = store.Outcome(**base, ok=True, result=result)
+            except JobError as exc:
+                code = exc.code
+                if run.token.cancelled and run.token.reason in ("timeout", "lease_lost", "cancelled"):
+                    code = run.token.reason or code
+                retryable = self.app.plugins.catalog.is_retryable(code) if code != exc.code else \
+                    exc.retryable(self.app.plugins.catalog)
+                outcome = store.Outcome(**base, ok=False, error_code=code, error_message=exc.message,
+                                        retryable=retryable, details=exc.details)
+            except Exception as exc:
+                tb = traceback.format_exc(limit=8)
+                outcome = store.Outcome(**base, ok=False, error_code="internal_error",
+                                        error_message=f"{type(exc).__name__}: {exc}\n{tb}", retryable=True)
+            if not outcome.ok and outcome.retryable:
+                delay = kind.retry.delay(job.attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+                outcome = store.Outcome(**{**outcome.__dict__, "retry_delay_s": delay})
+        with self._lock:
+            if run.outcome_sent:
+                return  # the watchdog already gave up on this attempt
+            run.outcome_sent = True
+        self._outcomes.put(outcome)
+
+    # ------------------------------------------------------------ heartbeat
+
+    def _heartbeat_loop(self) -> None:
+        engine = self.app.engine
+        next_beat = time.monotonic() + self.heartbeat_s
+        tick = min(0.25, self.heartbeat_s / 4)
+        while not self._done.wait(tick):
+            now = time.monotonic()
+            with self._lock:
+                running = list(self._running.values())
+            for run in running:
+                if run.deadline is not None and now >= run.deadline and not run.token.cancelled:
+                    run.token.cancel("timeout")
+                    run.extra["timeout_at"] = now
+                elif "timeout_at" in run.extra and now - run.extra["timeout_at"] > max(2.0, self.heartbeat_s):
+                    self._abandon(run)
+            if now < next_beat:
+                continue
+            next_beat = now + self.heartbeat_s
+            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running if not r.outcome_sent}
+            try:
+                lost = store.renew(engine, self.name, held, self.lease_s)
+                for job_id, why in lost.items():
+                    r = self._running.get(job_id)
+                    if r is not None:
+                        r.token.cancel(why)
+                self.app.queue.touch(self.name, [r.claimed.entry_id for r in running])
+                presence.beat(engine, self.name, len(running), self._progressed)
+                self._progressed = False
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _abandon(self, run: _Running) -> None:
+        """A handler ignored its timeout: finalize the attempt as timed out without it."""
+        with self._lock:
+            if run.outcome_sent:
+                return
+            run.outcome_sent = True
+        self.stats.abandoned += 1
+        log.error("handler of job %s ignored its timeout; attempt %s finalized as timeout, thread abandoned",
+                  run.claimed.job.id, run.claimed.job.attempt_id)
+        job = run.claimed.job
+        kind = self.app.kinds.get(job.kind)
+        s = self.app.settings
+        delay = kind.retry.delay(job.attempts, s.retry_base_seconds, s.retry_max_seconds) if kind else 1.0
+        self._outcomes.put(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False, error_code="timeout",
+                                         error_message=f"handler exceeded its timeout of {kind.timeout_s if kind else '?'}s",
+                                         retryable=self.app.plugins.catalog.is_retryable("timeout"),
+                                         retry_delay_s=delay))
+
+    # ------------------------------------------------------------ finalize
+
+    def _finalize_loop(self) -> None:
+        while True:
+            try:
+                first = self._outcomes.get(timeout=0.2)
+            except stdqueue.Empty:
+                if self._done.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._outcomes.get_nowait())
+                except stdqueue.Empty:
+                    break
+            self._finalize(batch)
+
+    def _finalize(self, batch: list[store.Outcome]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                done, events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key)
+                break
+            except Exception as exc:  # DB down: hold the outcomes; fencing keeps a late commit safe
+                log.error("finalize failed for %d outcomes: %s; retrying in %.1fs", len(batch), exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._ack([d.entry_id for d in done])
+        self._emit(events)
+        for d in done:
+            if d.action == "succeeded":
+                self.stats.succeeded += 1
+            elif d.action == "job_failed":
+                self.stats.failed += 1
+            elif d.action == "retry_scheduled":
+                self.stats.retried += 1
+            else:
+                self.stats.stale += 1
+            if self.on_finalized is not None:
+                self.on_finalized(d)
+        with self._lock:
+            for o in batch:
+                self._running.pop(o.job_id, None)
+            self._lock.notify_all()
+        self._progressed = True
+
+    def _ack(self, entry_ids: list[str]) -> None:
+        try:
+            self.app.queue.ack(entry_ids)
+        except Exception as exc:  # the entries are reclaimed later, found final, and acked then
+            self.stats.queue_errors += 1
+            log.warning("ack of %d entries failed: %s", len(entry_ids), exc)
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
+        for e in events:
+            self.app.plugins.emit(e)
+
+    # ------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + (0 if self.burst else self.shutdown_grace_s)
+        with self._lock:
+            while self._running and time.monotonic() < deadline:
+                self._lock.wait(min(0.2, max(0.01, deadline - time.monotonic())))
+            leftover = {j: r.claimed.job.attempt_id for j, r in self._running.items() if not r.outcome_sent}
+        if leftover:
+            try:
+                released = store.release(self.app.engine, self.name, leftover, stream=self.app.settings.stream_key)
+                self.stats.released += len(released)
+                self._ack([self._running[j].claimed.entry_id for j in released if j in self._running])
+            except Exception as exc:
+                log.error("release of %d jobs failed (%s); their leases expire and peers reclaim them",
+                          len(leftover), exc)
+            for j in leftover:
+                r = self._running.get(j)
+                if r is not None:
+                    r.token.cancel("released")
+        # let the finalizer commit what is already done
+        t_end = time.monotonic() + 5.0
+        while not self._outcomes.empty() and time.monotonic() < t_end:
+            time.sleep(0.02)
+        self._done.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        try:
+            presence.stopped(self.app.engine, self.name)
+        except Exception:
+            pass
+        log.info("worker stopped name=%s stats=%s", self.name, self.stats)
