@@ -1,0 +1,1 @@
+"""Contract test suites that plugin and backend authors subclass (pytest)."""
