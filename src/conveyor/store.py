@@ -404,8 +404,9 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                                     current_attempt=job.attempt_id if job else None,
                                     discarded="result" if o.ok else f"error {o.error_code}"))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "stale_result", status))
-                log.warning("stale_result job_id=%s attempt_id=%s current_attempt=%s status=%s: result discarded",
-                            o.job_id, o.attempt_id, job.attempt_id if job else None, status)
+                log.log(logging.INFO if status == "cancelled" else logging.WARNING,
+                        "stale_result job_id=%s attempt_id=%s current_attempt=%s status=%s: result discarded",
+                        o.job_id, o.attempt_id, job.attempt_id if job else None, status)
                 continue
             fenced = and_(jobs.c.id == o.job_id, jobs.c.attempt_id == o.attempt_id,
                           jobs.c.status == JobStatus.RUNNING.value)
@@ -472,6 +473,13 @@ def transition(bind: Engine | Connection, job_id: str, target: JobStatus, *, ten
         if res.rowcount != 1:
             raise IllegalTransition(job_id, job.status.value, target.value)
         return get_job(conn, job_id)
+
+
+def cancelled_among(engine: Engine, job_ids: Sequence[str]) -> list[str]:
+    """Which of these jobs have been cancelled."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)),
+                                                         jobs.c.status == JobStatus.CANCELLED.value)).scalars())
 
 
 def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, reason: str = "") -> Job:

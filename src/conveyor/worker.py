@@ -72,6 +72,8 @@ class Worker:
         self.min_idle_ms = int((s.lease_seconds + s.reclaim_grace_seconds) * 1000)
         self.reclaim_interval_s = reclaim_interval_s or max(0.5, min(10.0, s.lease_seconds / 2))
         self.shutdown_grace_s = shutdown_grace_s
+        # cancellations are noticed between heartbeats too, with one cheap primary-key read
+        self.cancel_poll_s = min(2.0, self.heartbeat_s)
         self.on_finalized = on_finalized
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
@@ -231,6 +233,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         engine = self.app.engine
         next_beat = time.monotonic() + self.heartbeat_s
+        next_cancel_poll = time.monotonic() + self.cancel_poll_s
         tick = min(0.25, self.heartbeat_s / 4)
         while not self._done.wait(tick):
             now = time.monotonic()
@@ -242,10 +245,19 @@ class Worker:
                     run.extra["timeout_at"] = now
                 elif "timeout_at" in run.extra and now - run.extra["timeout_at"] > max(2.0, self.heartbeat_s):
                     self._abandon(run)
+            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running if not r.outcome_sent}
+            if now >= next_cancel_poll and now < next_beat and held:
+                next_cancel_poll = now + self.cancel_poll_s
+                try:
+                    for job_id in store.cancelled_among(engine, list(held)):
+                        r = self._running.get(job_id)
+                        if r is not None:
+                            r.token.cancel("cancelled")
+                except Exception as exc:
+                    log.debug("cancel poll failed: %s", exc)
             if now < next_beat:
                 continue
             next_beat = now + self.heartbeat_s
-            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running if not r.outcome_sent}
             try:
                 lost = store.renew(engine, self.name, held, self.lease_s)
                 for job_id, why in lost.items():

@@ -1,0 +1,485 @@
+"""The ``conveyor`` launcher: the reference way to run and inspect a deployment."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import click
+
+from conveyor import __version__
+from conveyor.config import Settings, load_settings
+from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, JobNotFound, QueuePressure
+from conveyor.models import Job
+
+EXIT_USAGE = 2
+
+
+def _die(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_settings()
+        except ConfigError as exc:
+            _die(str(exc), EXIT_USAGE)
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+def _app(ctx: click.Context, need_db: bool = True) -> Any:
+    from conveyor.app import Conveyor
+    from conveyor.db import missing_tables
+    obj = ctx.ensure_object(dict)
+    if "app" not in obj:
+        try:
+            app = Conveyor(_settings(ctx))
+            if need_db:
+                missing = missing_tables(app.engine)
+                if missing:
+                    _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
+                         "run `conveyor db init` first", EXIT_USAGE)
+        except ConfigError as exc:
+            _die(str(exc), EXIT_USAGE)
+        except Exception as exc:
+            if type(exc).__module__.startswith("sqlalchemy"):
+                _die(f"cannot reach the database ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                     "check CONVEYOR_DB_URL")
+            raise
+        obj["app"] = app
+    return obj["app"]
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+
+
+class _Root(click.Group):
+    """The root group: adds plugin commands lazily, maps framework errors to messages."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self, ctx: click.Context) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        try:
+            from conveyor.plugins import get_plugins
+            get_plugins().call_each("conveyor_add_commands", cli=self)
+        except Exception as exc:  # the launcher keeps working without plugin commands
+            click.echo(f"warning: plugin commands unavailable: {exc}", err=True)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None:
+            self._add_plugin_commands(ctx)
+            cmd = super().get_command(ctx, cmd_name)
+        return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QueuePressure as exc:
+            _die(f"{exc}; retry after {exc.retry_after_s:.0f}s", 75)
+        except (JobNotFound, IllegalTransition) as exc:
+            _die(str(exc))
+        except ConfigError as exc:
+            _die(str(exc), EXIT_USAGE)
+        except ConveyorError as exc:
+            _die(f"{type(exc).__name__}: {exc}")
+
+
+@click.group(cls=_Root)
+@click.version_option(__version__, prog_name="conveyor")
+@click.option("--log-level", default="WARNING", envvar="CONVEYOR_LOG_LEVEL", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR (logs go to stderr).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """Conveyor: durable background jobs whose work is done by plugins."""
+    _setup_logging(log_level)
+    ctx.ensure_object(dict)
+
+
+# ---------------------------------------------------------------- db
+
+@cli.group()
+def db() -> None:
+    """The job database."""
+
+
+@db.command("init")
+@click.pass_context
+def db_init(ctx: click.Context) -> None:
+    """Create the tables (safe to run again)."""
+    app = _app(ctx, need_db=False)
+    created = app.init_db()
+    click.echo(f"created {', '.join(created)}" if created else "database already initialised")
+
+
+# ---------------------------------------------------------------- submit / jobs
+
+def _parse_payload(raw: str | None) -> Any:
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                                 "quote it for your shell, e.g. --payload '{\"seconds\": 2}'",
+                                 param_hint="--payload") from None
+
+
+@cli.command()
+@click.argument("kind")
+@click.option("--payload", help="The job's payload as JSON.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--org")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--idempotency-key", help="Same key in the same tenant returns the existing job.")
+@click.option("--max-attempts", type=click.IntRange(1, 1000))
+@click.option("--delay", type=click.FloatRange(0), help="Seconds to wait before the job may run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.pass_context
+def submit(ctx: click.Context, kind: str, payload: str | None, tenant: str, org: str | None, priority: int,
+           idempotency_key: str | None, max_attempts: int | None, delay: float | None, as_json: bool) -> None:
+    """Submit a job of KIND and print its id."""
+    data = _parse_payload(payload)
+    app = _app(ctx)
+    if kind not in app.kinds:
+        click.echo(f"warning: no loaded plugin registers {kind!r} here; a worker must have it "
+                   f"(known: {', '.join(app.kinds.keys())})", err=True)
+    run_at = None
+    if delay:
+        from conveyor.db import utcnow
+        run_at = utcnow() + timedelta(seconds=delay)
+    job_id = app.submit(kind, data, tenant=tenant, org=org, priority=priority, idempotency_key=idempotency_key,
+                        max_attempts=max_attempts, run_at=run_at)
+    if as_json:
+        _json(app.get(job_id).as_dict())
+    else:
+        click.echo(job_id)
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect and cancel jobs."""
+
+
+def _job_line(j: Job) -> str:
+    return f"{j.id}  {j.kind:<20} {j.status.value:<10} attempt={j.attempt_id}/{j.max_attempts} " \
+           f"{j.error_code or ''}"
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show one job with its change log."""
+    app = _app(ctx)
+    job = app.get(job_id)
+    data = job.as_dict()
+    data["events"] = app.events(job_id)
+    if as_json:
+        _json(data)
+        return
+    for k, v in data.items():
+        if k in ("events", "error_history", "payload", "result"):
+            continue
+        if v is not None:
+            click.echo(f"{k:>17}: {v}")
+    for k in ("payload", "result"):
+        click.echo(f"{k:>17}: {json.dumps(data[k])[:2000]}")
+    if data["error_history"]:
+        click.echo("    error_history:")
+        for e in data["error_history"]:
+            click.echo(f"      attempt {e.get('attempt')}: {e.get('code')}: {str(e.get('message'))[:200]}")
+    click.echo("           events:")
+    for e in data["events"]:
+        extra = " ".join(f"{k}={v}" for k, v in e["payload"].items())
+        click.echo(f"      {e['created_at']} attempt {e['attempt_id']} {e['action']} {extra}")
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--kind")
+@click.option("--file-id")
+@click.option("--tenant")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs_list(ctx: click.Context, status: str | None, kind: str | None, file_id: str | None, tenant: str | None,
+              limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    found = _app(ctx).list(status=status, kind=kind, file_id=file_id, tenant=tenant, limit=limit)
+    if as_json:
+        _json([j.as_dict() for j in found])
+    else:
+        for j in found:
+            click.echo(_job_line(j))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@click.option("--reason", default="")
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: str, reason: str) -> None:
+    """Cancel a queued or running job (a running handler stops at its next heartbeat)."""
+    job = _app(ctx).cancel(job_id, reason=reason)
+    click.echo(f"{job.id} cancelled")
+
+
+# ---------------------------------------------------------------- processes
+
+@cli.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), help="Slots (jobs at once).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty and nothing runs.")
+@click.option("--name", help="Consumer name (default hostname-pid).")
+@click.option("--grace", type=float, default=30.0, show_default=True,
+              help="Seconds running jobs may finish after SIGTERM before they are released.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, burst: bool, name: str | None, grace: float) -> None:
+    """Run jobs from the queue."""
+    from conveyor.worker import Worker
+    app = _app(ctx)
+    w = Worker(app, concurrency=concurrency, name=name, burst=burst, shutdown_grace_s=grace)
+    stats = w.run()
+    click.echo(f"worker {w.name} done: {stats.succeeded} succeeded, {stats.failed} failed, "
+               f"{stats.retried} retried, {stats.stale} stale, {stats.released} released", err=True)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Publish what is due now and exit.")
+@click.pass_context
+def dispatcher(ctx: click.Context, once: bool) -> None:
+    """Publish outbox rows to the queue."""
+    import signal
+
+    from conveyor import presence
+    from conveyor.outbox import Dispatcher, run_until_empty
+    app = _app(ctx)
+    s = app.settings
+    d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+                   backoff_cap_s=s.dispatch_backoff_max_seconds)
+    if once:
+        click.echo(f"published {run_until_empty(d)}")
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: d.stop())
+    name = f"{s.consumer_name}-dispatcher"
+    presence.register(app.engine, name, "dispatcher")
+    try:
+        d.run()
+    finally:
+        presence.stopped(app.engine, name)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one repair round (if leader) and print the report.")
+@click.option("--interval", type=float, help="Seconds between rounds.")
+@click.pass_context
+def scheduler(ctx: click.Context, once: bool, interval: float | None) -> None:
+    """Leader-elected repair (lost jobs) and GC loops."""
+    import signal
+
+    from conveyor.scheduler import Scheduler
+    app = _app(ctx)
+    sched = Scheduler(app, interval_s=interval)
+    if once:
+        _json(sched.run_once())
+        if sched.token is not None:
+            from conveyor import lease
+            from conveyor.scheduler import LEADER_LEASE
+            lease.release(app.engine, LEADER_LEASE, sched.name)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sched.stop())
+    sched.run()
+
+
+@cli.command()
+@click.option("--apply", "apply_", is_flag=True, help="Delete (default: print the plan only).")
+@click.option("--retention-days", type=click.FloatRange(0), help="Keep finished jobs this long.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def gc(ctx: click.Context, apply_: bool, retention_days: float | None, as_json: bool) -> None:
+    """Trim the queue and delete finished jobs past retention (dry run by default)."""
+    from conveyor.scheduler import Scheduler
+    plan = Scheduler(_app(ctx)).gc(apply=apply_, retention_days=retention_days)
+    if as_json:
+        _json(plan.as_dict())
+        return
+    verb = "deleted" if plan.applied else "would delete"
+    click.echo(f"{verb}: {plan.jobs} finished jobs older than {plan.retention_days} days, {plan.events} events, "
+               f"{plan.outbox_rows} outbox rows, artifacts under {plan.artifact_prefixes} job prefixes")
+    if plan.sample_job_ids:
+        click.echo("e.g. " + ", ".join(plan.sample_job_ids[:5]))
+    if plan.applied:
+        click.echo(f"trimmed {plan.trimmed_entries} queue entries")
+    else:
+        click.echo("dry run: nothing was deleted; pass --apply to act")
+
+
+@cli.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024))
+@click.option("--burst", is_flag=True, help="Exit when no job is queued or running.")
+@click.pass_context
+def run(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
+    """Dispatcher + scheduler + worker in one process (the embedded setup)."""
+    from conveyor.runner import Runner
+    app = _app(ctx)
+    stats = Runner(app, concurrency=concurrency, burst=burst).run()
+    click.echo(f"done: {stats.succeeded} succeeded, {stats.failed} failed, {stats.retried} retried", err=True)
+
+
+# ---------------------------------------------------------------- introspection
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """What is loaded, from which distribution, with which hooks; and what failed."""
+    from conveyor.plugins import get_plugins
+    host = get_plugins()
+    for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
+        host.registry(fam)
+    host.catalog
+    infos = host.list()
+    if as_json:
+        _json([{**i.__dict__, "hooks": list(i.hooks)} for i in infos])
+        return
+    for i in infos:
+        state = f"FAILED: {i.error}" if i.error else "ok"
+        dist = f"{i.distribution} {i.version}" if i.distribution else "(CONVEYOR_PLUGINS)"
+        click.echo(f"{i.name:<14} {dist:<28} {state}")
+        if i.hooks:
+            click.echo(f"{'':<14} hooks: {', '.join(h.replace('conveyor_', '') for h in i.hooks)}")
+    kinds = host.registry("job_kinds")
+    click.echo(f"job kinds: {', '.join(kinds.keys()) or '(none)'}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def errors(as_json: bool) -> None:
+    """The error catalog: code, retryable, meaning, next step."""
+    from conveyor.plugins import get_plugins
+    cat = get_plugins().catalog
+    if as_json:
+        _json([c.as_dict() for c in cat])
+        return
+    for c in cat:
+        click.echo(f"{c.code}  ({'retryable' if c.retryable else 'not retryable'}; {c.source})")
+        click.echo(f"    {c.meaning}")
+        click.echo(f"    next: {c.next_step}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config(ctx: click.Context, as_json: bool) -> None:
+    """Effective settings and where each came from (secrets masked)."""
+    values = _settings(ctx).masked()
+    if as_json:
+        _json({k: {"value": v, "source": src} for k, (v, src) in values.items()})
+        return
+    for k, (v, src) in values.items():
+        click.echo(f"{k:<30} {str(v):<40} {src}")
+
+
+@cli.group()
+def queue() -> None:
+    """The queue."""
+
+
+@queue.command("pressure")
+@click.pass_context
+def queue_pressure(ctx: click.Context) -> None:
+    """One JSON line: length, pending, lag, oldest_age_ms, oldest_age_source, approx."""
+    click.echo(json.dumps(_app(ctx).queue.pressure().as_dict()))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """Workers, dispatchers and schedulers known to the database."""
+    from conveyor.presence import list_workers
+    rows = list_workers(_app(ctx).engine)
+    if as_json:
+        _json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<32} {r['role']:<10} {'alive' if r['alive'] else 'gone':<6} "
+                   f"slots={r['slots']} in_flight={r['in_flight']} last_progress={r['last_progress_at']}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def diagnose(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Gather everything about a job and name the likely cause and next step."""
+    from conveyor.diagnostics import diagnose as run_diagnose
+    report = run_diagnose(_app(ctx), job_id)
+    if as_json:
+        _json(report)
+        return
+    click.echo(f"job {job_id}: {report['status']}")
+    for f in report["findings"]:
+        mark = "ok " if f["ok"] else "!! "
+        click.echo(f"  {mark}{f['check']}: {f['detail']}")
+    click.echo(f"cause: {report['cause']}")
+    click.echo(f"next:  {report['next_step']}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check a deployment: database, queue, storage, plugins."""
+    from conveyor.diagnostics import doctor as run_doctor
+    checks = run_doctor(_app(ctx, need_db=False))
+    if as_json:
+        _json(checks)
+    else:
+        for c in checks:
+            click.echo(f"{'ok ' if c['ok'] else '!! '}{c['check']:<18} {c['detail']}")
+    if not all(c["ok"] for c in checks):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--jobs", "n_jobs", type=click.IntRange(1, 100000), default=200, show_default=True,
+              help="How many echo jobs to push through.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
+    """Push real jobs through dispatcher, queue and worker on this machine, then summarise."""
+    from conveyor.demo import run_demo
+    app = _app(ctx, need_db=False)
+    app.init_db()
+    ok = run_demo(app, n_jobs=n_jobs, concurrency=concurrency)
+    sys.exit(0 if ok else 1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="conveyor")
+
+
+if __name__ == "__main__":
+    main()

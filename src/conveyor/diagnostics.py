@@ -1,0 +1,172 @@
+"""``conveyor diagnose`` and ``conveyor doctor``: the runbooks, automated."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, text
+
+from conveyor import lease
+from conveyor.db import missing_tables, utcnow
+from conveyor.presence import list_workers
+from conveyor.scheduler import LEADER_LEASE
+from conveyor.schema import outbox
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+
+def _finding(check: str, ok: bool, detail: str, next_step: str | None = None) -> dict[str, Any]:
+    return {"check": check, "ok": ok, "detail": detail, "next_step": next_step}
+
+
+def diagnose(app: "Conveyor", job_id: str) -> dict[str, Any]:
+    """Everything known about one job, the most likely root cause and the next step."""
+    job = app.get(job_id)
+    now = utcnow()
+    evs = app.events(job_id)
+    findings: list[dict[str, Any]] = []
+    with app.engine.connect() as conn:
+        box = [dict(r) for r in conn.execute(select(outbox).where(outbox.c.job_id == job_id)
+                                             .order_by(outbox.c.id)).mappings()]
+    alive = {w["name"]: w for w in list_workers(app.engine) if w["alive"]}
+    kind_known = job.kind in app.kinds
+    findings.append(_finding("job kind", kind_known,
+                             f"{job.kind} is registered by {app.kinds.owner(job.kind)}" if kind_known else
+                             f"{job.kind} is not registered by any plugin loaded here",
+                             None if kind_known else "install the plugin providing it on every worker"))
+    latest = box[-1] if box else None
+    held: bool | None = None
+    queue_error = None
+    if latest and latest["stream_entry_id"]:
+        try:
+            held = latest["stream_entry_id"] in app.queue.held([latest["stream_entry_id"]])
+        except Exception as exc:
+            queue_error = f"{type(exc).__name__}: {exc}"
+    if latest:
+        findings.append(_finding(
+            "outbox", latest["status"] == "dispatched" or not latest["last_error"],
+            f"{len(box)} row(s); latest {latest['status']}, attempts {latest['attempts']}"
+            + (f", last error: {latest['last_error']}" if latest["last_error"] else "")
+            + (f", entry {latest['stream_entry_id']}" if latest["stream_entry_id"] else "")))
+    if queue_error:
+        findings.append(_finding("queue", False, f"queue unreachable: {queue_error}", "check CONVEYOR_QUEUE_URL"))
+    elif held is not None:
+        findings.append(_finding("queue entry", held or job.status.final,
+                                 f"entry {latest['stream_entry_id'] if latest else '?'} "
+                                 f"{'is held by the queue' if held else 'is no longer in the queue'}"))
+    if job.lease_owner:
+        live = job.lease_expires_at is not None and job.lease_expires_at > now
+        findings.append(_finding("lease", live, f"held by {job.lease_owner} until {job.lease_expires_at}"
+                                 f" ({'live' if live else 'expired'}); owner "
+                                 f"{'is alive' if job.lease_owner in alive else 'is not a live worker'}"))
+    leader = lease.current(app.engine, LEADER_LEASE)
+    has_leader = bool(leader and leader["holder"] and leader["expires_at"] and leader["expires_at"] > now)
+    findings.append(_finding("scheduler", has_leader,
+                             f"leader {leader['holder']}" if has_leader else "no scheduler holds the leader lease",
+                             None if has_leader else "start `conveyor scheduler` so lost jobs are repaired"))
+    try:
+        keys = list(app.storage.list(f"jobs/{job_id}"))
+        findings.append(_finding("artifacts", True, f"{len(keys)} object(s) under jobs/{job_id}/"))
+    except Exception as exc:
+        findings.append(_finding("artifacts", False, f"storage check failed: {exc}", "run `conveyor doctor`"))
+    context = {"events": evs, "outbox": box, "queue_held": held, "settings": app.settings.masked()}
+    for extra in app.plugins.call_each("conveyor_diagnose", job=job.as_dict(), context=context):
+        findings.extend(extra)
+
+    cause, step = _cause(app, job, box, held, has_leader, alive, kind_known, now)
+    return {"job_id": job_id, "status": job.status.value, "attempt_id": job.attempt_id, "attempts": job.attempts,
+            "max_attempts": job.max_attempts, "error_code": job.error_code, "last_error": job.last_error,
+            "error_history": job.error_history, "events": evs, "outbox": box, "findings": findings,
+            "cause": cause, "next_step": step}
+
+
+def _cause(app: "Conveyor", job: Any, box: list[dict[str, Any]], held: bool | None, has_leader: bool,
+           alive: dict[str, Any], kind_known: bool, now: datetime) -> tuple[str, str]:
+    st = job.status.value
+    if st == "succeeded":
+        return "the job finished successfully", "nothing to do"
+    if st == "cancelled":
+        return "the job was cancelled", "submit it again if it is still wanted"
+    if st == "failed":
+        entry = app.plugins.catalog.get(job.error_code or "")
+        lost = sum(1 for e in job.error_history if e.get("code") == "lease_lost")
+        if job.error_code == "lease_lost" and lost >= 2:
+            return (f"every attempt ({lost}) lost its lease: the job most likely kills or hangs its worker "
+                    "(a poison job)", "look at the worker's log and memory around the attempts' times; "
+                    "fix the input or the handler before resubmitting")
+        if entry:
+            return f"{job.error_code}: {entry.meaning} ({job.last_error or ''})".strip(), entry.next_step
+        return f"failed with {job.error_code}: {job.last_error}", "see error_history"
+    pending = [b for b in box if b["status"] == "pending"]
+    if st == "queued":
+        if job.next_attempt_at and job.next_attempt_at > now:
+            return f"waiting until {job.next_attempt_at} (retry backoff or delayed start)", "wait"
+        if pending and pending[-1]["last_error"]:
+            return (f"the dispatcher cannot publish to the queue: {pending[-1]['last_error']}",
+                    "bring the queue back; the outbox delivers every pending row when it returns")
+        if pending:
+            return "waiting for a dispatcher to publish it", "make sure `conveyor dispatcher` (or `run`) is running"
+        if held:
+            workers = [w for w in alive.values() if w["role"] == "worker"]
+            if not workers:
+                return "in the queue, but no live worker reads it", "start `conveyor worker`"
+            if not kind_known:
+                return "in the queue; no plugin here handles its kind", "install the plugin on the workers"
+            return "in the queue behind other entries", "wait, or add workers (`conveyor queue pressure`)"
+        return ("lost from the queue (trimmed, acknowledged or never delivered)",
+                "the scheduler republishes it" if has_leader else "start `conveyor scheduler` to republish it")
+    if st == "running":
+        if job.lease_expires_at and job.lease_expires_at > now:
+            where = "a live worker" if job.lease_owner in alive else "a worker not seen recently"
+            return f"running on {job.lease_owner} ({where})", "wait; `conveyor jobs cancel` stops it"
+        return (f"its worker {job.lease_owner} stopped renewing the lease (killed or stalled)",
+                "a peer reclaims it after lease + grace; the scheduler republishes it if the entry is gone")
+    return st, "see the events"
+
+
+def doctor(app: "Conveyor") -> list[dict[str, Any]]:
+    """Check the deployment: database, tables, queue, storage, plugins, processes."""
+    checks: list[dict[str, Any]] = []
+    try:
+        t0 = time.perf_counter()
+        with app.engine.connect() as conn:
+            conn.execute(text("select 1"))
+        checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
+                               f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
+        missing = missing_tables(app.engine)
+        checks.append(_finding("tables", not missing, "all present" if not missing else
+                               f"missing {', '.join(missing)}: run `conveyor db init`"))
+    except Exception as exc:
+        checks.append(_finding("database", False, f"unreachable: {exc}", "check CONVEYOR_DB_URL"))
+        return checks
+    try:
+        app.queue.ensure_group()
+        p = app.queue.pressure()
+        checks.append(_finding("queue", True, f"{app.settings.queue_url}: length {p.length}, pending {p.pending}"))
+    except Exception as exc:
+        checks.append(_finding("queue", False, f"{app.settings.queue_url}: {exc}", "check CONVEYOR_QUEUE_URL"))
+    try:
+        key = f"_doctor/{uuid.uuid4().hex}"
+        app.storage.put(key, b"ok")
+        ok = app.storage.get(key) == b"ok"
+        app.storage.delete(key)
+        checks.append(_finding("storage", ok, f"{app.storage.base_url} writable"))
+    except Exception as exc:
+        checks.append(_finding("storage", False, f"{app.settings.storage_url}: {exc}", "check CONVEYOR_STORAGE_URL"))
+    host = app.plugins
+    for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
+        host.registry(fam)
+    failed = [i for i in host.list() if i.error]
+    checks.append(_finding("plugins", not failed, f"{len(host.list()) - len(failed)} loaded"
+                           + (f"; failed: {'; '.join(f'{i.name}: {i.error}' for i in failed)}" if failed else "")))
+    try:
+        procs = [w for w in list_workers(app.engine) if w["alive"]]
+        roles = {r: sum(1 for w in procs if w["role"] == r) for r in ("worker", "dispatcher", "scheduler")}
+        checks.append(_finding("processes", True, ", ".join(f"{n} {r}(s)" for r, n in roles.items())))
+    except Exception as exc:
+        checks.append(_finding("processes", False, str(exc)))
+    return checks
