@@ -1,0 +1,98 @@
+/* Conveyor sandbox: run one untrusted program in a fresh box and measure it.
+ *
+ * The library side (sandbox.c) is linked into the Python extension: it creates the
+ * run's cgroups, starts the helper executable (helper.c) with clone(CLONE_VFORK) into
+ * new namespaces, drains stdout/stderr, enforces the wall and cpu limits, kills the
+ * whole box and reads the figures.  The helper becomes pid 1 of the box, mounts the
+ * read-only view, forks the program, drops privileges, installs seccomp and execs.
+ */
+#ifndef CONVEYOR_SANDBOX_H
+#define CONVEYOR_SANDBOX_H
+
+#include <stdint.h>
+
+/* Where a run failed when the failure is the sandbox's, not the program's. */
+enum sbx_stage {
+    SBX_STAGE_NONE = 0,
+    SBX_STAGE_CGROUP = 1,      /* creating or configuring the run's cgroups */
+    SBX_STAGE_SPAWN = 2,       /* pipes, clone, pidfd in the caller */
+    SBX_STAGE_HELPER = 3,      /* helper could not start or parse its arguments */
+    SBX_STAGE_MOUNT = 4,       /* read-only view, /proc, /tmp, work directory */
+    SBX_STAGE_CGROUP_JOIN = 5, /* program could not enter its cgroups */
+    SBX_STAGE_LIMITS = 6,      /* rlimits */
+    SBX_STAGE_CREDS = 7,       /* setgroups / setresgid / setresuid */
+    SBX_STAGE_CHDIR = 8,
+    SBX_STAGE_SECCOMP = 9,
+    SBX_STAGE_EXEC = 10,       /* execve of the program */
+    SBX_STAGE_FORK = 11,       /* helper could not fork the program */
+    SBX_STAGE_LOST = 12,       /* helper died without a report */
+    SBX_STAGE_SUPERVISE = 13   /* poll/read failure while supervising */
+};
+
+#define SBX_REPORT_MAGIC 0x43565952 /* "CVYR" */
+
+/* What the helper (pid 1 of the box) tells the caller through fd 3 before it exits. */
+struct sbx_report {
+    int32_t magic;
+    int32_t stage;      /* enum sbx_stage, SBX_STAGE_NONE when the program ran */
+    int32_t err;        /* errno of the failing step */
+    int32_t wstatus;    /* wait status of the program */
+    int64_t wall_ns;    /* fork of the program to its reaping */
+    int64_t utime_us;   /* rusage of the program and the children it waited for */
+    int64_t stime_us;
+    int64_t maxrss_kib;
+};
+
+/* One run as the caller describes it. Strings are NUL-terminated; "" means absent. */
+struct sbx_config {
+    const char *helper;          /* path of the helper executable */
+    char *const *argv;           /* helper argv, NULL-terminated */
+    char *const *envp;           /* program environment, NULL-terminated */
+    int stdin_fd;                /* becomes the program's stdin */
+    int clone_flags;             /* namespace flags for the helper */
+    int64_t wall_ms;             /* 0: none */
+    int64_t cpu_ms;              /* 0: none; polled from cgroup cpu.stat when present */
+    int64_t output_cap;          /* bytes kept of each of stdout and stderr */
+    char *out_buf;               /* output_cap bytes each */
+    char *err_buf;
+    const char *cg_v2;           /* run cgroup on the cgroup2 hierarchy */
+    int cg_v2_memory;            /* memory controller enabled there */
+    int cg_v2_pids;              /* pids controller enabled there */
+    const char *cg_v1_memory;    /* run cgroup on a v1 memory hierarchy */
+    const char *cg_v1_pids;      /* run cgroup on a v1 pids hierarchy */
+    int64_t memory_limit;        /* bytes, 0: none */
+    int64_t pids_limit;          /* 0: none */
+};
+
+enum sbx_mem_source {
+    SBX_MEM_NONE = 0,
+    SBX_MEM_V2_PEAK = 1,      /* memory.peak */
+    SBX_MEM_V1_MAX_USAGE = 2, /* memory.max_usage_in_bytes */
+    SBX_MEM_RU_MAXRSS = 3     /* the program's own ru_maxrss */
+};
+
+/* What happened. */
+struct sbx_result {
+    int32_t stage;           /* enum sbx_stage; SBX_STAGE_NONE: the program ran */
+    int32_t err;             /* errno for stage */
+    int32_t have_status;     /* wstatus is the program's */
+    int32_t wstatus;
+    int64_t cpu_us;
+    int32_t cpu_from_cgroup; /* 1: cgroup cpu.stat, 0: rusage */
+    int64_t wall_us;
+    int64_t peak_bytes;
+    int32_t mem_source;      /* enum sbx_mem_source */
+    int64_t maxrss_kib;      /* ru_maxrss of the program */
+    int64_t out_len;         /* true lengths */
+    int64_t err_len;
+    int32_t oom_killed;
+    int32_t killed_wall;     /* the wall limit ran out and the box was killed */
+    int32_t killed_cpu;      /* cgroup cpu time passed the limit and the box was killed */
+    int32_t used_cgroup_kill;
+    int32_t helper_pid;
+};
+
+/* Run one box; returns 0 when the result is filled (check stage), -1 on bad config. */
+int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
+
+#endif
