@@ -71,3 +71,109 @@ def engine(db_url):
     init_db(eng)
     yield eng
     eng.dispose()
+
+
+# ---------------------------------------------------------------- app fixtures
+
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from conveyor.app import Conveyor  # noqa: E402
+from conveyor.config import load_settings  # noqa: E402
+from conveyor.outbox import Dispatcher  # noqa: E402
+from conveyor.plugins import load_plugins  # noqa: E402
+from conveyor.worker import Worker  # noqa: E402
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS / "plugins"))
+TEST_PLUGINS = "conveyor_testkinds"
+
+
+def queue_url_for_test() -> str:
+    """The queue under test: CONVEYOR_TEST_QUEUE_URL (sql by default), private per test."""
+    url = os.environ.get("CONVEYOR_TEST_QUEUE_URL", "sql")
+    if url.startswith("memory"):
+        return f"memory://t{uuid.uuid4().hex}"
+    return url
+
+
+@pytest.fixture
+def env(db_url, tmp_path):
+    """CONVEYOR_* variables of a private deployment (for in-process apps and subprocesses)."""
+    storage = os.environ.get("CONVEYOR_TEST_STORAGE_URL")
+    storage = f"{storage.rstrip('/')}/{uuid.uuid4().hex}" if storage else f"file://{tmp_path}/data"
+    return {
+        "CONVEYOR_DB_URL": db_url,
+        "CONVEYOR_QUEUE_URL": queue_url_for_test(),
+        "CONVEYOR_STORAGE_URL": storage,
+        "CONVEYOR_STREAM_KEY": f"conveyor:test:{uuid.uuid4().hex[:12]}",
+        "CONVEYOR_LEASE_SECONDS": "3",
+        "CONVEYOR_RECLAIM_GRACE_SECONDS": "1",
+        "CONVEYOR_RETRY_BASE_SECONDS": "0.05",
+        "CONVEYOR_RETRY_MAX_SECONDS": "0.2",
+        "CONVEYOR_REPAIR_INTERVAL_SECONDS": "0.5",
+        "CONVEYOR_PLUGINS": TEST_PLUGINS,
+    }
+
+
+@pytest.fixture
+def app(env):
+    """A Conveyor on a fresh database with the built-in and test job kinds."""
+    settings = load_settings(env=env)
+    a = Conveyor(settings, plugins=load_plugins(TEST_PLUGINS))
+    a.init_db()
+    yield a
+    a.close()
+    a.engine.dispose()
+
+
+class Pipeline:
+    """A dispatcher and a worker running in threads of the test process."""
+
+    def __init__(self, app, concurrency=4, **worker_kw):
+        self.app = app
+        self.dispatcher = Dispatcher(app.engine, app.queue, batch=200)
+        self.worker = Worker(app, concurrency=concurrency, block_ms=100, **worker_kw)
+        self._threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
+                         threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.worker.stop()
+        self.dispatcher.stop()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def wait(self, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
+        """Wait until every job is in one of `statuses`; returns the jobs."""
+        return wait_for(self.app, job_ids, statuses, timeout)
+
+
+def wait_for(app, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
+    """Poll the database until every job is in one of `statuses`."""
+    from sqlalchemy import select
+
+    from conveyor.schema import jobs
+    ids = list(job_ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.engine.connect() as conn:
+            rows = {r.id: r.status for r in conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(ids)))}
+        if all(rows.get(i) in statuses for i in ids):
+            return [app.get(i) for i in ids]
+        if time.monotonic() > deadline:
+            bad = {i: rows.get(i) for i in ids if rows.get(i) not in statuses}
+            raise AssertionError(f"{len(bad)} job(s) not in {statuses} after {timeout}s: {list(bad.items())[:5]}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def pipeline(app):
+    """Factory: `with pipeline(concurrency=2) as p: ...`."""
+    return lambda **kw: Pipeline(app, **kw)

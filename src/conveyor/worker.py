@@ -90,7 +90,6 @@ class Worker:
     def run(self, install_signals: bool = True) -> WorkerStats:
         """Block until stopped; returns the counters."""
         engine = self.app.engine
-        self.app.queue.ensure_group()
         presence.register(engine, self.name, "worker", self.slots)
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,6 +127,7 @@ class Worker:
         q = self.app.queue
         next_reclaim = 0.0
         backoff = 0.0
+        group_ready = False
         while not self._stopping.is_set():
             free = self._free()
             if free <= 0:
@@ -135,6 +135,9 @@ class Worker:
                     self._lock.wait(0.5)
                 continue
             try:
+                if not group_ready:
+                    q.ensure_group()
+                    group_ready = True
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.reclaim_interval_s
                     r = q.reclaim(self.name, self.min_idle_ms, self._cursor, count=free)

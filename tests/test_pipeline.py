@@ -1,0 +1,190 @@
+"""Jobs through dispatcher, queue and worker in one process: results, retries, timeouts, cancels."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from conveyor import store
+from conveyor.db import utcnow
+from conveyor.store import JobSpec
+
+
+def actions(app, job_id):
+    return [e["action"] for e in app.events(job_id)]
+
+
+def test_echo_jobs_succeed_once_with_their_payload(app, pipeline):
+    ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(50)])
+    with pipeline() as p:
+        done = p.wait(ids)
+    assert [j.status.value for j in done] == ["succeeded"] * 50
+    assert [j.result for j in done] == [{"i": i} for i in range(50)]
+    for j in done:
+        assert j.attempt_id == 1 and j.attempts == 1
+        assert actions(app, j.id) == ["submitted", "dispatched", "claimed", "succeeded"]
+
+
+def test_retryable_failure_retries_with_backoff_then_fails_with_history(app, pipeline):
+    job_id = app.submit("conveyor.fail", {"code": "connector_failed", "message": "down"}, max_attempts=3)
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "failed" and job.error_code == "connector_failed"
+    assert job.attempts == 3 and job.attempt_id == 3
+    assert [e["attempt"] for e in job.error_history] == [1, 2, 3]
+    assert all(e["code"] == "connector_failed" for e in job.error_history)
+    evs = app.events(job_id)
+    retries = [e for e in evs if e["action"] == "retry_scheduled"]
+    assert len(retries) == 2 and all(e["payload"]["delay_s"] > 0 for e in retries)
+    assert evs[-1]["action"] == "job_failed"
+
+
+def test_non_retryable_failure_fails_at_once(app, pipeline):
+    job_id = app.submit("conveyor.fail", {"code": "invalid_payload"}, max_attempts=5)
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "failed" and job.attempts == 1 and job.error_code == "invalid_payload"
+    assert len(job.error_history) == 1
+
+
+def test_flaky_job_succeeds_on_a_later_attempt(app, pipeline):
+    job_id = app.submit("test.flaky", {"succeed_on": 2})
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "succeeded" and job.result == {"attempt": 2}
+    assert [e["code"] for e in job.error_history] == ["connector_failed"]
+
+
+def test_unexpected_exception_is_internal_error_with_traceback(app, pipeline):
+    job_id = app.submit("test.boom")
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "failed" and job.error_code == "internal_error" and job.attempts == 2
+    assert "RuntimeError: unexpected" in job.last_error and "Traceback" in job.last_error
+
+
+def test_unknown_kind_fails_with_handler_not_found(app, pipeline):
+    job_id = app.submit("nobody.has.this")
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "failed" and job.error_code == "handler_not_found" and job.attempts == 1
+
+
+def test_timeout_stops_a_cooperative_handler(app, pipeline):
+    job_id = app.submit("test.timeout", {"seconds": 30})
+    t0 = time.monotonic()
+    with pipeline() as p:
+        (job,) = p.wait([job_id], timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert job.status.value == "failed" and job.error_code == "timeout" and job.attempts == 2
+
+
+def test_handler_ignoring_its_timeout_is_finalized_without_it(app, pipeline):
+    job_id = app.submit("test.ignore_timeout", {"seconds": 8})
+    with pipeline() as p:
+        (job,) = p.wait([job_id], timeout=30)
+        assert job.status.value == "failed" and job.error_code == "timeout"
+        assert p.worker.stats.abandoned == 1
+
+
+def test_cancel_stops_a_running_handler(app, pipeline):
+    job_id = app.submit("conveyor.sleep", {"seconds": 60})
+    with pipeline() as p:
+        p.wait([job_id], statuses=("running",))
+        t0 = time.monotonic()
+        app.cancel(job_id, reason="test")
+        deadline = time.monotonic() + 10
+        while p.worker.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.worker.in_flight == 0, "handler did not stop"
+        assert time.monotonic() - t0 < 5
+    job = app.get(job_id)
+    assert job.status.value == "cancelled" and job.result is None
+    assert "cancelled" in actions(app, job_id)
+
+
+def test_artifacts_are_written_under_the_attempt_prefix(app, pipeline):
+    job_id = app.submit("test.artifact")
+    with pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.result == {"key": f"jobs/{job_id}/1/out.txt"}
+    assert app.storage.get(job.result["key"]) == b"attempt 1"
+
+
+def test_delayed_job_does_not_run_before_it_is_due(app, pipeline):
+    job_id = app.submit("conveyor.echo", {"x": 1}, run_at=utcnow() + timedelta(seconds=1.5))
+    with pipeline() as p:
+        time.sleep(0.8)
+        assert app.get(job_id).status.value == "queued"
+        (job,) = p.wait([job_id], timeout=20)
+    assert job.status.value == "succeeded"
+    assert job.started_at >= job.created_at + timedelta(seconds=1.4)
+
+
+def test_worker_never_reads_more_than_its_free_slots(app, pipeline):
+    ids = app.submit_many([JobSpec("conveyor.sleep", {"seconds": 0.3}) for _ in range(10)])
+    seen = []
+    with pipeline(concurrency=2) as p:
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen.append(app.queue.pressure().pending)
+                time.sleep(0.02)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        p.wait(ids, timeout=30)
+        stop.set()
+        t.join()
+    assert max(seen) <= 2
+
+
+def test_higher_priority_runs_first(app, pipeline):
+    low = app.submit_many([JobSpec("conveyor.echo", {"p": 0}) for _ in range(20)])
+    high = app.submit("conveyor.echo", {"p": 9}, priority=9)
+    with pipeline(concurrency=1) as p:
+        p.wait(low + [high])
+    started = {j: app.get(j).started_at for j in low + [high]}
+    assert started[high] <= sorted(started.values())[1]
+
+
+def test_fencing_a_stale_attempt_cannot_finalize(app):
+    """Worker A's lease expires, B reclaims; A's late result is discarded and recorded, B's stands."""
+    job_id = app.submit("conveyor.echo", {"v": 1})
+    a, _, _ = store.claim(app.engine, [("e1", job_id)], "worker-a", lease_s=0.2)
+    assert a and a[0].job.attempt_id == 1
+    time.sleep(0.4)
+    b, _, _ = store.claim(app.engine, [("e2", job_id)], "worker-b", lease_s=30)
+    assert b and b[0].reclaimed and b[0].job.attempt_id == 2
+    done_a, _ = store.finalize(app.engine, [store.Outcome(job_id, 1, "e1", ok=True, result={"from": "a"})])
+    assert done_a[0].action == "stale_result"
+    done_b, _ = store.finalize(app.engine, [store.Outcome(job_id, 2, "e2", ok=True, result={"from": "b"})])
+    assert done_b[0].action == "succeeded"
+    job = app.get(job_id)
+    assert job.status.value == "succeeded" and job.result == {"from": "b"} and job.attempt_id == 2
+    acts = actions(app, job_id)
+    assert "reclaimed" in acts and "stale_result" in acts
+    stale = [e for e in app.events(job_id) if e["action"] == "stale_result"][0]
+    assert stale["attempt_id"] == 1 and stale["payload"]["current_attempt"] == 2
+
+
+def test_live_lease_cannot_be_claimed_twice(app):
+    job_id = app.submit("conveyor.echo")
+    a, _, _ = store.claim(app.engine, [("e1", job_id)], "worker-a", lease_s=30)
+    b, skip, _ = store.claim(app.engine, [("e2", job_id)], "worker-b", lease_s=30)
+    assert a and not b and skip == ["e2"]
+
+
+def test_heartbeat_keeps_a_long_job_and_detects_a_lost_lease(app):
+    job_id = app.submit("conveyor.echo")
+    (c,), _, _ = store.claim(app.engine, [("e1", job_id)], "worker-a", lease_s=0.5)
+    for _ in range(3):
+        time.sleep(0.3)
+        assert store.renew(app.engine, "worker-a", {job_id: 1}, lease_s=0.5) == {}
+    time.sleep(0.7)
+    got, _, _ = store.claim(app.engine, [("e2", job_id)], "worker-b", lease_s=5)
+    assert got and got[0].job.attempt_id == 2
+    assert store.renew(app.engine, "worker-a", {job_id: 1}, lease_s=0.5) == {job_id: "lease_lost"}
+    assert "lease_lost" in actions(app, job_id)
