@@ -178,6 +178,29 @@ static int mkdir_p(const char *path)
     }
 }
 
+/* A directory or empty file at path to mount the tree fd onto (it may sit in a fresh tmpfs). */
+static int make_mountpoint(const char *path, int treefd)
+{
+    struct stat st;
+    if (fstat(treefd, &st) < 0)
+        return -1;
+    if (S_ISDIR(st.st_mode))
+        return mkdir_p(path);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = '\0';
+        if (mkdir_p(parent) < 0)
+            return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
 /* Everything read-only and private; /proc, /tmp, /dev/shm fresh; work dir writable. */
 static void setup_mounts(const struct opts *o)
 {
@@ -216,7 +239,8 @@ static void setup_mounts(const struct opts *o)
         fail(SBX_STAGE_MOUNT);
     close(wfd);
     for (int i = 0; i < o->nro; i++) {
-        if (syscall(SYS_move_mount, rofd[i], "", AT_FDCWD, o->ro[i], SBX_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        if (make_mountpoint(o->ro[i], rofd[i]) < 0 ||
+            syscall(SYS_move_mount, rofd[i], "", AT_FDCWD, o->ro[i], SBX_MOVE_MOUNT_F_EMPTY_PATH) < 0)
             fail(SBX_STAGE_MOUNT);
         close(rofd[i]);
     }

@@ -1,1 +1,36 @@
-"""Entry point of the sandbox plugin."""
+"""Entry point of the sandbox plugin: the C sandbox, the Python fallback, and their CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from conveyor import ErrorCode, hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from conveyor.registry import Registry
+
+
+@hookimpl
+def conveyor_register_sandboxes(registry: Registry) -> None:
+    """Register the C sandbox and the weaker Python fallback."""
+    from conveyor_sandbox.fallback import PythonSandbox
+    from conveyor_sandbox.native import CSandbox
+
+    registry.add(CSandbox())
+    registry.add(PythonSandbox())
+
+
+@hookimpl
+def conveyor_add_commands(cli: click.Group) -> None:
+    """Add ``conveyor sandbox run|doctor``."""
+    from conveyor_sandbox.cli import sandbox
+
+    cli.add_command(sandbox)
+
+
+@hookimpl
+def conveyor_error_codes() -> Iterable[ErrorCode]:
+    """Nothing beyond the core's ``sandbox_error``; the detail codes live in RunResult.error_code."""
+    return ()

@@ -1,0 +1,86 @@
+"""Fixtures of the sandbox tests: compiled attack programs, backends, leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
+from conveyor_sandbox.fallback import PythonSandbox
+from conveyor_sandbox.native import CSandbox, cgroup_layout
+
+PROGRAMS = Path(__file__).parent / "programs"
+PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
+
+
+def box_processes() -> list[int]:
+    """Pids running as any box uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if BOX_UID_BASE <= os.stat(f"/proc/{entry}").st_uid < BOX_UID_BASE + BOX_UID_COUNT:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def run_cgroups() -> list[str]:
+    """Run cgroups left behind by this process."""
+    layout = cgroup_layout()
+    left = []
+    for d in (layout.v2_dir, layout.v1_memory_dir, layout.v1_pids_dir):
+        if d:
+            left += [os.path.join(d, n) for n in os.listdir(d) if n.startswith(f"conveyor-sbx-{os.getpid()}-")]
+    return left
+
+
+@pytest.fixture(scope="session")
+def bindir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The attack programs, compiled once, in a directory the box can read and execute."""
+    d = tmp_path_factory.mktemp("sandbox-programs")
+    d.chmod(0o755)
+    for src in sorted(PROGRAMS.glob("*.c")):
+        out = d / src.stem
+        subprocess.run(["cc", "-O1", "-pthread", "-o", str(out), str(src)], check=True)
+        out.chmod(0o755)
+    return d
+
+
+@pytest.fixture(scope="session")
+def c_sandbox() -> CSandbox:
+    sb = CSandbox()
+    ok, why = sb.available()
+    assert ok, f"the C sandbox must load on this host: {why}"
+    return sb
+
+
+@pytest.fixture(scope="session")
+def py_sandbox() -> PythonSandbox:
+    return PythonSandbox()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    d = tmp_path / "box"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(autouse=True)
+def nothing_left() -> Iterator[None]:
+    """Every test ends with no box process and no run cgroup left."""
+    yield
+    import time
+
+    deadline = time.monotonic() + 2
+    while box_processes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert box_processes() == [], "a box process outlived its run"
+    assert run_cgroups() == [], "a run cgroup was left behind"
