@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis_support import GROUP, PrivateRedis, Spawner, reachable
 
 from conveyor.queue.redis import RedisQueue
 
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _reachable(url: str) -> bool:
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return True
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The shared Redis (fails on CI when absent, skips elsewhere)."""
-    if not _reachable(REDIS_URL):
+    if not reachable(REDIS_URL):
         if os.environ.get("CI"):
             pytest.fail(f"Redis at {REDIS_URL} is required on CI and is not reachable")
         pytest.skip(f"Redis at {REDIS_URL} not reachable")
@@ -58,49 +47,6 @@ def rqueue(redis_url: str, stream_key: str) -> Iterator[RedisQueue]:
     q.close()
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, which a test may stop and restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """redis:// URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start (or restart) the server on the same port and data directory; waits until it answers."""
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if _reachable(self.url):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"private redis-server on port {self.port} did not start")
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then wait)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A private redis-server with append-only persistence, stopped after the test."""
@@ -110,3 +56,24 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield srv
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- deployments on Redis
+
+@pytest.fixture
+def env(env: dict[str, str], redis_url: str, stream_key: str) -> dict[str, str]:
+    """The core's private deployment, queued on the shared Redis under this test's key, with short leases."""
+    return {**env, "CONVEYOR_QUEUE_URL": redis_url, "CONVEYOR_STREAM_KEY": stream_key,
+            "CONVEYOR_STREAM_GROUP": GROUP, "CONVEYOR_LEASE_SECONDS": "2",
+            "CONVEYOR_RECLAIM_GRACE_SECONDS": "1", "CONVEYOR_HEARTBEAT_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def spawn(env: dict[str, str], tmp_path: Path) -> Iterator[Spawner]:
+    """Factory of real worker processes for this deployment."""
+    s = Spawner(env, tmp_path)
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
