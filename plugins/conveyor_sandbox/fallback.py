@@ -15,7 +15,8 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from conveyor.sandbox import (
     Limits,
@@ -26,7 +27,13 @@ from conveyor.sandbox import (
     check_env,
     check_workdir,
 )
-from conveyor_sandbox.common import WorkdirOwnership, classify, stdin_file, uid_pool, wait_status
+from conveyor_sandbox.common import (
+    WorkdirOwnership,
+    classify,
+    stdin_file,
+    uid_pool,
+    wait_status,
+)
 
 
 def _kill_uid(uid: int) -> int:
@@ -125,7 +132,7 @@ class PythonSandbox:
         try:
             proc = subprocess.Popen(
                 cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=wd, env=environ,
-                process_group=0, preexec_fn=preexec, close_fds=True,
+                process_group=0, preexec_fn=preexec,  # noqa: PLW1509 - only without prlimit close_fds=True,
                 user=uid, group=uid, extra_groups=[] if uid is not None else None,
             )
         except OSError as exc:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from conveyor.sandbox import (
     Limits,
@@ -18,7 +19,13 @@ from conveyor.sandbox import (
     check_env,
     check_workdir,
 )
-from conveyor_sandbox.common import WorkdirOwnership, classify, stdin_file, uid_pool, wait_status
+from conveyor_sandbox.common import (
+    WorkdirOwnership,
+    classify,
+    stdin_file,
+    uid_pool,
+    wait_status,
+)
 
 HELPER_NAME = "conveyor-sandbox-helper"
 
@@ -245,7 +252,6 @@ class CSandbox:
         cg_mem = os.path.join(layout.v1_memory_dir, name) if layout.v1_memory_dir else ""
         cg_pids = os.path.join(layout.v1_pids_dir, name) if layout.v1_pids_dir else ""
         mem_cg = bool((cg_v2 and layout.v2_memory) or cg_mem)
-        pids_cg = bool((cg_v2 and layout.v2_pids) or cg_pids)
         cpu_watch = bool(cg_v2) and lim.cpu_ms is not None
         enforced = ["pid_namespace", "mount_namespace", "ipc_namespace", "uts_namespace"]
         flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
@@ -335,22 +341,22 @@ class CSandbox:
 
         stdout = bytes(ffi.buffer(out_buf, min(res.out_len, cap)))
         stderr = bytes(ffi.buffer(err_buf, min(res.err_len, cap)))
-        common: dict[str, Any] = dict(
-            backend=self.id,
-            cpu_ms=int(res.cpu_us // 1000),
-            wall_ms=int(res.wall_us // 1000),
-            memory_kib=int(res.peak_bytes // 1024) if res.mem_source else None,
-            stdout=stdout,
-            stderr=stderr,
-            stdout_len=int(res.out_len),
-            stderr_len=int(res.err_len),
-            stdout_truncated=res.out_len > cap,
-            stderr_truncated=res.err_len > cap,
-            memory_source=MEM_SOURCES.get(res.mem_source, "none"),
-            time_source="cgroup_cpu_stat" if res.cpu_from_cgroup else "rusage",
-            enforced=tuple(enforced),
-            oom_killed=bool(res.oom_killed),
-        )
+        common: dict[str, Any] = {
+            "backend": self.id,
+            "cpu_ms": int(res.cpu_us // 1000),
+            "wall_ms": int(res.wall_us // 1000),
+            "memory_kib": int(res.peak_bytes // 1024) if res.mem_source else None,
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_len": int(res.out_len),
+            "stderr_len": int(res.err_len),
+            "stdout_truncated": res.out_len > cap,
+            "stderr_truncated": res.err_len > cap,
+            "memory_source": MEM_SOURCES.get(res.mem_source, "none"),
+            "time_source": "cgroup_cpu_stat" if res.cpu_from_cgroup else "rusage",
+            "enforced": tuple(enforced),
+            "oom_killed": bool(res.oom_killed),
+        }
         if res.stage:
             code, doing = STAGES.get(res.stage, ("sandbox_error", "running the box"))
             msg = f"{doing} failed: {os.strerror(res.err) if res.err else 'no report'}"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
 from conveyor_sandbox.fallback import PythonSandbox
 from conveyor_sandbox.native import CSandbox, cgroup_layout

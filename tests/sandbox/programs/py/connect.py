@@ -1,4 +1,5 @@
 import socket
+
 try:
     s = socket.create_connection(("127.0.0.1", 5432), timeout=1)
 except OSError as exc:

@@ -1,5 +1,6 @@
 import os
 import shutil
+
 shutil.copy("/bin/true", "mytrue")
 os.chmod("mytrue", 0o755)
 try:

@@ -1,5 +1,6 @@
 import os
 import signal
+
 try:
     os.kill(os.getppid(), signal.SIGKILL)
 except OSError:

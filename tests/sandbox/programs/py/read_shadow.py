@@ -1,5 +1,6 @@
 try:
-    open("/etc/shadow").read()
+    with open("/etc/shadow") as f:
+        f.read()
 except OSError:
     print("BLOCKED")
 else:

@@ -1,3 +1,4 @@
 import time
+
 while True:
     time.sleep(1000)

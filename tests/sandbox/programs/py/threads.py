@@ -1,5 +1,6 @@
 import threading
 import time
+
 total = []
 def work(i):
     time.sleep(0.001)

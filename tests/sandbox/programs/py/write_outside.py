@@ -1,6 +1,7 @@
 for target in ("/etc/conveyor-escape", "/var/tmp/conveyor-escape", "/root/conveyor-escape", "/conveyor-escape"):
     try:
-        open(target, "w").write("x")
+        with open(target, "w") as f:
+            f.write("x")
     except OSError:
         continue
     print("ESCAPED:", target)
