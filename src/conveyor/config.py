@@ -127,6 +127,11 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
             values[name] = _coerce(name, file_values[name], kind, str(cfg_path))
             sources[name] = f"file {cfg_path}"
     settings = Settings(**values, sources=sources)
+    from conveyor.queue import BACKENDS
+    scheme = settings.queue_url.split("://", 1)[0] if "://" in settings.queue_url else settings.queue_url
+    if scheme not in BACKENDS:
+        raise ConfigError(f"CONVEYOR_QUEUE_URL {settings.queue_url!r}: unknown queue scheme {scheme!r}; "
+                          f"use one of: {', '.join(sorted(BACKENDS))}")
     if settings.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be > 0")
     if settings.heartbeat_interval >= settings.lease_seconds:

@@ -66,7 +66,7 @@ class PluginHost:
 
     def _fill(self, hook_name: str, reg: Registry[Any]) -> None:
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order: first-party first
             reg.current_plugin = impl.plugin_name
             try:
                 impl.function(registry=reg)
@@ -100,7 +100,7 @@ class PluginHost:
     def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation of a hook, isolating failures; returns non-None results."""
         results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
                 res = impl.function(**{k: kwargs[k] for k in impl.argnames})
             except Exception as exc:
@@ -125,6 +125,14 @@ class PluginHost:
             elif info.error != err:
                 out[name] = PluginInfo(info.name, info.module, info.distribution, info.version, info.hooks, err)
         return [out[k] for k in sorted(out)]
+
+
+FIRST_PARTY = "conveyor-jobs"
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
 
 
 def _hooks_of(obj: Any) -> tuple[str, ...]:
@@ -153,7 +161,10 @@ def load_plugins(extra: str | None = None, *, entry_points: bool = True,
         host.infos[name] = PluginInfo(name, getattr(obj, "__name__", repr(obj)), dist, version, _hooks_of(obj))
 
     if entry_points:
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        # first-party plugins register first, so a third party cannot shadow a built-in id
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda e: (_dist_name(e) != FIRST_PARTY, e.name))
+        for ep in eps:
             dist = getattr(ep, "dist", None)
             dname = dist.metadata["Name"] if dist is not None else None
             dver = dist.version if dist is not None else None

@@ -1,0 +1,62 @@
+"""Configuration: environment variables override the TOML file, which overrides defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.config import Settings, load_settings, mask_url
+from conveyor.errors import ConfigError
+
+
+def test_defaults_give_the_embedded_setup(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(env={})
+    assert (s.db_url, s.queue_url, s.storage_url) == ("sqlite:///conveyor.db", "sql", "file://./conveyor-data")
+    assert s.lease_seconds == 60 and s.heartbeat_interval == 20 and s.reclaim_grace_seconds == 15
+    assert (s.stream_key, s.stream_group, s.stream_maxlen) == ("conveyor:jobs", "conveyor:workers", 200000)
+    assert all(src == "default" for _, src in s.masked().values())
+
+
+def test_environment_overrides_the_file_which_overrides_defaults(tmp_path):
+    cfg = tmp_path / "conveyor.toml"
+    cfg.write_text('[conveyor]\ndb_url = "sqlite:///from-file.db"\nlease_seconds = 30\nconcurrency = 8\n')
+    s = load_settings(env={"CONVEYOR_CONFIG": str(cfg), "CONVEYOR_LEASE_SECONDS": "12"})
+    assert s.lease_seconds == 12 and s.sources["lease_seconds"] == "env CONVEYOR_LEASE_SECONDS"
+    assert s.db_url == "sqlite:///from-file.db" and s.sources["db_url"] == f"file {cfg}"
+    assert s.concurrency == 8
+    assert s.queue_url == "sql" and "queue_url" not in s.sources
+    assert s.heartbeat_interval == 4
+
+
+def test_stream_names_use_their_documented_variables(tmp_path):
+    s = load_settings(env={"CONVEYOR_STREAM_KEY": "k", "CONVEYOR_STREAM_GROUP": "g", "CONVEYOR_STREAM_MAXLEN": "9"},
+                      path=None)
+    assert (s.stream_key, s.stream_group, s.stream_maxlen) == ("k", "g", 9)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"CONVEYOR_LEASE_SECONDS": "soon"}, "lease_seconds must be float"),
+    ({"CONVEYOR_LEASE_SECONDS": "10", "CONVEYOR_HEARTBEAT_SECONDS": "20"}, "heartbeat_seconds must be shorter"),
+    ({"CONVEYOR_CONFIG": "/nonexistent/conveyor.toml"}, "does not exist"),
+    ({"CONVEYOR_QUEUE_URL": "amqp://x"}, "unknown queue scheme"),
+])
+def test_bad_values_are_clear_errors(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+def test_bad_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("lease_seconds = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(env={"CONVEYOR_CONFIG": str(bad)})
+    bad.write_text("[conveyor]\nleese_seconds = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings(env={"CONVEYOR_CONFIG": str(bad)})
+
+
+def test_secrets_are_masked():
+    assert mask_url("postgresql://user:hunter2@db/x") == "postgresql://user:***@db/x"
+    assert mask_url("redis://db:6379/0") == "redis://db:6379/0"
+    s = Settings(db_url="postgresql://u:pw@h/d")
+    assert "pw" not in str(s.masked()["db_url"][0])

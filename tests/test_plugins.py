@@ -1,0 +1,176 @@
+"""Plugin loading: entry points, broken plugins reported by name, duplicates rejected, docs for every hook."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conveyor import hookspecs
+from conveyor.errors import ErrorCode, PluginError
+from conveyor.kinds import JobKind
+from conveyor.plugins import load_plugins
+from conveyor.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "src" / "conveyor"
+PLUGIN_PACKAGES = ("conveyor_cad", "conveyor_judge", "conveyor_sandbox")
+
+
+def make_dist(site: Path, name: str, module_src: str, ep_name: str | None = None) -> None:
+    """Install a tiny distribution by hand: a module plus a dist-info with a `conveyor` entry point."""
+    (site / f"{name}.py").write_text(textwrap.dedent(module_src))
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[conveyor]\n{ep_name or name} = {name}\n")
+
+
+def run_cli(args, site: Path, extra_env=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_builtin_kinds_load_through_entry_points():
+    host = load_plugins()
+    kinds = host.registry("job_kinds")
+    assert {"conveyor.echo", "conveyor.sleep", "conveyor.fail"} <= set(kinds.keys())
+    assert kinds.owner("conveyor.echo") == "builtin"
+    info = {i.name: i for i in host.list()}["builtin"]
+    assert info.distribution == "conveyor-jobs" and "conveyor_register_job_kinds" in info.hooks
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_work(tmp_path):
+    make_dist(tmp_path, "broken_plugin", "raise ImportError('libfoo.so: cannot open shared object')\n")
+    make_dist(tmp_path, "good_plugin", """
+        from conveyor import hookimpl
+        from conveyor.kinds import JobKind
+        @hookimpl
+        def conveyor_register_job_kinds(registry):
+            registry.add(JobKind("good.kind", lambda ctx: 1))
+    """)
+    r = run_cli(["plugins", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    assert "libfoo.so" in plugins["broken_plugin"]["error"]
+    assert plugins["good_plugin"]["error"] is None and plugins["builtin"]["error"] is None
+    r = run_cli(["plugins"], tmp_path)
+    assert "broken_plugin" in r.stdout and "FAILED" in r.stdout and "good.kind" in r.stdout
+
+
+def test_a_plugin_whose_hook_raises_does_not_hide_the_others(tmp_path):
+    make_dist(tmp_path, "raising_plugin", """
+        from conveyor import hookimpl
+        @hookimpl
+        def conveyor_register_job_kinds(registry):
+            raise RuntimeError("bad config")
+    """)
+    r = run_cli(["plugins", "--json"], tmp_path)
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    assert "bad config" in plugins["raising_plugin"]["error"]
+    assert "conveyor.echo" in run_cli(["plugins"], tmp_path).stdout
+
+
+def test_duplicate_registration_is_rejected_naming_both_plugins():
+    reg: Registry[JobKind] = Registry("job kind")
+    reg.current_plugin = "first"
+    reg.add(JobKind("x.y", lambda c: None))
+    reg.current_plugin = "second"
+    with pytest.raises(PluginError, match="'x.y' from plugin 'second' is already registered by plugin 'first'"):
+        reg.add(JobKind("x.y", lambda c: None))
+
+
+def test_duplicate_kind_between_two_plugins_is_reported_and_first_kept(tmp_path):
+    src = """
+        from conveyor import hookimpl
+        from conveyor.kinds import JobKind
+        @hookimpl
+        def conveyor_register_job_kinds(registry):
+            registry.add(JobKind("conveyor.echo", lambda ctx: "impostor"))
+    """
+    make_dist(tmp_path, "impostor_plugin", src)
+    r = run_cli(["plugins", "--json"], tmp_path)
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    assert "already registered" in plugins["impostor_plugin"]["error"]
+
+
+def test_plugin_error_codes_join_the_catalog(tmp_path):
+    make_dist(tmp_path, "codes_plugin", """
+        from conveyor import hookimpl
+        from conveyor.errors import ErrorCode
+        @hookimpl
+        def conveyor_error_codes():
+            return [ErrorCode("widget_jammed", True, "The widget jammed.", "Unjam it.", source="codes_plugin")]
+    """)
+    r = run_cli(["errors", "--json"], tmp_path)
+    codes = {c["code"]: c for c in json.loads(r.stdout)}
+    assert codes["widget_jammed"]["source"] == "codes_plugin" and codes["widget_jammed"]["retryable"]
+    assert "source_missing" in codes
+
+
+def test_plugin_commands_join_the_launcher(tmp_path):
+    make_dist(tmp_path, "cmd_plugin", """
+        import click
+        from conveyor import hookimpl
+        @click.command("hello-plugin")
+        def hello():
+            click.echo("hello from a plugin")
+        @hookimpl
+        def conveyor_add_commands(cli):
+            cli.add_command(hello)
+    """)
+    r = run_cli(["hello-plugin"], tmp_path)
+    assert r.returncode == 0 and "hello from a plugin" in r.stdout
+
+
+def test_catalog_has_the_documented_core_codes():
+    from conveyor.errors import CATALOG
+    for code in ("source_missing", "file_not_found", "missing_file_id", "unsupported_format", "connector_failed",
+                 "conversion_failed", "invalid_payload", "handler_not_found", "timeout", "lease_lost", "cancelled",
+                 "sandbox_error", "internal_error"):
+        entry = CATALOG.get(code)
+        assert entry is not None and entry.meaning and entry.next_step
+    with pytest.raises(ValueError, match="already defined"):
+        CATALOG.add(ErrorCode("timeout", False, "other", "other", source="x"))
+
+
+def test_every_hook_is_documented_in_the_reference():
+    doc = (ROOT / "docs" / "reference" / "hooks.md").read_text()
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("conveyor_"):
+            assert f"## `{name}`" in doc, f"hook {name} has no entry in docs/reference/hooks.md"
+            assert fn.__doc__ and ":return:" in fn.__doc__, f"hook {name} lacks its docstring contract"
+
+
+def test_the_core_imports_no_plugin_module():
+    offenders = []
+    for path in CORE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in PLUGIN_PACKAGES:
+                    offenders.append(f"{path.relative_to(ROOT)}: {n}")
+    assert offenders == []
+    code = ("import sys, pkgutil, importlib, conveyor\n"
+            "for m in pkgutil.walk_packages(conveyor.__path__, 'conveyor.'):\n"
+            "    if m.name not in ('conveyor.__main__',):\n"
+            "        importlib.import_module(m.name)\n"
+            f"print(sorted(n for n in sys.modules if n.split('.')[0] in {PLUGIN_PACKAGES!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
