@@ -121,7 +121,7 @@ class WorkdirOwnership:
     _fd: int = -1
     _orig: tuple[int, int, int] = (0, 0, 0o700)
 
-    def __enter__(self) -> WorkdirOwnership:  # noqa: PYI034
+    def __enter__(self) -> WorkdirOwnership:
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         st = os.fstat(self._fd)
         self._orig = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))

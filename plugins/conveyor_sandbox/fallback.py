@@ -132,7 +132,7 @@ class PythonSandbox:
         try:
             proc = subprocess.Popen(
                 cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=wd, env=environ,
-                process_group=0, preexec_fn=preexec,  # noqa: PLW1509 - only without prlimit close_fds=True,
+                process_group=0, preexec_fn=preexec,
                 user=uid, group=uid, extra_groups=[] if uid is not None else None,
             )
         except OSError as exc:

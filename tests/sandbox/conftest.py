@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
 from conveyor_sandbox.fallback import PythonSandbox
 from conveyor_sandbox.native import CSandbox, cgroup_layout

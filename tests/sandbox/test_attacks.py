@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conveyor_sandbox.native import CSandbox
 
 from conveyor.sandbox import Limits, RunResult, Status, safe_read
+from conveyor_sandbox.native import CSandbox
 
 from .conftest import PROGRAMS, PYTHON
 

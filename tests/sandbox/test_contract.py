@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conveyor_sandbox.fallback import PythonSandbox
-from conveyor_sandbox.native import CSandbox
 
 from conveyor.sandbox import Sandbox
 from conveyor.testing.sandbox import SandboxContract
+from conveyor_sandbox.fallback import PythonSandbox
+from conveyor_sandbox.native import CSandbox
 
 
 class TestCSandboxContract(SandboxContract):

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conveyor_sandbox.native import CSandbox
 
 from conveyor.plugins import load_plugins
 from conveyor.sandbox import Limits, SandboxUnavailable, Status, choose_sandbox
+from conveyor_sandbox.native import CSandbox
 
 LIM = Limits(cpu_ms=3000, wall_ms=6000, memory_kib=512 * 1024)
 
