@@ -67,7 +67,7 @@ def sandbox() -> None:
 @click.option("--time-limit", "time_limit", type=click.IntRange(min=1), default=2000, show_default=True,
               help="CPU time limit, ms.")
 @click.option("--wall-limit", "wall_limit", type=click.IntRange(min=1), default=None,
-              help="Wall-clock limit, ms (default 2 × time limit + 1000).")
+              help="Wall-clock limit, ms (default 2 x time limit + 1000).")
 @click.option("--memory-limit", "memory_limit", type=click.IntRange(min=1), default=256, show_default=True,
               help="Memory limit, MiB.")
 @click.option("--output-limit", "output_limit", type=click.IntRange(min=1), default=64, show_default=True,
@@ -132,7 +132,8 @@ def kernel_report() -> dict[str, Any]:
     from conveyor_sandbox.native import cgroup_layout
 
     rep: dict[str, Any] = {"euid": os.geteuid(), "kernel": os.uname().release}
-    rep["namespaces"] = {ns: os.path.exists(f"/proc/self/ns/{ns}") for ns in ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")}
+    kinds = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
+    rep["namespaces"] = {ns: os.path.exists(f"/proc/self/ns/{ns}") for ns in kinds}
     try:
         rep["max_user_namespaces"] = int(Path("/proc/sys/user/max_user_namespaces").read_text())
     except OSError:
@@ -244,7 +245,8 @@ def doctor_cmd(backend: str | None, no_attacks: bool, as_json: bool) -> None:
         click.echo("cgroup mounts: " + "; ".join(k["cgroup_mounts"]))
         for key, val in k["cgroups"].items():
             click.echo(f"  {key}: {val}")
-        click.echo(f"cgroup.kill: {'yes' if k['cgroup_kill'] else 'no'}   memory.peak: {'yes' if k['memory_peak'] else 'no'}")
+        yn = {True: "yes", False: "no"}
+        click.echo(f"cgroup.kill: {yn[k['cgroup_kill']]}   memory.peak: {yn[k['memory_peak']]}")
         click.echo(f"memory figures from: {k['memory_source']}   cpu figures from: {k['time_source']}")
         for bid, info in report["backends"].items():
             click.echo(f"backend {bid}: {'available' if info['available'] else 'unavailable'} ({info['detail']})")

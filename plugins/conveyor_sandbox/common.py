@@ -91,7 +91,8 @@ class UidPool:
                     continue
                 fd = self._fds.get(uid)
                 if fd is None:
-                    fd = os.open(self.lockdir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                    fd = os.open(self.lockdir / f"uid-{uid}.lock", flags, 0o600)
                     self._fds[uid] = fd
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
