@@ -75,16 +75,16 @@ def engine(db_url):
 
 # ---------------------------------------------------------------- app fixtures
 
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import threading
+import time
+from pathlib import Path
 
-from conveyor.app import Conveyor  # noqa: E402
-from conveyor.config import load_settings  # noqa: E402
-from conveyor.outbox import Dispatcher  # noqa: E402
-from conveyor.plugins import load_plugins  # noqa: E402
-from conveyor.worker import Worker  # noqa: E402
+from conveyor.app import Conveyor
+from conveyor.config import load_settings
+from conveyor.outbox import Dispatcher
+from conveyor.plugins import load_plugins
+from conveyor.worker import Worker
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS / "plugins"))

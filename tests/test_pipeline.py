@@ -166,7 +166,7 @@ def test_fencing_a_stale_attempt_cannot_finalize(app):
     assert job.status.value == "succeeded" and job.result == {"from": "b"} and job.attempt_id == 2
     acts = actions(app, job_id)
     assert "reclaimed" in acts and "stale_result" in acts
-    stale = [e for e in app.events(job_id) if e["action"] == "stale_result"][0]
+    stale = next(e for e in app.events(job_id) if e["action"] == "stale_result")
     assert stale["attempt_id"] == 1 and stale["payload"]["current_attempt"] == 2
 
 
@@ -179,7 +179,7 @@ def test_live_lease_cannot_be_claimed_twice(app):
 
 def test_heartbeat_keeps_a_long_job_and_detects_a_lost_lease(app):
     job_id = app.submit("conveyor.echo")
-    (c,), _, _ = store.claim(app.engine, [("e1", job_id)], "worker-a", lease_s=0.5)
+    store.claim(app.engine, [("e1", job_id)], "worker-a", lease_s=0.5)
     for _ in range(3):
         time.sleep(0.3)
         assert store.renew(app.engine, "worker-a", {job_id: 1}, lease_s=0.5) == {}

@@ -86,7 +86,7 @@ def test_duplicate_registration_is_rejected_naming_both_plugins():
     reg.current_plugin = "first"
     reg.add(JobKind("x.y", lambda c: None))
     reg.current_plugin = "second"
-    with pytest.raises(PluginError, match="'x.y' from plugin 'second' is already registered by plugin 'first'"):
+    with pytest.raises(PluginError, match=r"'x.y' from plugin 'second' is already registered by plugin 'first'"):
         reg.add(JobKind("x.y", lambda c: None))
 
 

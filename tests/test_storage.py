@@ -41,5 +41,5 @@ def test_keys_cannot_escape_the_base(storage, key):
 
 
 def test_unknown_protocol_names_the_extra():
-    with pytest.raises(ConfigError, match="CONVEYOR_STORAGE_URL .*Protocol not known"):
+    with pytest.raises(ConfigError, match=r"CONVEYOR_STORAGE_URL .*Protocol not known"):
         Storage("nosuchproto://bucket/x")

@@ -5,4 +5,4 @@ from conveyor.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["ErrorCode", "JobError", "hookimpl", "__version__"]
+__all__ = ["ErrorCode", "JobError", "__version__", "hookimpl"]

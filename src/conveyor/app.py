@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -115,7 +116,7 @@ class Conveyor:
         """One job by id."""
         return store.get_job(self.engine, job_id, tenant)
 
-    def list(self, **filters: Any) -> list[Job]:
+    def list_jobs(self, **filters: Any) -> list[Job]:
         """Jobs, newest first."""
         return store.list_jobs(self.engine, **filters)
 

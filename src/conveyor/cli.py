@@ -226,7 +226,7 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
 def jobs_list(ctx: click.Context, status: str | None, kind: str | None, file_id: str | None, tenant: str | None,
               limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
-    found = _app(ctx).list(status=status, kind=kind, file_id=file_id, tenant=tenant, limit=limit)
+    found = _app(ctx).list_jobs(status=status, kind=kind, file_id=file_id, tenant=tenant, limit=limit)
     if as_json:
         _json([j.as_dict() for j in found])
     else:
@@ -357,7 +357,7 @@ def plugins(as_json: bool) -> None:
     host = get_plugins()
     for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
         host.registry(fam)
-    host.catalog
+    _ = host.catalog  # loads plugin error codes, recording failures
     infos = host.list()
     if as_json:
         _json([{**i.__dict__, "hooks": list(i.hooks)} for i in infos])
@@ -397,7 +397,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
         _json({k: {"value": v, "source": src} for k, (v, src) in values.items()})
         return
     for k, (v, src) in values.items():
-        click.echo(f"{k:<30} {str(v):<40} {src}")
+        click.echo(f"{k:<30} {v!s:<40} {src}")
 
 
 @cli.group()

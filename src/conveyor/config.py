@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from conveyor.errors import ConfigError
 
@@ -55,7 +56,7 @@ class Settings:
         """This process's consumer name (``hostname-pid`` unless set)."""
         return self.consumer or _default_consumer()
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (marked as set in code)."""
         src = dict(self.sources)
         src.update({k: "code" for k in changes})
@@ -114,7 +115,7 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
         raise ConfigError(f"{cfg_path}: unknown setting(s) {', '.join(unknown)}; see `conveyor config`")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for name, f in known.items():
+    for name in known:
         kind = type(getattr(Settings, name)) if hasattr(Settings, name) else str
         env_name = ENV_PREFIX + name.upper()
         aliases = {"stream_key": "CONVEYOR_STREAM_KEY", "stream_group": "CONVEYOR_STREAM_GROUP",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -20,7 +20,7 @@ _ENGINES_LOCK = threading.Lock()
 
 def utcnow() -> datetime:
     """Naive UTC now: every timestamp Conveyor stores is naive UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
 
-def run_demo(app: "Conveyor", n_jobs: int = 200, concurrency: int = 4, console: Console | None = None) -> bool:
+def run_demo(app: Conveyor, n_jobs: int = 200, concurrency: int = 4, console: Console | None = None) -> bool:
     """Submit a mix of jobs, run them in-process, print progress and a table; True if all ended as expected."""
     console = console or Console(width=None if Console().is_terminal else 100)
     s = app.settings
@@ -87,7 +87,7 @@ def run_demo(app: "Conveyor", n_jobs: int = 200, concurrency: int = 4, console: 
     return ok
 
 
-def _statuses(app: "Conveyor", ids: list[str]) -> dict[str, str]:
+def _statuses(app: Conveyor, ids: list[str]) -> dict[str, str]:
     from sqlalchemy import select
 
     from conveyor.schema import jobs

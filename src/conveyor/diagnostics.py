@@ -23,7 +23,7 @@ def _finding(check: str, ok: bool, detail: str, next_step: str | None = None) ->
     return {"check": check, "ok": ok, "detail": detail, "next_step": next_step}
 
 
-def diagnose(app: "Conveyor", job_id: str) -> dict[str, Any]:
+def diagnose(app: Conveyor, job_id: str) -> dict[str, Any]:
     """Everything known about one job, the most likely root cause and the next step."""
     job = app.get(job_id)
     now = utcnow()
@@ -65,8 +65,8 @@ def diagnose(app: "Conveyor", job_id: str) -> dict[str, Any]:
                                  f"{'is alive' if job.lease_owner in alive else 'is not a live worker'}"))
     leader = lease.current(app.engine, LEADER_LEASE)
     has_leader = bool(leader and leader["holder"] and leader["expires_at"] and leader["expires_at"] > now)
-    findings.append(_finding("scheduler", has_leader,
-                             f"leader {leader['holder']}" if has_leader else "no scheduler holds the leader lease",
+    leader_text = f"leader {leader['holder']}" if leader and has_leader else "no scheduler holds the leader lease"
+    findings.append(_finding("scheduler", has_leader, leader_text,
                              None if has_leader else "start `conveyor scheduler` so lost jobs are repaired"))
     try:
         keys = list(app.storage.list(f"jobs/{job_id}"))
@@ -84,7 +84,7 @@ def diagnose(app: "Conveyor", job_id: str) -> dict[str, Any]:
             "cause": cause, "next_step": step}
 
 
-def _cause(app: "Conveyor", job: Any, box: list[dict[str, Any]], held: bool | None, has_leader: bool,
+def _cause(app: Conveyor, job: Any, box: list[dict[str, Any]], held: bool | None, has_leader: bool,
            alive: dict[str, Any], kind_known: bool, now: datetime) -> tuple[str, str]:
     st = job.status.value
     if st == "succeeded":
@@ -128,7 +128,7 @@ def _cause(app: "Conveyor", job: Any, box: list[dict[str, Any]], held: bool | No
     return st, "see the events"
 
 
-def doctor(app: "Conveyor") -> list[dict[str, Any]]:
+def doctor(app: Conveyor) -> list[dict[str, Any]]:
     """Check the deployment: database, tables, queue, storage, plugins, processes."""
     checks: list[dict[str, Any]] = []
     try:

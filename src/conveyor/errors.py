@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ CORE_CODES: tuple[ErrorCode, ...] = (
               "Raise the kind's timeout or make the work smaller; retried with backoff until max_attempts."),
     ErrorCode("lease_lost", True, "The attempt lost its lease (worker killed, stalled or partitioned from the DB).",
               "If it repeats for one job, the job probably kills its worker: check worker logs and memory."),
-    ErrorCode("cancelled", False, "The job was cancelled by a user or operator.", "Submit it again if it is still wanted."),
+    ErrorCode("cancelled", False, "The job was cancelled by a user or operator.",
+              "Submit it again if it is still wanted."),
     ErrorCode("sandbox_error", True, "The sandbox could not start or supervise the program (not the program's fault).",
               "Run `conveyor sandbox doctor` on the worker host."),
     ErrorCode("internal_error", True, "An unexpected exception escaped the handler.",

@@ -12,7 +12,8 @@ implementation is caught, logged with the plugin's name and recorded in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -81,7 +82,7 @@ def conveyor_register_sandboxes(registry: Registry) -> None:
 
 
 @hookspec
-def conveyor_error_codes() -> Iterable[ErrorCode]:
+def conveyor_error_codes() -> Iterable[ErrorCode] | None:
     """Contribute error catalog entries (``conveyor.errors.ErrorCode``).
 
     :return: an iterable of entries; every implementation's entries are merged, and

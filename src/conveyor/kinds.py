@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 import subprocess
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import Cancelled, JobError
 
@@ -35,7 +36,7 @@ class JobKind:
     """A named kind of job: its handler, retry policy and timeout."""
 
     name: str
-    handler: Callable[["JobContext"], Any]
+    handler: Callable[[JobContext], Any]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float | None = None
     description: str = ""
@@ -97,7 +98,7 @@ class JobContext:
     file_id: str | None
     trace_id: str | None
     token: CancelToken
-    storage: "Storage"
+    storage: Storage
     services: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +43,7 @@ def release(engine: Engine, name: str, holder: str) -> None:
                      .values(holder=None, expires_at=None))
 
 
-def current(engine: Engine, name: str) -> dict[str, object] | None:
+def current(engine: Engine, name: str) -> dict[str, Any] | None:
     """The lease's holder, token and expiry, or None."""
     with engine.connect() as conn:
         row = conn.execute(select(leases).where(leases.c.name == name)).mappings().first()

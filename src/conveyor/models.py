@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from conveyor.errors import IllegalTransition
 
@@ -98,7 +99,7 @@ class Job:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "Job":
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
         """Build from a SQLAlchemy row mapping."""
         data = {k: row[k] for k in cls.__dataclass_fields__}
         data["status"] = JobStatus(data["status"])

@@ -7,9 +7,10 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -87,7 +88,8 @@ class PluginHost:
                 cat = Catalog(list(CATALOG))
                 for impl in self.pm.hook.conveyor_error_codes.get_hookimpls():
                     try:
-                        for code in impl.function() or ():
+                        contributed: Any = impl.function() or ()
+                        for code in contributed:
                             if not isinstance(code, ErrorCode):
                                 raise PluginError(f"{code!r} is not an ErrorCode")
                             cat.add(code)

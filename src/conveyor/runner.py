@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class Runner:
     """A dispatcher thread, a scheduler thread and a worker in the calling thread."""
 
-    def __init__(self, app: "Conveyor", *, concurrency: int | None = None, burst: bool = False,
+    def __init__(self, app: Conveyor, *, concurrency: int | None = None, burst: bool = False,
                  scheduler: bool = True) -> None:
         s = app.settings
         self.app = app

@@ -61,7 +61,7 @@ class GcPlan:
 class Scheduler:
     """Leader-elected repair and GC loops."""
 
-    def __init__(self, app: "Conveyor", *, name: str | None = None, interval_s: float | None = None,
+    def __init__(self, app: Conveyor, *, name: str | None = None, interval_s: float | None = None,
                  gc_apply: bool = False, gc_every: int = 30, batch: int = 500) -> None:
         self.app = app
         s = app.settings

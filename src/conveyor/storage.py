@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import fsspec
 

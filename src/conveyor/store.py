@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError

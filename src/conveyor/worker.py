@@ -13,8 +13,9 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from conveyor import presence, store
 from conveyor.errors import Cancelled, JobError
@@ -57,7 +58,7 @@ class _Running:
 class Worker:
     """Runs jobs from the queue until stopped (or, with ``burst``, until no work is left)."""
 
-    def __init__(self, app: "Conveyor", *, concurrency: int | None = None, name: str | None = None,
+    def __init__(self, app: Conveyor, *, concurrency: int | None = None, name: str | None = None,
                  burst: bool = False, block_ms: int = 1000, reclaim_interval_s: float | None = None,
                  shutdown_grace_s: float = 30.0, on_finalized: Callable[[store.Finalized], None] | None = None
                  ) -> None:
@@ -199,7 +200,7 @@ class Worker:
         settings = self.app.settings
         ctx = JobContext(job.id, job.attempt_id, job.kind, job.payload, job.tenant_id, job.org_id, job.file_id,
                          job.trace_id, run.token, self.app.storage, {"app": self.app})
-        base = dict(job_id=job.id, attempt_id=job.attempt_id, entry_id=run.claimed.entry_id)
+        base: dict[str, Any] = dict(job_id=job.id, attempt_id=job.attempt_id, entry_id=run.claimed.entry_id)
         if kind is None:
             outcome = store.Outcome(**base, ok=False, error_code="handler_not_found",
                                     error_message=f"no loaded plugin registers job kind {job.kind!r}; "
@@ -286,8 +287,9 @@ class Worker:
         kind = self.app.kinds.get(job.kind)
         s = self.app.settings
         delay = kind.retry.delay(job.attempts, s.retry_base_seconds, s.retry_max_seconds) if kind else 1.0
+        limit = kind.timeout_s if kind else "?"
         self._outcomes.put(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False, error_code="timeout",
-                                         error_message=f"handler exceeded its timeout of {kind.timeout_s if kind else '?'}s",
+                                         error_message=f"handler exceeded its timeout of {limit}s",
                                          retryable=self.app.plugins.catalog.is_retryable("timeout"),
                                          retry_delay_s=delay))
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine
 
 from conveyor.errors import ConfigError
 from conveyor.queue.base import START_CURSOR, Entry, Message, Pressure, Queue, Reclaimed
 
-__all__ = ["Entry", "Message", "Pressure", "Queue", "Reclaimed", "START_CURSOR", "open_queue"]
+__all__ = ["START_CURSOR", "Entry", "Message", "Pressure", "Queue", "Reclaimed", "open_queue"]
 
 #: scheme → (module, factory name, extra that provides its dependency)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {

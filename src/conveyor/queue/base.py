@@ -8,8 +8,8 @@ Delivery is at-least-once; the claim CAS in the database decides who runs.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from sqlalchemy import Connection
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
@@ -70,7 +71,7 @@ class SqlQueue(Queue):
                 .values(consumer=consumer, delivered_at=utcnow(), deliveries=q.c.deliveries + 1)
                 .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries, q.c.priority))
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
+            rows = list(conn.execute(stmt).all())
         rows.sort(key=lambda r: (-r.priority, r.id))
         return [Entry(str(r.id), r.job_id, dict(r.fields or {}), r.deliveries) for r in rows]
 
@@ -110,12 +111,12 @@ class SqlQueue(Queue):
         with self.engine.begin() as conn:
             ids = list(conn.execute(sub).scalars())
             take = ids[:count]
-            rows = []
+            rows: list[Any] = []
             if take:
-                rows = conn.execute(
+                rows = list(conn.execute(
                     update(q).where(q.c.id.in_(take))
                     .values(consumer=consumer, delivered_at=utcnow(), deliveries=q.c.deliveries + 1)
-                    .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries)).all()
+                    .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries)).all())
         rows.sort(key=lambda r: r.id)
         nxt = str(ids[count]) if len(ids) > count else START_CURSOR
         return Reclaimed(nxt, [Entry(str(r.id), r.job_id, dict(r.fields or {}), r.deliveries) for r in rows], [])
