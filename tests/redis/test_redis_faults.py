@@ -184,13 +184,21 @@ def test_sigterm_finishes_nothing_late_and_releases_to_a_peer_at_once(app, spawn
     assert app.queue.pressure().pending == 0
 
 
-def test_unreachable_redis_at_startup_names_the_url_and_the_fix(app, env, tmp_path):
+def test_unreachable_redis_names_the_url_and_the_fix(app, env, spawn, tmp_path):
     url = f"redis://127.0.0.1:{free_port()}/0"
-    out = subprocess.run([sys.executable, "-m", "conveyor", "worker", "--burst"], check=False, capture_output=True, text=True,
-                         env=subprocess_env({**env, "CONVEYOR_QUEUE_URL": url}), cwd=tmp_path, timeout=60)
-    assert out.returncode != 0
-    assert url in out.stderr and "start Redis" in out.stderr
-    assert "Traceback" not in out.stderr
+    down = {**env, "CONVEYOR_QUEUE_URL": url}
+    for args in (["queue", "pressure"], ["db", "init"]):
+        out = subprocess.run([sys.executable, "-m", "conveyor", *args], check=False, capture_output=True,
+                             text=True, env=subprocess_env(down), cwd=tmp_path, timeout=60)
+        assert out.returncode != 0, args
+        assert url in out.stderr and "start Redis" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    # a worker waits for its queue, saying why, and stops cleanly on SIGTERM
+    w = spawn.run("worker", env=down, log="waiting")
+    wait_until(lambda: "start Redis" in spawn.output("waiting"), what="the worker to report the unreachable queue")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    assert url in spawn.output("waiting") and "Traceback" not in spawn.output("waiting")
 
 
 def test_bad_redis_url_is_a_config_error():
@@ -227,8 +235,8 @@ def test_pressure_lag_is_null_not_zero_when_redis_cannot_tell(rqueue):
 def test_queue_pressure_command_prints_one_json_line(app, env, tmp_path):
     app.submit_many([JobSpec("conveyor.echo", {}) for _ in range(3)])
     run_until_empty(Dispatcher(app.engine, app.queue))
-    out = subprocess.run([sys.executable, "-m", "conveyor", "queue", "pressure"], check=False, capture_output=True, text=True,
-                         env=subprocess_env(env), cwd=tmp_path, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "conveyor", "queue", "pressure"], check=False, capture_output=True,
+                         text=True, env=subprocess_env(env), cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["length"] == 3 and data["pending"] == 0 and data["oldest_age_source"] == "undelivered"

@@ -16,11 +16,12 @@ only work that is waiting or running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -91,6 +92,24 @@ for i = 1, #KEYS do
 end
 return n
 """
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(fn: Callable[Concatenate[RedisQueue, P], R]) -> Callable[Concatenate[RedisQueue, P], R]:
+    """Turn a lost connection into QueueUnavailable, whose message names the URL and the fix."""
+    @functools.wraps(fn)
+    def wrapper(self: RedisQueue, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(self, *args, **kwargs)
+        except AuthenticationError as exc:
+            raise ConfigError(f"Redis at {mask_url(self.url)} refused the credentials ({exc}); "
+                              "fix the user/password in CONVEYOR_QUEUE_URL") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+    return wrapper
 
 
 def band_of(priority: int) -> str:
@@ -166,20 +185,15 @@ class RedisQueue(Queue):
         return QueueUnavailable(f"cannot reach Redis at {mask_url(self.url)} ({exc}); start Redis there, "
                                 "or point CONVEYOR_QUEUE_URL at a running server")
 
+    @_guarded
     def ensure_group(self) -> None:
         """Create every band's stream and the group from id 0, so entries added earlier are kept."""
-        try:
-            for key in self.keys:
-                try:
-                    self.client.xgroup_create(key, self.group, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
-        except AuthenticationError as exc:
-            raise ConfigError(f"Redis at {mask_url(self.url)} refused the credentials ({exc}); "
-                              "fix the user/password in CONVEYOR_QUEUE_URL") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise self._unreachable(exc) from None
+        for key in self.keys:
+            try:
+                self.client.xgroup_create(key, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def _regroup(self, exc: ResponseError) -> bool:
         # the stream vanished (flushed, restarted without persistence): recreate the group
@@ -191,6 +205,7 @@ class RedisQueue(Queue):
 
     # ------------------------------------------------------------ publish
 
+    @_guarded
     def publish(self, messages: Sequence[Message], maxlen: int | None = None,
                 conn: Connection | None = None) -> list[str]:
         """XADD each message to its band's stream (``MAXLEN ~``) in one MULTI/EXEC."""
@@ -200,7 +215,7 @@ class RedisQueue(Queue):
         bands = [band_of(m.priority) for m in messages]
         pipe = self.client.pipeline(transaction=True)
         for m, band in zip(messages, bands):
-            fields = {k: str(v) for k, v in m.fields.items() if v is not None}
+            fields: dict[Any, Any] = {k: str(v) for k, v in m.fields.items() if v is not None}
             fields["job_id"] = m.job_id
             fields.setdefault("priority", str(m.priority))
             pipe.xadd(self.key(band), fields, maxlen=cap or None, approximate=True)
@@ -214,6 +229,7 @@ class RedisQueue(Queue):
         idx = list(range(len(BANDS)))
         return idx[::-1] if self._reads % FAIR_EVERY == 0 else idx
 
+    @_guarded
     def read(self, consumer: str, count: int, block_ms: int = 0) -> list[Entry]:
         """Deliver up to ``count`` new entries, higher bands first, blocking up to ``block_ms``."""
         if count <= 0:
@@ -253,6 +269,7 @@ class RedisQueue(Queue):
                 rids.append(rid)
         return keys, rids
 
+    @_guarded
     def ack(self, entry_ids: Sequence[str]) -> int:
         """XACK (then XDEL) entries; returns how many were pending."""
         keys, rids = self._keyed(entry_ids)
@@ -260,6 +277,7 @@ class RedisQueue(Queue):
             return 0
         return int(self._ack_script(keys=keys, args=[self.group, *rids]))
 
+    @_guarded
     def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
         """``XCLAIM … JUSTID`` to itself: resets the idle time of entries this consumer still owns."""
         keys, rids = self._keyed(entry_ids)
@@ -277,6 +295,7 @@ class RedisQueue(Queue):
             return 0, "0-0"
         return int(idx), rid
 
+    @_guarded
     def reclaim(self, consumer: str, min_idle_ms: int, cursor: str = START_CURSOR,
                 count: int = 100) -> Reclaimed:
         """XAUTOCLAIM idle entries band by band; the cursor (``band/id``) resumes where the last round stopped."""
@@ -331,6 +350,7 @@ class RedisQueue(Queue):
                 return dict(g)
         return None
 
+    @_guarded
     def held(self, entry_ids: Sequence[str]) -> set[str]:
         """Entries Redis can still deliver: in the stream and either undelivered or pending.
 
@@ -367,6 +387,7 @@ class RedisQueue(Queue):
                     out.add(self._external(band, r))
         return out
 
+    @_guarded
     def pressure(self) -> Pressure:
         """XLEN, XPENDING summary and XINFO GROUPS lag over every band; ages from entry ids on Redis's clock."""
         pipe = self.client.pipeline(transaction=True)
@@ -414,6 +435,7 @@ class RedisQueue(Queue):
 
     # ------------------------------------------------------------ maintenance
 
+    @_guarded
     def trim(self, maxlen: int) -> int:
         """``XTRIM MAXLEN =`` each band's stream (exact, so GC does what it says)."""
         pipe = self.client.pipeline(transaction=False)
@@ -421,6 +443,7 @@ class RedisQueue(Queue):
             pipe.xtrim(key, maxlen=maxlen, approximate=False)
         return sum(int(n) for n in pipe.execute())
 
+    @_guarded
     def delete_streams(self) -> None:
         """Delete every band's stream and its group (tests, decommissioning)."""
         self.client.delete(*self.keys)
