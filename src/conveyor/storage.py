@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import fsspec
 
@@ -30,8 +32,10 @@ class Storage:
     """Keys under one base URL (``file://./data``, ``memory://x``, ``s3://bucket/prefix``)."""
 
     def __init__(self, base_url: str, **options: Any) -> None:
-        self.base_url = base_url.rstrip("/")
         protocol = base_url.split("://", 1)[0] if "://" in base_url else "file"
+        if protocol in ("s3", "s3a"):
+            base_url, options = s3_options(base_url, options)
+        self.base_url = base_url.rstrip("/")
         try:
             self.fs, root = fsspec.core.url_to_fs(self.base_url, **options)
         except ImportError as exc:
@@ -64,7 +68,7 @@ class Storage:
         """Write bytes (or a binary stream) under a key; returns size and sha256."""
         p = self.path(key)
         parent = posixpath.dirname(p)
-        if parent:
+        if parent and self.protocol not in ("s3", "s3a"):  # object stores have no directories
             self.fs.makedirs(parent, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -113,6 +117,44 @@ class Storage:
             return str(self.fs.sign(self.path(key), expiration=expires_s))
         except NotImplementedError:
             return self.url(key)
+
+
+def s3_options(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Split ``s3://[key:secret@]bucket/prefix?endpoint_url=…&region=…`` into a plain URL and s3fs options.
+
+    Explicit ``options`` win, then the URL, then the standard AWS variables
+    (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, ``AWS_REGION``; keys and session
+    tokens are read by botocore itself).
+    """
+    parts = urlsplit(url)
+    opts: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    if parts.username:
+        opts["key"] = unquote(parts.username)
+        opts["secret"] = unquote(parts.password or "")
+    query = dict(parse_qsl(parts.query))
+    unknown = sorted(set(query) - {"endpoint_url", "region", "anon"})
+    if unknown:
+        raise ConfigError(f"CONVEYOR_STORAGE_URL: unknown S3 option(s) {', '.join(unknown)}; "
+                          "use endpoint_url, region or anon")
+    endpoint = query.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        client["region_name"] = region
+    if query.get("anon", "").lower() in ("1", "true", "yes"):
+        opts["anon"] = True
+    if client:
+        opts["client_kwargs"] = client
+    # presigned URLs with Signature V4, which every AWS region and S3-compatible server accepts
+    opts["config_kwargs"] = {"signature_version": "s3v4"}
+    # workers on many hosts write the same prefixes: a cached listing would hide their objects
+    opts["use_listings_cache"] = False
+    if not parts.hostname:
+        raise ConfigError(f"CONVEYOR_STORAGE_URL {parts.scheme}://…: no bucket; use s3://bucket/prefix")
+    plain = f"{parts.scheme}://{parts.hostname}{parts.path}"
+    return plain, {**opts, **options}
 
 
 def artifact_key(job_id: str, attempt_id: int, name: str) -> str:
