@@ -10,6 +10,9 @@ For each database (SQLite file, PostgreSQL on 127.0.0.1) it measures:
     python benchmarks/pipeline.py [--jobs 5000] [--rate 200] [--seconds 10] [--only sqlite|postgresql]
 
 Prints one table and each figure's ratio PostgreSQL / SQLite.
+
+With ``--peers`` it instead runs Conveyor on PostgreSQL + Redis against Celery, Dramatiq,
+RQ and arq on one private Redis (see benchmarks/peers.py and benchmarks/requirements.txt).
 """
 
 from __future__ import annotations
@@ -139,7 +142,17 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="offered jobs/s for the latency run")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
+    ap.add_argument("--peers", action="store_true", help="PostgreSQL + Redis against Celery, Dramatiq, RQ, arq")
     a = ap.parse_args()
+    if a.peers:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from peers import run
+
+        def pg() -> tuple[str, object]:
+            url, schema = pg_schema_url()
+            return url, lambda: drop_schema(schema)
+        run(pg, a.jobs, a.rate, a.seconds)  # type: ignore[arg-type]
+        return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if a.only in (None, "sqlite"):

@@ -1,0 +1,279 @@
+"""Conveyor (PostgreSQL + Redis) against Celery, Dramatiq, RQ and arq on one private Redis.
+
+Every system runs the same no-op job with 4 concurrent slots:
+- Conveyor: one `conveyor dispatcher` and one `conveyor worker -c 4` process;
+- Celery: `celery worker --pool prefork -c 4`; Dramatiq: 1 process with 4 threads;
+- RQ: 4 `rq worker` processes (RQ runs one job per worker, forking per job by default);
+- arq: one worker with max_jobs=4.
+
+Two figures per system, workers already running:
+- jobs/s: a burst of N jobs enqueued at once, from the first enqueue to the last job done;
+- p50/p99 submit→done at a fixed offered rate.
+
+A peer's "done" is the time its job appends to a Redis list (one extra LPUSH per job);
+Conveyor's is the job row's ``finished_at`` (its finalize transaction). Conveyor's jobs
+are durable in PostgreSQL (outbox, events, fencing), the peers' only in Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+PEERS = ("celery", "dramatiq", "rq", "arq")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A throwaway redis-server for the run."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+        self.client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def _offered(submit: Callable[[int], None], rate: float, seconds: float) -> int:
+    start = time.perf_counter()
+    k = 0
+    while time.perf_counter() - start < seconds:
+        due = start + k / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        submit(k)
+        k += 1
+    return k
+
+
+# ---------------------------------------------------------------- peers
+
+def _peer_workers(name: str, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    py = sys.executable
+    if name == "celery":
+        return [_spawn([py, "-m", "celery", "-A", "peer_tasks:celery_app", "worker", "--pool", "prefork",
+                        "-c", "4", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+                        "--without-heartbeat"], env)]
+    if name == "dramatiq":
+        return [_spawn([py, "-m", "dramatiq", "peer_tasks", "--processes", "1", "--threads", "4"], env)]
+    if name == "rq":
+        return [_spawn([py, "-m", "rq.cli", "worker", "--url", env["BENCH_REDIS_URL"], "-q", "bench"], env)
+                for _ in range(4)]
+    if name == "arq":
+        return [_spawn([py, "-m", "arq", "peer_tasks.ArqSettings"], env)]
+    raise ValueError(name)
+
+
+def _peer_submitter(name: str, url: str) -> Callable[[str, float], None]:
+    os.environ["BENCH_REDIS_URL"] = url
+    os.environ["BENCH_PEER"] = name
+    sys.path.insert(0, str(HERE))
+    import importlib
+
+    import peer_tasks
+    mod = importlib.reload(peer_tasks)
+    if name == "celery":
+        return lambda jid, ts: mod.noop.delay(jid, ts)
+    if name == "dramatiq":
+        return lambda jid, ts: mod.dnoop.send(jid, ts)
+    if name == "rq":
+        import redis
+        from rq import Queue
+        q = Queue("bench", connection=redis.Redis.from_url(url))
+        return lambda jid, ts: q.enqueue(mod.rq_noop, jid, ts)
+    if name == "arq":
+        import asyncio
+
+        from arq import create_pool
+        from arq.connections import RedisSettings
+        loop = asyncio.new_event_loop()
+        pool = loop.run_until_complete(create_pool(RedisSettings.from_dsn(url)))
+        return lambda jid, ts: loop.run_until_complete(pool.enqueue_job("arq_noop", jid, ts))
+    raise ValueError(name)
+
+
+def bench_peer(name: str, redis_srv: PrivateRedis, n: int, rate: float, seconds: float) -> dict[str, float]:
+    """Throughput and latency of one peer."""
+    r = redis_srv.client
+    r.flushall()
+    env = _env({"BENCH_REDIS_URL": redis_srv.url, "BENCH_PEER": name})
+    submit = _peer_submitter(name, redis_srv.url)
+    procs = _peer_workers(name, env)
+    try:
+        def wait_done(count: int, timeout: float = 600) -> None:
+            deadline = time.monotonic() + timeout
+            while r.llen("bench:done") < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name}: only {r.llen('bench:done')}/{count} jobs done")
+                time.sleep(0.01)
+
+        submit("warmup", time.time())
+        wait_done(1, 120)
+        r.delete("bench:done")
+        t0 = time.perf_counter()
+        for i in range(n):
+            submit(f"b{i}", time.time())
+        wait_done(n)
+        jobs_s = n / (time.perf_counter() - t0)
+        r.delete("bench:done")
+        k = _offered(lambda i: submit(f"l{i}", time.time()), rate, seconds)
+        wait_done(k)
+        lat = [(float(done) - float(ts)) * 1000 for _, ts, done in
+               (x.decode().split() for x in r.lrange("bench:done", 0, -1))]
+    finally:
+        _stop(procs)
+    return {"jobs_s": jobs_s, "p50_ms": statistics.median(lat), "p99_ms": _pct(lat, 0.99)}
+
+
+# ---------------------------------------------------------------- Conveyor
+
+def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, seconds: float,
+                   workdir: Path) -> dict[str, float]:
+    """Throughput and latency of Conveyor on PostgreSQL + Redis."""
+    from sqlalchemy import func, select
+
+    from conveyor.app import Conveyor
+    from conveyor.config import load_settings
+    from conveyor.plugins import load_plugins
+    from conveyor.schema import jobs
+    from conveyor.store import JobSpec
+
+    redis_srv.client.flushall()
+    cenv = {"CONVEYOR_DB_URL": db_url, "CONVEYOR_QUEUE_URL": redis_srv.url,
+            "CONVEYOR_STREAM_KEY": f"bench:{uuid.uuid4().hex[:8]}", "CONVEYOR_LOG_LEVEL": "ERROR",
+            "CONVEYOR_STORAGE_URL": f"file://{workdir}/data", "CONVEYOR_PLUGINS": "conveyor.builtin_kinds"}
+    app = Conveyor(load_settings(env=cenv), plugins=load_plugins(cenv["CONVEYOR_PLUGINS"]))
+    app.init_db()
+    env = _env(cenv)
+    py = sys.executable
+    procs = [_spawn([py, "-m", "conveyor", "dispatcher"], env),
+             _spawn([py, "-m", "conveyor", "worker", "-c", "4"], env)]
+
+    def finished(ids: list[str]) -> int:
+        with app.engine.connect() as c:
+            return int(c.execute(select(func.count()).where(jobs.c.id.in_(ids),
+                                                            jobs.c.status == "succeeded")).scalar() or 0)
+
+    def wait_done(ids: list[str], timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while finished(ids) < len(ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"conveyor: only {finished(ids)}/{len(ids)} jobs done")
+            time.sleep(0.05)
+
+    try:
+        wait_done([app.submit("conveyor.echo", None)], 120)
+        t0 = time.perf_counter()
+        ids: list[str] = []
+        for i in range(0, n, 500):  # what a host app submitting a burst would do
+            ids += app.submit_many([JobSpec("conveyor.echo", None) for _ in range(i, min(n, i + 500))])
+        wait_done(ids)
+        jobs_s = n / (time.perf_counter() - t0)
+        live: list[str] = []
+        _offered(lambda i: live.append(app.submit("conveyor.echo", None)), rate, seconds)
+        wait_done(live)
+        with app.engine.connect() as c:
+            lat = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in
+                   c.execute(select(jobs.c.created_at, jobs.c.finished_at).where(jobs.c.id.in_(live)))]
+    finally:
+        _stop(procs)
+        app.close()
+        app.engine.dispose()
+    return {"jobs_s": jobs_s, "p50_ms": statistics.median(lat), "p99_ms": _pct(lat, 0.99)}
+
+
+def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: float, seconds: float,
+        only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run Conveyor and every installed peer; print one table with Conveyor's ratio to the fastest."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = PrivateRedis(Path(tmp))
+        try:
+            print("conveyor (postgresql + redis) ...", file=sys.stderr)
+            url, drop = pg_url()
+            try:
+                results["conveyor pg+redis"] = bench_conveyor(url, srv, n, rate, seconds, Path(tmp))
+            finally:
+                drop()
+            for name in only or PEERS:
+                try:
+                    __import__(name)
+                except ImportError:
+                    print(f"{name}: not installed (pip install -r benchmarks/requirements.txt); skipped",
+                          file=sys.stderr)
+                    continue
+                print(f"{name} ...", file=sys.stderr)
+                results[name] = bench_peer(name, srv, n, rate, seconds)
+        finally:
+            srv.stop()
+    fastest = max(results, key=lambda k: results[k]["jobs_s"])
+    lowest = min(results, key=lambda k: results[k]["p50_ms"])
+    print(f"\nno-op jobs, 4 slots, {n} burst jobs, {rate:.0f}/s offered for {seconds:.0f}s, one Redis")
+    print(f"{'system':<20}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for k, v in results.items():
+        print(f"{k:<20}{v['jobs_s']:>10.0f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}")
+    c = results["conveyor pg+redis"]
+    print(f"\nConveyor / fastest ({fastest}) jobs/s: {c['jobs_s'] / results[fastest]['jobs_s']:.2f}x; "
+          f"p50 / lowest ({lowest}): {c['p50_ms'] / results[lowest]['p50_ms']:.2f}x")
+    return results
