@@ -30,12 +30,12 @@ def env(env, s3_url):
 
 
 def test_put_get_list_delete_round_trip(s3_url):
-    st = Storage(s3_url)
+    st = Storage(s3_url, default_block_size=5 * 1024 * 1024)  # S3's smallest part size
     key = artifact_key("job1", 1, "preview.png")
     obj = st.put(key, b"\x89PNG data")
     assert obj.size == 9 and obj.sha256 == hashlib.sha256(b"\x89PNG data").hexdigest()
     assert obj.url == f"{s3_url}/{key}"
-    big = os.urandom(6 * 1024 * 1024)  # past s3fs's block size: a multipart upload
+    big = os.urandom(11 * 1024 * 1024)  # three parts: a multipart upload
     assert st.put("jobs/job1/1/model.glb", io.BytesIO(big)).sha256 == hashlib.sha256(big).hexdigest()
     assert st.exists(key) and st.get(key) == b"\x89PNG data"
     assert st.get("jobs/job1/1/model.glb") == big
