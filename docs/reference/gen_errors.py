@@ -1,0 +1,76 @@
+"""Regenerate docs/reference/errors.md from conveyor/errors.py: python docs/reference/gen_errors.py"""
+
+from pathlib import Path
+
+from conveyor.errors import CORE_CODES
+
+HEADER = """# Error codes
+
+Every failed or cancelled job carries one `error_code` from a single catalog. This page
+lists the codes of the core. It is generated from `conveyor.errors.CORE_CODES`
+(`python docs/reference/gen_errors.py`), and `tests/test_docs.py` fails when a code
+has no entry here.
+
+The live catalog, including the codes that installed plugins add, is printed by:
+
+```sh
+conveyor errors          # text
+conveyor errors --json   # one object per code: code, retryable, meaning, next_step, source
+```
+
+How a code is used:
+
+- A handler ends its attempt with `raise JobError(code, message)`. Whether the job is
+  retried follows the catalog's `retryable` flag, unless the handler passes
+  `retryable=True` or `retryable=False` (see [write a job kind](../howto/job-kind.md)).
+- A retryable failure is queued again after an exponential backoff with jitter, until
+  the job has used `max_attempts`. Then it ends `failed` with that code.
+- A code that is not in the catalog is treated as not retryable.
+- Plugins add codes with the `conveyor_error_codes` hook
+  (see [write a plugin](../howto/plugin.md)). A code that a plugin defines again with a
+  different meaning or policy is rejected, and `conveyor plugins` reports that plugin
+  as failed. Prefix your codes with your plugin's name.
+
+`conveyor diagnose JOB_ID` prints the meaning and next step of the code a job failed with.
+
+| code | retryable | meaning |
+|---|---|---|
+"""
+
+
+#: codes the core itself sets, and where
+SET_BY = {
+    "invalid_payload": "Handlers raise it. `submit` also refuses a payload that is not plain JSON "
+                       "(NaN, objects, bytes) with the exception `conveyor.store.InvalidPayload` "
+                       "carrying this code; then nothing is written.",
+    "handler_not_found": "The worker, when no plugin it loaded registers the job's kind. "
+                         "The kind must be installed on every worker host.",
+    "timeout": "The worker, when an attempt runs longer than its kind's `timeout_s`; also "
+               "`ctx.run_subprocess(..., timeout=...)` when the child outlives its own limit.",
+    "lease_lost": "The claim of an expired lease (written to `error_history` before the next "
+                  "attempt), and the final error of a job whose last attempt lost its lease "
+                  "(set by a worker's claim or by the scheduler's repair loop).",
+    "cancelled": "`conveyor jobs cancel` and `Conveyor.cancel`.",
+    "internal_error": "The worker, when a handler raises anything but `JobError`. The message "
+                      "holds the traceback. It is always retried, whatever the catalog says.",
+    "queue_pressure": "Never a job's code: `submit` raises `conveyor.errors.QueuePressure` "
+                      "with it, and `conveyor submit` exits with status 75.",
+}
+
+
+def render() -> str:
+    out = [HEADER.rstrip("\n")]
+    for c in CORE_CODES:
+        out.append(f"| [`{c.code}`](#{c.code}) | {'yes' if c.retryable else 'no'} | {c.meaning} |")
+    out.append("")
+    for c in CORE_CODES:
+        out += [f"## `{c.code}`", "", f"- Retryable: {'yes' if c.retryable else 'no'}",
+                f"- Meaning: {c.meaning}", f"- Next step: {c.next_step}"]
+        if c.code in SET_BY:
+            out.append(f"- Set by: {SET_BY[c.code]}")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    Path(__file__).with_name("errors.md").write_text(render())
