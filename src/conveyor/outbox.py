@@ -108,7 +108,7 @@ class Dispatcher:
         self._stop.set()
         wake()
 
-    def run(self, idle_max_s: float = 0.5) -> None:
+    def run(self, idle_max_s: float = 0.05) -> None:
         """Loop until stopped: publish while there is work, wait (woken by submits) when idle."""
         idle = 0.005
         failures = 0

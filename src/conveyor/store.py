@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.db import utcnow
@@ -97,6 +97,16 @@ def _tx(bind: Engine | Connection) -> Iterator[Connection]:
         else:
             with bind.begin():
                 yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+@contextmanager
+def _own_tx(bind: Engine | Connection) -> Iterator[Connection]:
+    """A transaction of our own, or the caller's open one as it is (no savepoint)."""
+    if isinstance(bind, Connection):
+        yield bind
     else:
         with bind.begin() as conn:
             yield conn
@@ -260,7 +270,16 @@ def job_events(bind: Engine | Connection, job_id: str) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- claim
 
-def claim(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float
+_CLAIM_QUEUED = (update(jobs)
+                 .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.status == JobStatus.QUEUED.value,
+                        or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= bindparam("c_now")))
+                 .values(status=JobStatus.RUNNING.value, attempt_id=jobs.c.attempt_id + 1,
+                         attempts=jobs.c.attempts + 1, lease_owner=bindparam("c_owner"),
+                         lease_expires_at=bindparam("c_expires"), started_at=bindparam("c_now"),
+                         updated_at=bindparam("c_now"), next_attempt_at=None)
+                 .returning(*jobs.c))
+
+def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: str, lease_s: float
           ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
     """Claim jobs for queue entries ``(entry_id, job_id)`` in one transaction.
 
@@ -282,15 +301,9 @@ def claim(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_
             by_job[job_id] = entry_id
     claimed: list[Claimed] = []
     ev: list[dict[str, Any]] = []
-    with engine.begin() as conn:
-        rows = conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(list(by_job)), jobs.c.status == JobStatus.QUEUED.value,
-                   or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now))
-            .values(status=JobStatus.RUNNING.value, attempt_id=jobs.c.attempt_id + 1,
-                    attempts=jobs.c.attempts + 1, lease_owner=owner, lease_expires_at=expires,
-                    started_at=now, updated_at=now, next_attempt_at=None)
-            .returning(*jobs.c)).mappings().all()
+    with _own_tx(bind) as conn:
+        rows = conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
+                                            "c_expires": expires}).mappings().all()
         for r in rows:
             job = Job.from_row(r)
             claimed.append(Claimed(job, by_job[job.id], False))
@@ -337,7 +350,7 @@ def claim(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_
     # entries whose job is final, gone, not due, or held under a live lease: the DB has
     # another path for each (its pending outbox row, its holder, the repair loop)
     skip = dup_entries + [e for j, e in by_job.items() if j not in got]
-    for c in claimed:
+    for c in claimed if log.isEnabledFor(logging.INFO) else ():
         logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
                 stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
     return claimed, skip, ev
@@ -377,29 +390,43 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
 
 # ---------------------------------------------------------------- finalize
 
-def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conveyor:jobs"
+_FIN_COLS = (jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.attempts, jobs.c.max_attempts,
+             jobs.c.error_history, jobs.c.priority, jobs.c.file_id, jobs.c.tenant_id, jobs.c.org_id, jobs.c.trace_id)
+_FIN_SELECT = select(*_FIN_COLS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+_FIN_SELECT_PG = _FIN_SELECT.with_for_update()
+# one statement for a whole batch of successes (executemany); the attempt_id guard is the fence
+_SUCCEED = (update(jobs)
+            .where(jobs.c.id == bindparam("b_id"), jobs.c.attempt_id == bindparam("b_attempt"),
+                   jobs.c.status == JobStatus.RUNNING.value)
+            .values(status=JobStatus.SUCCEEDED.value, result=bindparam("b_result", type_=JSON), error_code=None,
+                    finished_at=bindparam("b_now"), updated_at=bindparam("b_now"), lease_owner=None,
+                    lease_expires_at=None))
+
+
+def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conveyor:jobs",
+             ack: Callable[[Connection, list[str]], object] | None = None
              ) -> tuple[list[Finalized], list[dict[str, Any]]]:
     """Record many attempt outcomes in one transaction, each fenced by ``attempt_id``.
 
     A stale attempt (its lease was taken over, or the job was cancelled) changes
-    nothing but a ``stale_result`` event. Returns what happened to each outcome and
-    the committed events.
+    nothing but a ``stale_result`` event. ``ack``, if given, acknowledges the
+    entries inside the same transaction (a queue living in the job database).
+    Returns what happened to each outcome and the committed events.
     """
     if not outcomes:
         return [], []
     now = utcnow()
     done: list[Finalized] = []
     ev: list[dict[str, Any]] = []
+    succeed: list[dict[str, Any]] = []
     with engine.begin() as conn:
-        ids = [o.job_id for o in outcomes]
-        stmt = select(jobs).where(jobs.c.id.in_(ids))
-        if engine.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        current = {r["id"]: Job.from_row(r) for r in conn.execute(stmt).mappings()}
+        # the rows are locked (FOR UPDATE, or SQLite's write lock) until commit, so what we read is current
+        stmt = _FIN_SELECT_PG if engine.dialect.name == "postgresql" else _FIN_SELECT
+        current = {r.id: r for r in conn.execute(stmt, {"ids": [o.job_id for o in outcomes]})}
         for o in outcomes:
             job = current.get(o.job_id)
-            if job is None or job.status != JobStatus.RUNNING or job.attempt_id != o.attempt_id:
-                status = job.status.value if job else None
+            if job is None or job.status != JobStatus.RUNNING.value or job.attempt_id != o.attempt_id:
+                status = job.status if job else None
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.STALE_RESULT, now,
                                     job.file_id if job else None, current_status=status,
                                     current_attempt=job.attempt_id if job else None,
@@ -409,21 +436,20 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                         "stale_result job_id=%s attempt_id=%s current_attempt=%s status=%s: result discarded",
                         o.job_id, o.attempt_id, job.attempt_id if job else None, status)
                 continue
-            fenced = and_(jobs.c.id == o.job_id, jobs.c.attempt_id == o.attempt_id,
-                          jobs.c.status == JobStatus.RUNNING.value)
-            base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
             if o.ok:
-                conn.execute(update(jobs).where(fenced).values(
-                    status=JobStatus.SUCCEEDED.value, result=_check_payload(o.result), error_code=None,
-                    finished_at=now, **base))
+                succeed.append({"b_id": o.job_id, "b_attempt": o.attempt_id, "b_result": _check_payload(o.result),
+                                "b_now": now})
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.SUCCEEDED, now, job.file_id))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "succeeded"))
                 continue
+            fenced = and_(jobs.c.id == o.job_id, jobs.c.attempt_id == o.attempt_id,
+                          jobs.c.status == JobStatus.RUNNING.value)
+            base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
             entry = {"attempt": o.attempt_id, "code": o.error_code, "message": (o.error_message or "")[:4000],
                      "at": now.isoformat() + "Z"}
             if o.details:
                 entry["details"] = _check_payload(dict(o.details))
-            history = job.error_history + [entry]
+            history = list(job.error_history or []) + [entry]
             err = {"error_code": o.error_code, "last_error": (o.error_message or "")[:4000], "error_history": history}
             if o.retryable and job.attempts < job.max_attempts:
                 due = now + timedelta(seconds=o.retry_delay_s)
@@ -443,9 +469,14 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                                     error_code=o.error_code, error_message=entry["message"],
                                     attempts=job.attempts, retryable=o.retryable))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "job_failed"))
+        if succeed:
+            conn.execute(_SUCCEED, succeed)
         conn.execute(insert(events), ev)
-    for d in done:
-        logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
+        if ack is not None:
+            ack(conn, [d.entry_id for d in done])
+    if log.isEnabledFor(logging.INFO):
+        for d in done:
+            logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
     from conveyor import outbox as _outbox
     if any(d.action == "retry_scheduled" for d in done):
         _outbox.wake()

@@ -77,6 +77,9 @@ class Worker:
         self.cancel_poll_s = min(2.0, self.heartbeat_s)
         self.on_finalized = on_finalized
         self.stats = WorkerStats()
+        self.finalize_linger_s = 0.002
+        q = app.queue
+        self._ack_in_tx = (lambda conn, ids: q.ack(ids, conn=conn)) if q.transactional else None
         self._running: dict[str, _Running] = {}
         self._lock = threading.Condition()
         self._outcomes: stdqueue.Queue[store.Outcome] = stdqueue.Queue()
@@ -129,6 +132,7 @@ class Worker:
         next_reclaim = 0.0
         backoff = 0.0
         group_ready = False
+        idle = 0.002
         while not self._stopping.is_set():
             free = self._free()
             if free <= 0:
@@ -146,7 +150,20 @@ class Worker:
                     if r.entries:
                         self._claim_and_start(r.entries, reclaim=True)
                         continue
-                entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
+                if q.transactional:
+                    # the queue lives in the job database: take and claim in one transaction
+                    if self._take_and_claim(free):
+                        backoff = 0.0
+                        idle = 0.002
+                        self._progressed = True
+                        continue
+                    entries = []
+                    if not self.burst:
+                        # other processes' publishes are only seen by polling: a short, growing wait
+                        q.wait(idle)  # type: ignore[attr-defined]
+                        idle = min(idle * 2, getattr(q, "poll_max_s", 0.05), self.block_ms / 1000.0)
+                else:
+                    entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
                 backoff = 0.0
             except Exception as exc:  # broker down: back off instead of spinning, resume by itself
                 self.stats.queue_errors += 1
@@ -162,6 +179,26 @@ class Worker:
                     return
                 with self._lock:
                     self._lock.wait(0.05)
+
+    def _take_and_claim(self, count: int) -> int:
+        """Read and claim in one database transaction (transactional queues); returns entries taken."""
+        q: Any = self.app.queue
+        with self.app.engine.begin() as conn:
+            entries = q.take(conn, self.name, count)
+            if not entries:
+                return 0
+            claimed, skip, events = store.claim(conn, [(e.entry_id, e.job_id) for e in entries],
+                                                self.name, self.lease_s)
+            if skip:
+                q.ack(skip, conn=conn)
+        self.stats.read += len(entries)
+        self.stats.skipped += len(skip)
+        self._emit(events)
+        for c in claimed:
+            self.stats.claimed += 1
+            self.stats.reclaimed += int(c.reclaimed)
+            self._start(c)
+        return len(entries)
 
     def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
         self.stats.read += len(entries)
@@ -304,9 +341,21 @@ class Worker:
                     return
                 continue
             batch = [first]
+            # group commit: when more attempts are about to finish, wait a moment and finalize them together
+            linger_until = time.monotonic() + self.finalize_linger_s
             while len(batch) < 500:
                 try:
                     batch.append(self._outcomes.get_nowait())
+                    continue
+                except stdqueue.Empty:
+                    pass
+                with self._lock:
+                    unfinished = sum(1 for r in self._running.values() if not r.outcome_sent)
+                left = linger_until - time.monotonic()
+                if not unfinished or left <= 0:
+                    break
+                try:
+                    batch.append(self._outcomes.get(timeout=left))
                 except stdqueue.Empty:
                     break
             self._finalize(batch)
@@ -315,13 +364,15 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                done, events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key)
+                done, events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key,
+                                              ack=self._ack_in_tx)
                 break
             except Exception as exc:  # DB down: hold the outcomes; fencing keeps a late commit safe
                 log.error("finalize failed for %d outcomes: %s; retrying in %.1fs", len(batch), exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        self._ack([d.entry_id for d in done])
+        if self._ack_in_tx is None:
+            self._ack([d.entry_id for d in done])
         self._emit(events)
         for d in done:
             if d.action == "succeeded":

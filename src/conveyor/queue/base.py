@@ -67,6 +67,8 @@ class Queue(abc.ABC):
     """A stream with one consumer group; every backend implements exactly this."""
 
     url: str
+    #: True when the queue lives in the job database and accepts ``conn`` to act inside a transaction
+    transactional: bool = False
 
     @abc.abstractmethod
     def ensure_group(self) -> None:
@@ -86,8 +88,11 @@ class Queue(abc.ABC):
         """Deliver up to ``count`` never-delivered entries to ``consumer``, waiting up to ``block_ms``."""
 
     @abc.abstractmethod
-    def ack(self, entry_ids: Sequence[str]) -> int:
-        """Acknowledge entries (they leave the pending list); returns how many were pending."""
+    def ack(self, entry_ids: Sequence[str], conn: Connection | None = None) -> int:
+        """Acknowledge entries (they leave the pending list); returns how many were pending.
+
+        ``conn``: as for ``publish``, used only by a transactional backend.
+        """
 
     @abc.abstractmethod
     def reclaim(self, consumer: str, min_idle_ms: int, cursor: str = START_CURSOR,

@@ -71,7 +71,7 @@ class MemoryQueue(Queue):
                 out.append(Entry(str(eid), s.message.job_id, dict(s.message.fields), s.deliveries))
             return out
 
-    def ack(self, entry_ids: Sequence[str]) -> int:
+    def ack(self, entry_ids: Sequence[str], conn: Connection | None = None) -> int:
         """Drop acknowledged entries from the pending list."""
         n = 0
         with self._cond:

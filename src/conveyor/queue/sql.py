@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from conveyor.db import utcnow
 from conveyor.queue.base import START_CURSOR, Entry, Message, Pressure, Queue, Reclaimed
@@ -24,8 +24,28 @@ _WAKE = threading.Condition()
 _FIFO_EVERY = 5  # every Nth read ignores priority so low bands are never starved
 
 
+_ACK = delete(q).where(q.c.id.in_(bindparam("ids", expanding=True)), q.c.consumer.is_not(None))
+
+
+def _take_stmt(pg: bool, fifo: bool) -> Any:
+    order = (q.c.id,) if fifo else (q.c.priority.desc(), q.c.id)
+    sub = (select(q.c.id).where(q.c.stream == bindparam("t_stream"), q.c.consumer.is_(None))
+           .order_by(*order).limit(bindparam("t_n")))
+    if pg:
+        sub = sub.with_for_update(skip_locked=True)
+    return (update(q).where(q.c.id.in_(sub.scalar_subquery()))
+            .values(consumer=bindparam("t_consumer"), delivered_at=bindparam("t_now"), deliveries=q.c.deliveries + 1)
+            .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries, q.c.priority))
+
+
+#: prebuilt read statements: (postgresql?, fifo round?) → statement
+_TAKE = {(pg, fifo): _take_stmt(pg, fifo) for pg in (False, True) for fifo in (False, True)}
+
+
 class SqlQueue(Queue):
     """A stream as rows of ``conveyor_queue``; an entry is pending while ``consumer`` is set."""
+
+    transactional = True
 
     def __init__(self, engine: Engine, stream: str = "conveyor:jobs") -> None:
         self.url = "sql"
@@ -33,6 +53,8 @@ class SqlQueue(Queue):
         self.stream = stream
         self._reads = 0
         self._pg = engine.dialect.name == "postgresql"
+        # other processes' publishes are seen by polling; this bounds the added latency
+        self.poll_max_s = 0.05
 
     def ensure_group(self) -> None:
         """The table is created by ``conveyor db init``."""
@@ -60,18 +82,12 @@ class SqlQueue(Queue):
         with _WAKE:
             _WAKE.notify_all()
 
-    def _take(self, consumer: str, count: int) -> list[Entry]:
+    def take(self, conn: Connection, consumer: str, count: int) -> list[Entry]:
+        """Deliver up to count entries inside the caller's transaction, without waiting."""
         self._reads += 1
-        order = (q.c.id,) if self._reads % _FIFO_EVERY == 0 else (q.c.priority.desc(), q.c.id)
-        sub = (select(q.c.id).where(q.c.stream == self.stream, q.c.consumer.is_(None))
-               .order_by(*order).limit(count))
-        if self._pg:
-            sub = sub.with_for_update(skip_locked=True)
-        stmt = (update(q).where(q.c.id.in_(sub.scalar_subquery()))
-                .values(consumer=consumer, delivered_at=utcnow(), deliveries=q.c.deliveries + 1)
-                .returning(q.c.id, q.c.job_id, q.c.fields, q.c.deliveries, q.c.priority))
-        with self.engine.begin() as conn:
-            rows = list(conn.execute(stmt).all())
+        stmt = _TAKE[(self._pg, self._reads % _FIFO_EVERY == 0)]
+        rows = list(conn.execute(stmt, {"t_stream": self.stream, "t_n": count, "t_consumer": consumer,
+                                        "t_now": utcnow()}).all())
         rows.sort(key=lambda r: (-r.priority, r.id))
         return [Entry(str(r.id), r.job_id, dict(r.fields or {}), r.deliveries) for r in rows]
 
@@ -82,21 +98,28 @@ class SqlQueue(Queue):
         deadline = time.monotonic() + block_ms / 1000.0
         wait = 0.005
         while True:
-            got = self._take(consumer, count)
+            with self.engine.begin() as conn:
+                got = self.take(conn, consumer, count)
             left = deadline - time.monotonic()
             if got or left <= 0:
                 return got
-            with _WAKE:
-                _WAKE.wait(min(wait, left))
-            wait = min(wait * 2, 0.2)
+            self.wait(min(wait, left))
+            wait = min(wait * 2, self.poll_max_s)
 
-    def ack(self, entry_ids: Sequence[str]) -> int:
-        """Delete acknowledged rows."""
+    def wait(self, seconds: float) -> None:
+        """Sleep until a publish in this process, or ``seconds``."""
+        with _WAKE:
+            _WAKE.wait(seconds)
+
+    def ack(self, entry_ids: Sequence[str], conn: Connection | None = None) -> int:
+        """Delete acknowledged rows (inside ``conn``'s transaction if given)."""
         ids = [int(e) for e in entry_ids if e]
         if not ids:
             return 0
-        with self.engine.begin() as conn:
-            return conn.execute(delete(q).where(q.c.id.in_(ids), q.c.consumer.is_not(None))).rowcount or 0
+        if conn is not None:
+            return conn.execute(_ACK, {"ids": ids}).rowcount or 0
+        with self.engine.begin() as own:
+            return own.execute(_ACK, {"ids": ids}).rowcount or 0
 
     def reclaim(self, consumer: str, min_idle_ms: int, cursor: str = START_CURSOR,
                 count: int = 100) -> Reclaimed:
