@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -269,3 +270,13 @@ def test_redis_flushed_under_a_running_deployment_recovers(app):
         wait_until(lambda: finished(app, ids), what="jobs lost with the stream to be repaired and run")
     assert all(app.get(i).status.value == "succeeded" for i in ids)
     assert all(actions(app, i).count("republished") == 1 for i in ids)
+
+
+def test_reclaim_reports_trimmed_pending_ids_as_deleted_and_never_returns_them(rqueue):
+    ids = rqueue.publish([Message(f"j{i}", 0, {"job_id": f"j{i}"}) for i in range(3)])
+    rqueue.read("dead", 3)
+    rqueue.trim(0)
+    time.sleep(0.1)
+    r = rqueue.reclaim("peer", min_idle_ms=50)
+    assert r.entries == [] and sorted(r.deleted) == sorted(ids)
+    assert rqueue.pressure().pending == 0 and rqueue.held(ids) == set()
