@@ -270,8 +270,8 @@ class RedisQueue(Queue):
         return keys, rids
 
     @_guarded
-    def ack(self, entry_ids: Sequence[str]) -> int:
-        """XACK (then XDEL) entries; returns how many were pending."""
+    def ack(self, entry_ids: Sequence[str], conn: Connection | None = None) -> int:
+        """XACK (then XDEL) entries; returns how many were pending (``conn`` is not used: Redis is not the DB)."""
         keys, rids = self._keyed(entry_ids)
         if not keys:
             return 0
