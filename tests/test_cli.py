@@ -137,3 +137,10 @@ def test_demo_runs_real_jobs_and_prints_a_summary(cli, tmp_path):
     r = cli("demo", "--jobs", "30", extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/demo.db"})
     assert "every job ended as expected" in r.stdout
     assert "conveyor.echo" in r.stdout and "p99" in r.stdout
+
+
+def test_run_burst_exits_with_delayed_jobs_left(cli, app):
+    later = cli("submit", "conveyor.echo", "--delay", "3600").stdout.strip()
+    now = cli("submit", "conveyor.echo").stdout.strip()
+    cli("run", "--burst")
+    assert app.get(now).status.value == "succeeded" and app.get(later).status.value == "queued"

@@ -188,3 +188,60 @@ def test_heartbeat_keeps_a_long_job_and_detects_a_lost_lease(app):
     assert got and got[0].job.attempt_id == 2
     assert store.renew(app.engine, "worker-a", {job_id: 1}, lease_s=0.5) == {job_id: "lease_lost"}
     assert "lease_lost" in actions(app, job_id)
+
+
+def test_a_result_that_is_not_json_fails_the_attempt_and_the_worker_goes_on(app, pipeline):
+    bad = app.submit("test.not_json")
+    good = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(5)])
+    with pipeline() as p:
+        done = p.wait([bad, *good])
+    assert done[0].status.value == "failed" and done[0].error_code == "internal_error"
+    assert "cannot be stored" in done[0].last_error and done[0].attempts == 1
+    assert all(j.status.value == "succeeded" for j in done[1:])
+
+
+def test_a_handler_ignoring_cancellation_gives_its_slot_back(app, pipeline):
+    job_id = app.submit("test.ignore_cancel", {"seconds": 60})
+    with pipeline(concurrency=1) as p:
+        p.wait([job_id], statuses=("running",))
+        app.cancel(job_id)
+        nxt = app.submit("conveyor.echo", {"after": "cancel"})
+        (job,) = p.wait([nxt], timeout=30)
+        assert job.status.value == "succeeded" and p.worker.stats.abandoned == 1
+
+
+def test_run_at_with_a_time_zone_is_accepted(app):
+    from datetime import datetime, timezone
+    job_id = app.submit("conveyor.echo", run_at=datetime.now(timezone(timedelta(hours=5))) + timedelta(hours=1))
+    due = app.get(job_id).next_attempt_at
+    assert timedelta(minutes=59) < due - utcnow() < timedelta(minutes=61)
+
+
+def test_observers_see_every_committed_event(app, pipeline):
+    import conveyor_testkinds
+    conveyor_testkinds.EVENTS.clear()
+    job_id = app.submit("conveyor.echo", {"seen": True})
+    with pipeline() as p:
+        p.wait([job_id])
+    from conveyor import observers
+    seen = [e["action"] for e in conveyor_testkinds.EVENTS if e["job_id"] == job_id]
+    assert len(observers._listeners) == 1, observers._listeners
+    assert seen == ["submitted", "dispatched", "claimed", "succeeded"]
+    assert all(isinstance(e["created_at"], str) for e in conveyor_testkinds.EVENTS)
+
+
+def test_submit_succeeds_with_pressure_limits_while_the_queue_is_down(app):
+    from test_outage import SwitchableQueue
+
+    from conveyor.errors import QueuePressure
+    q = SwitchableQueue(app.queue)
+    app._queue = q
+    app.settings = app.settings.with_(pressure_max_length=1)
+    app.submit("conveyor.echo")
+    from conveyor.outbox import Dispatcher, run_until_empty
+    run_until_empty(Dispatcher(app.engine, q))
+    import pytest
+    with pytest.raises(QueuePressure):
+        app.submit("conveyor.echo")
+    q.down.set()
+    assert app.submit("conveyor.echo")  # the outbox holds it until the queue is back

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from conveyor import store
+from conveyor import observers, store
 from conveyor.config import Settings, load_settings
 from conveyor.db import get_engine, init_db
 from conveyor.errors import QueuePressure
 from conveyor.kinds import JobKind
 from conveyor.models import Job
-from conveyor.plugins import PluginHost, get_plugins, load_plugins
+from conveyor.plugins import PluginHost, get_plugins
 from conveyor.queue import Queue, open_queue
 from conveyor.registry import Registry
 from conveyor.storage import Storage
@@ -30,6 +30,8 @@ class Conveyor:
         self._engine = engine
         self._queue = queue
         self._plugins = plugins
+        self._observing = False
+        self._closed = False
 
     @property
     def engine(self) -> Engine:
@@ -56,10 +58,11 @@ class Conveyor:
     def plugins(self) -> PluginHost:
         """Loaded plugins (entry points + ``CONVEYOR_PLUGINS``)."""
         if self._plugins is None:
-            if self.settings.plugins:
-                self._plugins = load_plugins(self.settings.plugins)
-            else:
-                self._plugins = get_plugins()
+            self._plugins = get_plugins(self.settings.plugins or None)
+        if not self._observing and not self._closed:
+            self._observing = True
+            if self._plugins.pm.hook.conveyor_on_event.get_hookimpls():
+                observers.subscribe(self._plugins.emit)
         return self._plugins
 
     @property
@@ -86,7 +89,10 @@ class Conveyor:
         s = self.settings
         if not (s.pressure_max_length or s.pressure_max_age_seconds):
             return
-        p = self.queue.pressure()
+        try:
+            p = self.queue.pressure()
+        except Exception:  # the queue is down: the outbox takes the job, that is its purpose
+            return
         if s.pressure_max_length and p.length >= s.pressure_max_length:
             raise QueuePressure(f"queue holds {p.length} entries (limit {s.pressure_max_length})",
                                 retry_after_s=max(1.0, s.lease_seconds / 4))
@@ -110,7 +116,8 @@ class Conveyor:
                                                             "max_attempts": self._max_attempts(s.kind, None)})
                  for s in specs]
         return store.submit_many(conn if conn is not None else self.engine, fixed,
-                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key)
+                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
+                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """One job by id."""
@@ -129,6 +136,9 @@ class Conveyor:
         return store.cancel(self.engine, job_id, tenant=tenant, reason=reason)
 
     def close(self) -> None:
-        """Release queue connections."""
+        """Release queue connections and stop observing events."""
+        self._closed = True
+        if self._plugins is not None:
+            observers.unsubscribe(self._plugins.emit)
         if self._queue is not None:
             self._queue.close()

@@ -65,6 +65,14 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
 
 
+def _plugins_setting() -> str | None:
+    """CONVEYOR_PLUGINS from the environment or the config file (None: environment only)."""
+    try:
+        return load_settings().plugins or None
+    except ConfigError:
+        return None
+
+
 class _Root(click.Group):
     """The root group: adds plugin commands lazily, maps framework errors to messages."""
 
@@ -76,7 +84,7 @@ class _Root(click.Group):
         self._plugins_added = True
         try:
             from conveyor.plugins import get_plugins
-            get_plugins().call_each("conveyor_add_commands", cli=self)
+            get_plugins(_plugins_setting()).call_each("conveyor_add_commands", cli=self)
         except Exception as exc:  # the launcher keeps working without plugin commands
             click.echo(f"warning: plugin commands unavailable: {exc}", err=True)
 
@@ -292,14 +300,15 @@ def dispatcher(ctx: click.Context, once: bool) -> None:
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one repair round (if leader) and print the report.")
 @click.option("--interval", type=float, help="Seconds between rounds.")
+@click.option("--gc-apply", is_flag=True, help="Let the GC loop delete (default: it only logs its plan).")
 @click.pass_context
-def scheduler(ctx: click.Context, once: bool, interval: float | None) -> None:
+def scheduler(ctx: click.Context, once: bool, interval: float | None, gc_apply: bool) -> None:
     """Leader-elected repair (lost jobs) and GC loops."""
     import signal
 
     from conveyor.scheduler import Scheduler
     app = _app(ctx)
-    sched = Scheduler(app, interval_s=interval)
+    sched = Scheduler(app, interval_s=interval, gc_apply=gc_apply)
     if once:
         _json(sched.run_once())
         if sched.token is not None:
@@ -354,7 +363,7 @@ def run(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
 def plugins(as_json: bool) -> None:
     """What is loaded, from which distribution, with which hooks; and what failed."""
     from conveyor.plugins import get_plugins
-    host = get_plugins()
+    host = get_plugins(_plugins_setting())
     for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
         host.registry(fam)
     _ = host.catalog  # loads plugin error codes, recording failures
@@ -377,7 +386,7 @@ def plugins(as_json: bool) -> None:
 def errors(as_json: bool) -> None:
     """The error catalog: code, retryable, meaning, next step."""
     from conveyor.plugins import get_plugins
-    cat = get_plugins().catalog
+    cat = get_plugins(_plugins_setting()).catalog
     if as_json:
         _json([c.as_dict() for c in cat])
         return

@@ -105,7 +105,8 @@ def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict
 def conveyor_on_event(event: dict[str, Any]) -> None:
     """Observe a job event after it is committed (metrics, webhooks, audit).
 
-    :param event: ``{"job_id", "attempt_id", "action", "payload", "created_at"}``.
+    :param event: ``{"job_id", "attempt_id", "action", "payload", "file_id", "created_at"}``;
+        ``created_at`` is an ISO-8601 UTC string. Called in the process that wrote the event.
     :return: nothing; an observer's exception is logged and never fails the job.
     """
 

@@ -115,11 +115,15 @@ class JobContext:
         if self.token.wait(seconds):
             self.token.raise_if_cancelled()
 
-    def run_subprocess(self, argv: Sequence[str], *, timeout: float | None = None,
+    def run_subprocess(self, argv: Sequence[str], *, timeout: float | None = None, input: bytes | None = None,
                        **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        """Run a child process that is killed (with its group) when the attempt stops."""
+        """Run a child process (bytes in, bytes out) killed with its group when the attempt stops."""
+        for bad in ("text", "universal_newlines", "encoding", "errors"):
+            if kwargs.get(bad):
+                raise TypeError(f"run_subprocess works in bytes; decode the output yourself instead of {bad}=")
         proc = subprocess.Popen(argv, start_new_session=True, stdout=kwargs.pop("stdout", subprocess.PIPE),
-                                stderr=kwargs.pop("stderr", subprocess.PIPE), **kwargs)
+                                stderr=kwargs.pop("stderr", subprocess.PIPE),
+                                stdin=subprocess.PIPE if input is not None else kwargs.pop("stdin", None), **kwargs)
 
         def _kill(_reason: str) -> None:
             import os
@@ -131,7 +135,7 @@ class JobContext:
 
         self.token.on_cancel(_kill)
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill("timeout")
             proc.communicate()

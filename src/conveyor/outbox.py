@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 
+from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.models import EventAction
 from conveyor.queue import Message, Queue
@@ -82,10 +83,11 @@ class Dispatcher:
                 status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"),
                 attempts=bindparam("n")),
                 [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
-            conn.execute(insert(events), [
-                {"job_id": r.job_id, "attempt_id": 0, "action": EventAction.DISPATCHED.value,
-                 "payload": {"stream_entry_id": e, "outbox_id": r.id}, "created_at": now, "file_id": None}
-                for r, e in zip(rows, entry_ids)])
+            ev = [{"job_id": r.job_id, "attempt_id": 0, "action": EventAction.DISPATCHED.value,
+                   "payload": {"stream_entry_id": e, "outbox_id": r.id}, "created_at": now, "file_id": None}
+                  for r, e in zip(rows, entry_ids)]
+            conn.execute(insert(events), ev)
+        observers.publish(ev)
         wake_readers = getattr(self.queue, "wake", None)
         if callable(wake_readers):
             wake_readers()

@@ -190,21 +190,22 @@ def load_plugins(extra: str | None = None, *, entry_points: bool = True,
     return host
 
 
-_DEFAULT: PluginHost | None = None
-_DEFAULT_LOCK = threading.Lock()
+_HOSTS: dict[str, PluginHost] = {}
+_HOSTS_LOCK = threading.Lock()
 
 
-def get_plugins() -> PluginHost:
-    """The process-wide PluginHost (entry points + ``CONVEYOR_PLUGINS``), loaded once."""
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = load_plugins(os.environ.get("CONVEYOR_PLUGINS"))
-        return _DEFAULT
+def get_plugins(extra: str | None = None) -> PluginHost:
+    """The process-wide PluginHost for entry points + ``extra`` (default ``CONVEYOR_PLUGINS``), loaded once."""
+    if extra is None:
+        extra = os.environ.get("CONVEYOR_PLUGINS", "")
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(extra)
+        if host is None:
+            host = _HOSTS[extra] = load_plugins(extra)
+        return host
 
 
 def reset_plugins() -> None:
-    """Forget the process-wide PluginHost (tests, reloads)."""
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        _DEFAULT = None
+    """Forget the process-wide PluginHosts (tests, reloads)."""
+    with _HOSTS_LOCK:
+        _HOSTS.clear()

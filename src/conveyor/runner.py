@@ -29,6 +29,8 @@ class Runner:
 
     def start_background(self) -> None:
         """Start the dispatcher and scheduler threads."""
+        from conveyor import presence
+        presence.register(self.app.engine, f"{self.worker.name}-dispatcher", "dispatcher")
         self._threads = [threading.Thread(target=self.dispatcher.run, name="dispatcher", daemon=True)]
         if self.scheduler is not None:
             self._threads.append(threading.Thread(target=self.scheduler.run, name="scheduler", daemon=True))
@@ -46,13 +48,19 @@ class Runner:
             self.stop()
 
     def _stop_when_idle(self) -> None:
-        from sqlalchemy import func, select
+        from sqlalchemy import and_, func, or_, select
 
+        from conveyor.db import utcnow
         from conveyor.schema import jobs
         quiet = 0
         while not self.worker._stopping.is_set():
+            now = utcnow()
             with self.app.engine.connect() as conn:
-                open_jobs = conn.execute(select(func.count()).where(jobs.c.status.in_(["queued", "running"]))).scalar()
+                # delayed jobs and jobs waiting out a retry backoff are not work for now
+                open_jobs = conn.execute(select(func.count()).where(
+                    or_(jobs.c.status == "running",
+                        and_(jobs.c.status == "queued",
+                             or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now))))).scalar()
             quiet = quiet + 1 if not open_jobs and self.worker.in_flight == 0 else 0
             if quiet >= 2:
                 self.worker.stop()

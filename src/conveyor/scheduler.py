@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 
-from conveyor import lease, presence
+from conveyor import lease, observers, presence
 from conveyor.db import utcnow
 from conveyor.models import FINAL, EventAction, Job, JobStatus
 from conveyor.schema import events, jobs, outbox
@@ -111,6 +111,7 @@ class Scheduler:
         report.checked = len(candidates)
         entry_ids = [e for e in latest.values() if e]
         held = q.held(entry_ids) if entry_ids else set()
+        committed: list[dict[str, Any]] = []
         with engine.begin() as conn:
             for job in candidates:
                 if latest.get(job.id) in held:
@@ -126,18 +127,21 @@ class Scheduler:
                                                error_history=hist, lease_owner=None, lease_expires_at=None,
                                                finished_at=now, updated_at=now))
                     if res.rowcount:
-                        conn.execute(insert(events), [event_row(job.id, job.attempt_id, EventAction.JOB_FAILED, now,
-                                                                job.file_id, error_code="lease_lost",
-                                                                error_message=msg, by="scheduler")])
+                        ev = [event_row(job.id, job.attempt_id, EventAction.JOB_FAILED, now, job.file_id,
+                                        error_code="lease_lost", error_message=msg, by="scheduler")]
+                        conn.execute(insert(events), ev)
+                        committed.extend(ev)
                         report.failed_exhausted.append(job.id)
                     continue
                 conn.execute(insert(outbox), [outbox_row(job.id, job.priority,
                                                          _fields(job.id, job.attempts + 1, job, now), now, None,
                                                          s.stream_key)])
-                conn.execute(insert(events), [event_row(job.id, job.attempt_id, EventAction.REPUBLISHED, now,
-                                                        job.file_id, status=job.status.value,
-                                                        lost_entry=latest.get(job.id))])
+                ev = [event_row(job.id, job.attempt_id, EventAction.REPUBLISHED, now, job.file_id,
+                                status=job.status.value, lost_entry=latest.get(job.id))]
+                conn.execute(insert(events), ev)
+                committed.extend(ev)
                 report.republished.append(job.id)
+        observers.publish(committed)
         for j in report.republished:
             logline("republished", job_id=j)
         if report.republished:

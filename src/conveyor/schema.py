@@ -68,6 +68,7 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("dispatched_at", DateTime),
         Column("stream_entry_id", String(64)),
         Index("ix_conveyor_outbox_pending", "status", "next_attempt_at"),
+        sqlite_autoincrement=True,  # ids are identities (entry ids, cursors): never reuse one
     )
     events = Table(
         "conveyor_job_events", md,
@@ -78,6 +79,7 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("action", String(32), nullable=False),
         Column("payload", JSON),
         Column("created_at", DateTime, nullable=False),
+        sqlite_autoincrement=True,
     )
     files = Table(
         "conveyor_files", md,
@@ -132,6 +134,7 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("deliveries", Integer, nullable=False, default=0),
         Index("ix_conveyor_queue_ready", "stream", "consumer", "priority", "id"),
         Index("ix_conveyor_queue_job", "job_id"),
+        sqlite_autoincrement=True,  # an acked id reused by a new entry would confuse late acks and repair
     )
     return {"jobs": jobs, "outbox": outbox, "events": events, "files": files,
             "workers": workers, "leases": leases, "queue": queue}

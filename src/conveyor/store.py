@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.errors import ConveyorError, IllegalTransition, JobNotFound
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
@@ -112,6 +113,11 @@ def _own_tx(bind: Engine | Connection) -> Iterator[Connection]:
             yield conn
 
 
+def check_json(payload: Any) -> Any:
+    """The value as plain JSON types, or InvalidPayload naming what is wrong."""
+    return _check_payload(payload)
+
+
 def _check_payload(payload: Any) -> Any:
     try:
         return json.loads(json.dumps(payload, allow_nan=False))
@@ -136,7 +142,7 @@ def outbox_row(job_id: str, priority: int, fields: Mapping[str, Any], now: datet
             "status": "pending", "attempts": 0, "next_attempt_at": due or now, "created_at": now}
 
 
-def _fields(job_id: str, attempt_hint: int, spec: JobSpec | Job | Mapping[str, Any], now: datetime) -> dict[str, str]:
+def _fields(job_id: str, attempt_hint: int, spec: Any, now: datetime) -> dict[str, str]:
     get = (lambda k: spec.get(k)) if isinstance(spec, Mapping) else (lambda k: getattr(spec, k, None))
     return {"job_id": job_id, "enqueue_ts": str(int(now.timestamp() * 1000)), "attempt_hint": str(attempt_hint),
             "priority": str(get("priority") or 0), "tenant_id": str(get("tenant_id") or get("tenant") or "default"),
@@ -164,7 +170,10 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
             job_id = str(uuid.uuid4())
             ids.append(job_id)
             trace = spec.trace_id or uuid.uuid4().hex
-            due = spec.run_at if spec.run_at and spec.run_at > now else None
+            run_at = spec.run_at
+            if run_at is not None and run_at.tzinfo is not None:
+                run_at = run_at.astimezone(UTC).replace(tzinfo=None)
+            due = run_at if run_at and run_at > now else None
             job_rows.append({
                 "id": job_id, "kind": spec.kind, "tenant_id": spec.tenant or "default", "org_id": spec.org,
                 "status": JobStatus.QUEUED.value, "priority": spec.priority, "payload": payload,
@@ -185,7 +194,8 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                         with conn.begin_nested():
                             conn.execute(insert(jobs), [row])
                     except IntegrityError:
-                        spec = next(s for s in specs if s.idempotency_key == row["idempotency_key"])
+                        spec = next(s for s in specs if s.idempotency_key == row["idempotency_key"]
+                                    and (s.tenant or "default") == row["tenant_id"])
                         other = _existing_for_key(conn, spec, now, idempotency_ttl_s)
                         if other is None:
                             raise
@@ -199,6 +209,7 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                 conn.execute(insert(events), ev_rows)
     from conveyor import outbox as _outbox  # late: outbox imports store
     _outbox.wake()
+    observers.publish(ev_rows)
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
     return ids
@@ -346,6 +357,8 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
                                         previous_attempt=old.attempt_id, entry_id=by_job[job.id]))
         if ev:
             conn.execute(insert(events), ev)
+    if not isinstance(bind, Connection):
+        observers.publish(ev)
     got = {c.job.id for c in claimed}
     # entries whose job is final, gone, not due, or held under a live lease: the DB has
     # another path for each (its pending outbox row, its holder, the repair loop)
@@ -383,6 +396,7 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
                                     current_attempt=r.attempt_id, current_status=r.status))
         if ev:
             conn.execute(insert(events), ev)
+    observers.publish(ev)
     for j, why in reasons.items():
         logline("lease_lost" if why == "lease_lost" else "cancel_seen", job_id=j, attempt_id=lost[j], consumer=owner)
     return reasons
@@ -432,13 +446,18 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                                     current_attempt=job.attempt_id if job else None,
                                     discarded="result" if o.ok else f"error {o.error_code}"))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "stale_result", status))
-                log.log(logging.INFO if status == "cancelled" else logging.WARNING,
+                log.log(logging.INFO if status in ("cancelled", "queued") else logging.WARNING,
                         "stale_result job_id=%s attempt_id=%s current_attempt=%s status=%s: result discarded",
                         o.job_id, o.attempt_id, job.attempt_id if job else None, status)
                 continue
             if o.ok:
-                succeed.append({"b_id": o.job_id, "b_attempt": o.attempt_id, "b_result": _check_payload(o.result),
-                                "b_now": now})
+                try:
+                    result = _check_payload(o.result)
+                except InvalidPayload as exc:
+                    o = Outcome(o.job_id, o.attempt_id, o.entry_id, ok=False, error_code="internal_error",
+                                error_message=f"result cannot be stored: {exc}")
+            if o.ok:
+                succeed.append({"b_id": o.job_id, "b_attempt": o.attempt_id, "b_result": result, "b_now": now})
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.SUCCEEDED, now, job.file_id))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "succeeded"))
                 continue
@@ -474,6 +493,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
         conn.execute(insert(events), ev)
         if ack is not None:
             ack(conn, [d.entry_id for d in done])
+    observers.publish(ev)
     if log.isEnabledFor(logging.INFO):
         for d in done:
             logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -520,8 +540,9 @@ def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None,
     with _tx(bind) as conn:
         job = transition(conn, job_id, JobStatus.CANCELLED, tenant=tenant, finished_at=now, error_code="cancelled",
                          last_error=reason or "cancelled by request", lease_owner=None, lease_expires_at=None)
-        conn.execute(insert(events), [event_row(job_id, job.attempt_id, EventAction.CANCELLED, now, job.file_id,
-                                                reason=reason or None)])
+        ev = [event_row(job_id, job.attempt_id, EventAction.CANCELLED, now, job.file_id, reason=reason or None)]
+        conn.execute(insert(events), ev)
+    observers.publish(ev)
     logline("cancelled", job_id=job_id, attempt_id=job.attempt_id)
     return job
 
@@ -536,6 +557,7 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
         return []
     now = utcnow()
     released = []
+    released_events: list[dict[str, Any]] = []
     with engine.begin() as conn:
         for job_id, attempt in held.items():
             row = conn.execute(
@@ -549,9 +571,12 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
             job = Job.from_row(row)
             conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempts + 1, job, now),
                                                      now, None, stream)])
-            conn.execute(insert(events), [event_row(job.id, attempt, EventAction.RELEASED, now, job.file_id,
-                                                    consumer=owner, reason="worker shutdown")])
+            ev = [event_row(job.id, attempt, EventAction.RELEASED, now, job.file_id, consumer=owner,
+                            reason="worker shutdown")]
+            conn.execute(insert(events), ev)
+            released_events.extend(ev)
             released.append(job_id)
+    observers.publish(released_events)
     if released:
         from conveyor import outbox as _outbox
         _outbox.wake()

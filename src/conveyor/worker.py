@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor import presence, store
+from conveyor import observers, presence, store
 from conveyor.errors import Cancelled, JobError
 from conveyor.kinds import CancelToken, JobContext, JobKind
 from conveyor.queue import START_CURSOR, Entry
@@ -75,6 +75,8 @@ class Worker:
         self.shutdown_grace_s = shutdown_grace_s
         # cancellations are noticed between heartbeats too, with one cheap primary-key read
         self.cancel_poll_s = min(2.0, self.heartbeat_s)
+        # how long a handler may ignore its cancellation token before its slot is reclaimed
+        self.stop_grace_s = max(2.0, self.heartbeat_s)
         self.on_finalized = on_finalized
         self.stats = WorkerStats()
         self.finalize_linger_s = 0.002
@@ -191,9 +193,9 @@ class Worker:
                                                 self.name, self.lease_s)
             if skip:
                 q.ack(skip, conn=conn)
+        observers.publish(events)
         self.stats.read += len(entries)
         self.stats.skipped += len(skip)
-        self._emit(events)
         for c in claimed:
             self.stats.claimed += 1
             self.stats.reclaimed += int(c.reclaimed)
@@ -203,14 +205,13 @@ class Worker:
     def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
         self.stats.read += len(entries)
         try:
-            claimed, skip, events = store.claim(self.app.engine, [(e.entry_id, e.job_id) for e in entries],
+            claimed, skip, _events = store.claim(self.app.engine, [(e.entry_id, e.job_id) for e in entries],
                                                 self.name, self.lease_s)
         except Exception as exc:
             # the entries stay pending in the queue; the reclaim loop retries them
             log.error("claim failed for %d entries: %s", len(entries), exc)
             self._stopping.wait(0.5)
             return
-        self._emit(events)
         if skip:
             self.stats.skipped += len(skip)
             self._ack(skip)
@@ -224,6 +225,7 @@ class Worker:
         kind: JobKind | None = self.app.kinds.get(c.job.kind)
         timeout = kind.timeout_s if kind else None
         run = _Running(c, CancelToken(), time.monotonic() + timeout if timeout else None)
+        run.token.on_cancel(lambda _reason: run.extra.setdefault("stop_at", time.monotonic()))
         with self._lock:
             self._running[c.job.id] = run
         t = threading.Thread(target=self._execute, args=(run, kind), name=f"job-{c.job.id[:8]}", daemon=True)
@@ -247,6 +249,11 @@ class Worker:
                 result = kind.handler(ctx)
                 if run.token.cancelled:
                     raise Cancelled(run.token.reason or "cancelled")
+                try:
+                    result = store.check_json(result)
+                except store.InvalidPayload as exc:
+                    raise JobError("internal_error", f"handler of {job.kind} returned a result that cannot be "
+                                                     f"stored: {exc}", retryable=False) from None
                 outcome = store.Outcome(**base, ok=True, result=result)
             except JobError as exc:
                 code = exc.code
@@ -283,8 +290,7 @@ class Worker:
             for run in running:
                 if run.deadline is not None and now >= run.deadline and not run.token.cancelled:
                     run.token.cancel("timeout")
-                    run.extra["timeout_at"] = now
-                elif "timeout_at" in run.extra and now - run.extra["timeout_at"] > max(2.0, self.heartbeat_s):
+                elif "stop_at" in run.extra and now - run.extra["stop_at"] > self.stop_grace_s:
                     self._abandon(run)
             held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running if not r.outcome_sent}
             if now >= next_cancel_poll and now < next_beat and held:
@@ -312,15 +318,22 @@ class Worker:
                 log.warning("heartbeat failed: %s", exc)
 
     def _abandon(self, run: _Running) -> None:
-        """A handler ignored its timeout: finalize the attempt as timed out without it."""
+        """A handler ignored its token: end the attempt without it, so its slot is free again."""
         with self._lock:
             if run.outcome_sent:
                 return
             run.outcome_sent = True
         self.stats.abandoned += 1
-        log.error("handler of job %s ignored its timeout; attempt %s finalized as timeout, thread abandoned",
-                  run.claimed.job.id, run.claimed.job.attempt_id)
+        reason = run.token.reason or "cancelled"
         job = run.claimed.job
+        log.error("handler of job %s ignored its %s for %.0fs; attempt %s ended without it, thread abandoned",
+                  job.id, reason, self.stop_grace_s, job.attempt_id)
+        if reason != "timeout":
+            # cancelled, lease lost or released: the job is no longer this attempt's, finalize records it stale
+            self._outcomes.put(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False,
+                                             error_code=reason if reason in ("cancelled", "lease_lost") else
+                                             "lease_lost", error_message=f"handler ignored {reason}"))
+            return
         kind = self.app.kinds.get(job.kind)
         s = self.app.settings
         delay = kind.retry.delay(job.attempts, s.retry_base_seconds, s.retry_max_seconds) if kind else 1.0
@@ -364,7 +377,7 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                done, events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key,
+                done, _events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key,
                                               ack=self._ack_in_tx)
                 break
             except Exception as exc:  # DB down: hold the outcomes; fencing keeps a late commit safe
@@ -373,7 +386,6 @@ class Worker:
                 delay = min(delay * 2, 10.0)
         if self._ack_in_tx is None:
             self._ack([d.entry_id for d in done])
-        self._emit(events)
         for d in done:
             if d.action == "succeeded":
                 self.stats.succeeded += 1
@@ -397,10 +409,6 @@ class Worker:
         except Exception as exc:  # the entries are reclaimed later, found final, and acked then
             self.stats.queue_errors += 1
             log.warning("ack of %d entries failed: %s", len(entry_ids), exc)
-
-    def _emit(self, events: list[dict[str, Any]]) -> None:
-        for e in events:
-            self.app.plugins.emit(e)
 
     # ------------------------------------------------------------ shutdown
 

@@ -44,6 +44,28 @@ def flaky(ctx):
     return {"attempt": ctx.attempt_id}
 
 
+def not_json(ctx):
+    """Returns a value that cannot be stored as JSON."""
+    import datetime
+    return {"when": datetime.datetime.now()}
+
+
+def ignore_cancel(ctx):
+    """Runs on after cancellation, never looking at its token."""
+    end = time.monotonic() + float(ctx.payload.get("seconds", 30))
+    while time.monotonic() < end:
+        time.sleep(0.02)
+    return {}
+
+
+EVENTS = []
+
+
+@hookimpl
+def conveyor_on_event(event):
+    EVENTS.append(event)
+
+
 def boom(ctx):
     """An unexpected exception."""
     raise RuntimeError("unexpected")
@@ -57,4 +79,6 @@ def conveyor_register_job_kinds(registry):
                          retry=RetryPolicy(max_attempts=1)))
     registry.add(JobKind("test.timeout", sleepy, timeout_s=0.3, retry=RetryPolicy(max_attempts=2, base_seconds=0.05)))
     registry.add(JobKind("test.flaky", flaky, retry=RetryPolicy(base_seconds=0.05, max_seconds=0.2)))
+    registry.add(JobKind("test.not_json", not_json))
+    registry.add(JobKind("test.ignore_cancel", ignore_cancel))
     registry.add(JobKind("test.boom", boom, retry=RetryPolicy(max_attempts=2, base_seconds=0.05)))

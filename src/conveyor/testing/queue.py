@@ -59,6 +59,13 @@ class QueueContract:
         assert queue.pressure().pending == 1
         assert queue.held([e.entry_id for e in got]) == {got[1].entry_id}
 
+    def test_entry_ids_are_never_reused(self, queue: Queue) -> None:
+        first = queue.publish(_msgs(3))
+        queue.ack([e.entry_id for e in queue.read("c1", 3)])
+        queue.trim(0)
+        again = queue.publish(_msgs(3))
+        assert not set(first) & set(again)
+
     def test_held_covers_undelivered_and_pending(self, queue: Queue) -> None:
         ids = queue.publish(_msgs(2))
         assert queue.held(ids) == set(ids)
