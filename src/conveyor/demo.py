@@ -51,8 +51,6 @@ def run_demo(app: Conveyor, n_jobs: int = 200, concurrency: int = 4, console: Co
             if done >= total:
                 break
             time.sleep(0.1)
-    runner.stop()
-    thread.join(timeout=10)
     rows: dict[str, dict[str, list[float] | int]] = defaultdict(lambda: {"n": 0, "succeeded": 0, "failed": 0,
                                                                           "cancelled": 0, "attempts": 0,
                                                                           "lat": []})
@@ -82,8 +80,18 @@ def run_demo(app: Conveyor, n_jobs: int = 200, concurrency: int = 4, console: Co
     fail_job = app.get(ids[n_jobs + 4])
     console.print(f"retryable failure: {fail_job.attempts} attempts, error_history codes "
                   f"{[e['code'] for e in fail_job.error_history]}")
-    console.print("[green]every job ended as expected[/]" if ok else "[red]some jobs did not end as expected[/]")
     console.print(f"inspect one: conveyor jobs show {ids[0]}")
+    for impl in app.plugins.pm.hook.conveyor_demo.get_hookimpls():
+        console.rule(f"[bold]{impl.plugin_name}")
+        try:
+            if impl.function(app=app, console=console) is False:
+                ok = False
+        except Exception as exc:  # one plugin's demo failing must not hide the others
+            console.print(f"[red]demo of plugin {impl.plugin_name} failed: {type(exc).__name__}: {exc}[/]")
+            ok = False
+    runner.stop()
+    thread.join(timeout=10)
+    console.print("[green]every job ended as expected[/]" if ok else "[red]some jobs did not end as expected[/]")
     return ok
 
 

@@ -163,6 +163,8 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
     failed = [i for i in host.list() if i.error]
     checks.append(_finding("plugins", not failed, f"{len(host.list()) - len(failed)} loaded"
                            + (f"; failed: {'; '.join(f'{i.name}: {i.error}' for i in failed)}" if failed else "")))
+    for extra in host.call_each("conveyor_doctor", app=app):
+        checks.extend(extra)
     try:
         procs = [w for w in list_workers(app.engine) if w["alive"]]
         roles = {r: sum(1 for w in procs if w["role"] == r) for r in ("worker", "dispatcher", "scheduler")}

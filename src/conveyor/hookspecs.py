@@ -20,6 +20,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from conveyor.app import Conveyor
     from conveyor.errors import ErrorCode
     from conveyor.registry import Registry
 
@@ -117,6 +118,29 @@ def conveyor_add_commands(cli: click.Group) -> None:
 
     :param cli: the root ``conveyor`` group; call ``cli.add_command(...)``.
     :return: nothing; every implementation is called.
+    """
+
+
+@hookspec
+def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]] | None:
+    """Add checks to ``conveyor doctor`` (toolchains, sandbox capabilities, services).
+
+    :param app: the deployment being checked.
+    :return: findings ``{"check", "ok", "detail", "next_step"}`` or None; every
+        implementation's findings are shown and a failed one makes doctor exit 1.
+    """
+
+
+@hookspec
+def conveyor_demo(app: Conveyor, console: Any) -> bool | None:
+    """Add a part to ``conveyor demo``: submit jobs, wait for them, print what they made.
+
+    A dispatcher and a worker run in the background while the hook is called.
+
+    :param app: the demo deployment (embedded default unless configured otherwise).
+    :param console: a ``rich.console.Console`` to print progress and tables on.
+    :return: False if something did not end as expected, else None or True; every
+        implementation is called, in plugin registration order.
     """
 
 
