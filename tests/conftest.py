@@ -77,8 +77,6 @@ def engine(db_url):
 
 import sys
 import threading
-import time
-from pathlib import Path
 
 from conveyor.app import Conveyor
 from conveyor.config import load_settings
@@ -86,7 +84,8 @@ from conveyor.outbox import Dispatcher
 from conveyor.plugins import load_plugins
 from conveyor.worker import Worker
 
-TESTS = Path(__file__).parent
+from pipeline_support import TESTS, wait_for
+
 sys.path.insert(0, str(TESTS / "plugins"))
 TEST_PLUGINS = "conveyor_testkinds"
 
@@ -153,24 +152,6 @@ class Pipeline:
     def wait(self, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
         """Wait until every job is in one of `statuses`; returns the jobs."""
         return wait_for(self.app, job_ids, statuses, timeout)
-
-
-def wait_for(app, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
-    """Poll the database until every job is in one of `statuses`."""
-    from sqlalchemy import select
-
-    from conveyor.schema import jobs
-    ids = list(job_ids)
-    deadline = time.monotonic() + timeout
-    while True:
-        with app.engine.connect() as conn:
-            rows = {r.id: r.status for r in conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(ids)))}
-        if all(rows.get(i) in statuses for i in ids):
-            return [app.get(i) for i in ids]
-        if time.monotonic() > deadline:
-            bad = {i: rows.get(i) for i in ids if rows.get(i) not in statuses}
-            raise AssertionError(f"{len(bad)} job(s) not in {statuses} after {timeout}s: {list(bad.items())[:5]}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from conveyor.schema import jobs
 
-from conftest import TESTS
+from pipeline_support import TESTS
 
 
 @pytest.fixture

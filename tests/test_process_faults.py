@@ -17,7 +17,7 @@ from conveyor.scheduler import LEADER_LEASE
 from conveyor.schema import events
 from conveyor.store import JobSpec
 
-from conftest import TESTS, wait_for
+from pipeline_support import TESTS, wait_for
 
 
 def spawn(env, *args):
