@@ -10,6 +10,8 @@ from conveyor import store
 from conveyor.db import utcnow
 from conveyor.store import JobSpec
 
+from pipeline_support import wait_for
+
 
 def actions(app, job_id):
     return [e["action"] for e in app.events(job_id)]
@@ -122,23 +124,26 @@ def test_delayed_job_does_not_run_before_it_is_due(app, pipeline):
     assert job.started_at >= job.created_at + timedelta(seconds=1.4)
 
 
-def test_worker_never_reads_more_than_its_free_slots(app, pipeline):
-    ids = app.submit_many([JobSpec("conveyor.sleep", {"seconds": 0.3}) for _ in range(10)])
-    seen = []
-    with pipeline(concurrency=2) as p:
-        stop = threading.Event()
+def test_worker_never_takes_more_than_its_free_slots(app):
+    """Two workers with 2 slots each share 4 long jobs 2 and 2: neither prefetches its peer's share."""
+    from conveyor.outbox import Dispatcher, run_until_empty
+    from conveyor.worker import Worker
 
-        def watch():
-            while not stop.is_set():
-                seen.append(app.queue.pressure().pending)
-                time.sleep(0.02)
-
-        t = threading.Thread(target=watch)
-        t.start()
-        p.wait(ids, timeout=30)
-        stop.set()
-        t.join()
-    assert max(seen) <= 2
+    ids = app.submit_many([JobSpec("conveyor.sleep", {"seconds": 1.5}) for _ in range(4)])
+    run_until_empty(Dispatcher(app.engine, app.queue))
+    workers = [Worker(app, concurrency=2, name=f"w{i}", block_ms=100) for i in range(2)]
+    threads = [threading.Thread(target=w.run, kwargs={"install_signals": False}) for w in workers]
+    threads[0].start()
+    time.sleep(0.5)  # the first worker has seen all four entries by now
+    threads[1].start()
+    try:
+        wait_for(app, ids, timeout=30)
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(30)
+    assert [w.stats.claimed for w in workers] == [2, 2]
 
 
 def test_higher_priority_runs_first(app, pipeline):

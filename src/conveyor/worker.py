@@ -80,6 +80,7 @@ class Worker:
         self.on_finalized = on_finalized
         self.stats = WorkerStats()
         self.finalize_linger_s = 0.002
+        self.max_held = 4 * self.slots
         q = app.queue
         self._ack_in_tx = (lambda conn, ids: q.ack(ids, conn=conn)) if q.transactional else None
         self._running: dict[str, _Running] = {}
@@ -126,8 +127,14 @@ class Worker:
     # ------------------------------------------------------------ read + claim
 
     def _free(self) -> int:
+        """Slots whose handler is not running; a finished attempt waiting for its commit holds no slot.
+
+        Held jobs (running or awaiting finalize) are capped too, so a slow database
+        cannot make the worker take ever more work.
+        """
         with self._lock:
-            return self.slots - len(self._running)
+            busy = sum(1 for r in self._running.values() if not r.outcome_sent)
+            return max(0, min(self.slots - busy, self.max_held - len(self._running)))
 
     def _read_loop(self) -> None:
         q = self.app.queue
@@ -274,7 +281,8 @@ class Worker:
             if run.outcome_sent:
                 return  # the watchdog already gave up on this attempt
             run.outcome_sent = True
-        self._outcomes.put(outcome)
+            self._outcomes.put(outcome)
+            self._lock.notify_all()
 
     # ------------------------------------------------------------ heartbeat
 
@@ -292,7 +300,7 @@ class Worker:
                     run.token.cancel("timeout")
                 elif "stop_at" in run.extra and now - run.extra["stop_at"] > self.stop_grace_s:
                     self._abandon(run)
-            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running if not r.outcome_sent}
+            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running}
             if now >= next_cancel_poll and now < next_beat and held:
                 next_cancel_poll = now + self.cancel_poll_s
                 try:
