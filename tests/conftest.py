@@ -126,6 +126,13 @@ def app(env):
     yield a
     a.close()
     a.engine.dispose()
+    if settings.queue_url.startswith("redis"):
+        import redis
+        client = redis.Redis.from_url(settings.queue_url)
+        keys = list(client.scan_iter(match=f"{settings.stream_key}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 class Pipeline:
