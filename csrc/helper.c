@@ -8,7 +8,7 @@
  * whatever is left in the box, because it is the namespace's init.
  *
  * usage: helper [-u uid] [-t cpu_s] [-m as_bytes] [-f fsize] [-n nproc] [-o nofile]
- *               [-s stack] [-T tmp_bytes] [-w workdir] [-x] [-c cgroup.procs]...
+ *               [-s stack] [-T tmp_bytes] [-w workdir] [-x] [-E] [-c cgroup.procs]...
  *               [-r readonly_path]... -- program args...
  */
 #define _GNU_SOURCE
@@ -61,6 +61,7 @@ struct opts {
     long uid;
     long cpu_s, as_bytes, fsize, nproc, nofile, stack, tmp_bytes;
     int allow_exec;
+    int socket_errno;
     const char *workdir;
     const char *cgroups[MAX_LIST];
     int ncgroups;
@@ -118,6 +119,10 @@ static int parse(int argc, char **argv, struct opts *o)
             return -1;
         if (a[1] == 'x') {
             o->allow_exec = 1;
+            continue;
+        }
+        if (a[1] == 'E') {
+            o->socket_errno = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -279,7 +284,7 @@ static const int denied[] = {
 #define NS_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | \
                   CLONE_NEWCGROUP | 0x00000080 /* CLONE_NEWTIME */)
 
-static int install_seccomp(void)
+static int install_seccomp(int socket_errno)
 {
     struct sock_filter f[256];
     int n = 0;
@@ -308,7 +313,8 @@ static int install_seccomp(void)
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ALLOW);
-    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, KILL);
+    /* -E: runtimes such as the JVM probe AF_INET at start; an error keeps them alive, the net namespace stays empty */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, socket_errno ? (SECCOMP_RET_ERRNO | EACCES) : KILL);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ALLOW);
     struct sock_fprog prog = {(unsigned short)n, f};
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
@@ -346,7 +352,7 @@ static void child(const struct opts *o, int errpipe)
         fail(SBX_STAGE_CREDS);
     if (chdir(o->workdir) < 0)
         fail(SBX_STAGE_CHDIR);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || install_seccomp() < 0)
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || install_seccomp(o->socket_errno) < 0)
         fail(SBX_STAGE_SECCOMP);
     execvp(o->argv[0], o->argv);
     fail(SBX_STAGE_EXEC);

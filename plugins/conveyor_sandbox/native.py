@@ -284,6 +284,8 @@ class CSandbox:
             enforced.append("rlimit_stack")
         if lim.allow_exec:
             h.append("-x")
+        if lim.socket_errno:
+            h.append("-E")
         for d in (cg_v2, cg_mem, cg_pids):
             if d:
                 h += ["-c", os.path.join(d, "cgroup.procs")]

@@ -69,6 +69,7 @@ class Limits:
     tmp_kib: int = 16 * 1024  # size of the private /tmp
     network: bool = False
     allow_exec: bool = False  # may the program execute files in its work directory
+    socket_errno: bool = False  # non-AF_UNIX socket() fails with EACCES instead of killing (JVM start-up probes)
 
     def __post_init__(self) -> None:
         for name in ("cpu_ms", "wall_ms", "memory_kib", "file_size_kib", "stack_kib"):

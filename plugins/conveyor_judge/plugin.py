@@ -1,0 +1,102 @@
+"""Entry point of the judge plugin: languages, checkers, the job kind, error codes, CLI, doctor and demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from conveyor import hookimpl
+from conveyor.errors import ErrorCode
+
+if TYPE_CHECKING:
+    import click
+
+    from conveyor.app import Conveyor
+    from conveyor.registry import Registry
+
+
+@hookimpl
+def conveyor_register_judges(registry: Registry) -> None:
+    """Register C, C++17, C++20, Python 3, Java, Rust and JavaScript."""
+    from conveyor_judge.languages import FIRST_PARTY
+
+    for lang in FIRST_PARTY:
+        registry.add(lang)
+
+
+@hookimpl
+def conveyor_register_checkers(registry: Registry) -> None:
+    """Register the standard, identical, lines and floats checkers."""
+    from conveyor_judge.checkers import BUILTIN_CHECKERS
+
+    for checker in BUILTIN_CHECKERS:
+        registry.add(checker)
+
+
+@hookimpl
+def conveyor_register_job_kinds(registry: Registry) -> None:
+    """Register ``judge.submission``."""
+    from conveyor_judge.kind import JOB_KIND
+
+    registry.add(JOB_KIND)
+
+
+@hookimpl
+def conveyor_error_codes() -> Iterable[ErrorCode]:
+    """The judge's codes: problem packages, languages, checker programs."""
+    from conveyor_judge.errors import CODES
+
+    return CODES
+
+
+@hookimpl
+def conveyor_add_commands(cli: click.Group) -> None:
+    """Add ``conveyor judge …``."""
+    from conveyor_judge.cli import judge
+
+    cli.add_command(judge)
+
+
+@hookimpl
+def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]]:
+    """One finding per language: toolchain found and reachable by the sandbox."""
+    from conveyor.plugins import get_plugins
+
+    out = []
+    for lang in get_plugins().registry("judges"):
+        ok, why = lang.available()
+        out.append({"check": f"judge {lang.id}", "ok": True,
+                    "detail": ("available: " if ok else "UNAVAILABLE: ") + why,
+                    "next_step": "" if ok else f"install the {lang.name} toolchain, or ignore if not offered"})
+    return out
+
+
+@hookimpl
+def conveyor_demo(app: Conveyor, console: Any) -> bool:
+    """Judge a few built-in submissions and print their verdicts."""
+    from conveyor_judge.demo import run_judge_demo
+
+    return run_judge_demo(app, console)
+
+
+@hookimpl
+def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """For judge.submission jobs: the verdict, or whether the problem and language are usable here."""
+    if job.get("kind") != "judge.submission":
+        return None
+    result = job.get("result") or {}
+    if isinstance(result, dict) and result.get("verdict"):
+        return [{"check": "judge verdict", "ok": True, "detail": f"{result['verdict']}: {result.get('message', '')}",
+                 "next_step": ""}]
+    payload = job.get("payload") or {}
+    findings = []
+    try:
+        from conveyor_judge.kind import shared_judge
+        lang = shared_judge().language(str(payload.get("language")))
+        ok, why = lang.available()
+        findings.append({"check": "judge language", "ok": ok, "detail": f"{lang.id}: {why}",
+                         "next_step": "" if ok else "install the toolchain on the worker hosts"})
+    except Exception as exc:
+        findings.append({"check": "judge language", "ok": False, "detail": str(exc),
+                         "next_step": "submit with a language listed by `conveyor judge languages`"})
+    return findings
