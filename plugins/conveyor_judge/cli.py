@@ -1,7 +1,200 @@
 """``conveyor judge …``: problems, submissions, languages, self-test."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
+
+from conveyor_judge.errors import JudgeError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _app(ctx: click.Context) -> Any:
+    from conveyor.cli import _app as core_app
+    return core_app(ctx)
+
+
+def _console() -> Any:
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def verdict_table(result: dict[str, Any], title: str = "") -> Any:
+    """A rich table of one judged submission."""
+    from rich.table import Table
+    table = Table(title=title or f"{result['verdict']}  score {result['score']:g}/{result['max_score']:g}  "
+                                 f"({result['language']}, problem {result['problem_id']})")
+    for col in ("test", "verdict", "time ms", "memory KiB", "exit", "message"):
+        table.add_column(col, justify="right" if col in ("time ms", "memory KiB", "exit") else "left")
+    for t in result["tests"]:
+        exit_text = f"sig {t['signal']}" if t.get("signal") else str(t.get("exit_code", ""))
+        table.add_row(t["name"], t["verdict"], str(t["time_ms"]), str(t.get("memory_kib") or "-"), exit_text,
+                      (t.get("message") or "")[:80])
+    return table
 
 
 @click.group()
 def judge() -> None:
     """Language judges: problems, submissions, verdicts."""
+
+
+@judge.group()
+def problem() -> None:
+    """Problem packages."""
+
+
+@problem.command("add")
+@click.argument("package", type=click.Path(exists=True, path_type=Path))
+@click.option("--time-limit", "time_limit", type=click.IntRange(1, 600_000), help="Per-test cpu time, ms.")
+@click.option("--memory-limit", "memory_limit", type=click.IntRange(1, 65_536), help="Memory, MiB.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def problem_add(ctx: click.Context, package: Path, time_limit: int | None, memory_limit: int | None,
+                as_json: bool) -> None:
+    """Store a problem package (a zip or a directory) and print its id."""
+    from conveyor_judge.problems import ProblemStore, zip_directory
+    app = _app(ctx)
+    try:
+        data = zip_directory(package) if package.is_dir() else package.read_bytes()
+        info = ProblemStore(app.storage).add(data, time_limit_ms=time_limit, memory_limit_mib=memory_limit,
+                                              label=str(package))
+    except JudgeError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+        return
+    if as_json:
+        click.echo(json.dumps(info.as_dict(), indent=2))
+    else:
+        click.echo(info.id)
+        click.echo(f"{info.tests} test(s), {info.format} layout", err=True)
+
+
+@problem.command("list")
+@click.pass_context
+def problem_list(ctx: click.Context) -> None:
+    """List stored problems."""
+    from conveyor_judge.problems import ProblemStore
+    for info in ProblemStore(_app(ctx).storage).list():
+        click.echo(f"{info.id}  {info.tests:>4} tests  {info.format:<7} {info.name}")
+
+
+@judge.command("submit")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--problem", "problem_id", required=True, help="Problem id from `conveyor judge problem add`.")
+@click.option("--language", "-l", help="Language id or alias; inferred from the file extension if omitted.")
+@click.option("--wait", is_flag=True, help="Wait for the verdict and print it.")
+@click.option("--json", "as_json", is_flag=True, help="With --wait: print the result object as JSON.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
+@click.pass_context
+def submit(ctx: click.Context, source: Path, problem_id: str, language: str | None, wait: bool, as_json: bool,
+           timeout: float) -> None:
+    """Submit SOURCE for judging; print the job id, or with --wait the verdict."""
+    from conveyor_judge.engine import SOURCE_MAX_BYTES, Judge
+    from conveyor_judge.problems import ProblemStore
+    app = _app(ctx)
+    from conveyor.plugins import get_plugins
+    host = get_plugins()
+    j = Judge(sandbox=_NoSandbox(), languages=list(host.registry("judges")),
+              checkers=list(host.registry("checkers")))
+    try:
+        lang = j.language(language) if language else j.language_for_file(source.name)
+        ProblemStore(app.storage).info(problem_id)
+    except JudgeError as exc:
+        _fail(f"{exc.code}: {exc.message}", 2)
+        return
+    raw = source.read_bytes()
+    if len(raw) > SOURCE_MAX_BYTES:
+        _fail(f"{source} is {len(raw)} bytes; submissions are limited to {SOURCE_MAX_BYTES}", 2)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(f"{source} is not UTF-8 text ({exc}); save it as UTF-8", 2)
+        return
+    job_id = app.submit("judge.submission", {"problem_id": problem_id, "language": lang.id, "source": text})
+    if not wait:
+        click.echo(job_id)
+        return
+    deadline = time.monotonic() + timeout
+    job = app.get(job_id)
+    while job.status.value not in TERMINAL:
+        if time.monotonic() > deadline:
+            _fail(f"job {job_id} is still {job.status.value} after {timeout:g}s; is a worker running "
+                  "(`conveyor worker`)?")
+        time.sleep(0.2)
+        job = app.get(job_id)
+    if job.status.value != "succeeded":
+        _fail(f"job {job_id} {job.status.value}: {job.error_code}: {job.last_error}")
+    result = job.result
+    if as_json:
+        click.echo(json.dumps(result | {"job_id": job_id}, indent=2))
+        return
+    console = _console()
+    console.print(verdict_table(result))
+    if result["compile"]["output"] and result["verdict"] == "compile_error":
+        console.print(result["compile"]["message"])
+        console.print(result["compile"]["output"], markup=False, highlight=False)
+    click.echo(f"verdict: {result['verdict']}  job {job_id}")
+
+
+class _NoSandbox:
+    """A placeholder: the CLI only looks languages up, the worker runs the programs."""
+
+    id = "none"
+
+
+@judge.command("languages")
+@click.option("--json", "as_json", is_flag=True)
+def languages(as_json: bool) -> None:
+    """List languages, their aliases and whether their toolchain is usable here."""
+    from conveyor.plugins import get_plugins
+    rows = []
+    for lang in sorted(get_plugins().registry("judges"), key=lambda x: x.id):
+        ok, why = lang.available()
+        rows.append({"id": lang.id, "name": lang.name, "aliases": list(lang.aliases),
+                     "extensions": list(lang.extensions), "available": ok, "detail": why if not ok else "",
+                     "version": lang.version_text() if ok else "", "time_factor": lang.time_factor,
+                     "memory_extra_mib": lang.memory_extra_mib})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = r["version"] if r["available"] else f"UNAVAILABLE: {r['detail']}"
+        aliases = ",".join(r["aliases"]) or "-"
+        click.echo(f"{r['id']:<11} {aliases:<22} {r['name']:<32} {state}")
+
+
+@judge.command("self-test")
+@click.option("--language", "-l", "langs", multiple=True, help="Only these language ids (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def self_test_cmd(langs: tuple[str, ...], as_json: bool) -> None:
+    """Compile and run A+B in every available language and check every verdict type."""
+    from conveyor_judge.engine import Judge
+    from conveyor_judge.selftest import self_test
+    try:
+        rows = self_test(Judge(), list(langs) or None)
+    except Exception as exc:  # the sandbox itself may be unusable here
+        _fail(f"self-test could not run: {type(exc).__name__}: {exc}")
+        return
+    if as_json:
+        click.echo(json.dumps([{"language": r.language, "program": r.program, "expected": r.expected.value,
+                                "got": r.got.value if r.got else None, "ok": r.ok, "seconds": round(r.time_s, 3),
+                                "detail": r.detail} for r in rows], indent=2))
+    else:
+        for r in rows:
+            got = r.got.short if r.got else "-"
+            click.echo(f"{'ok ' if r.ok else '!! '} {r.language:<11} {r.program:<22} expected {r.expected.short:<4}"
+                       f"got {got:<4} {r.time_s:6.2f}s  {r.detail[:70]}")
+        bad = [r for r in rows if not r.ok]
+        click.echo(f"{len(rows) - len(bad)} ok, {len(bad)} not ok")
+    if any(not r.ok for r in rows):
+        sys.exit(1)

@@ -1,0 +1,45 @@
+"""The judge job through the whole pipeline on PostgreSQL: submit → dispatcher → worker → result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conveyor_judge.problems import ProblemStore
+from conveyor_judge.selftest import aplusb_package, program
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+def test_judge_jobs_through_the_pipeline_and_jobs_show(app, pipeline, env, tmp_path):
+    pid = ProblemStore(app.storage).add(aplusb_package()).id
+    app.storage.put("submissions/s1.rs", program("rust", "aplusb").encode())
+    ids = [
+        app.submit("judge.submission", {"problem_id": pid, "language": "cpp", "source": program("cpp", "aplusb")}),
+        app.submit("judge.submission", {"problem_id": pid, "language": "rust", "source_key": "submissions/s1.rs"}),
+        app.submit("judge.submission", {"problem_id": pid, "language": "java", "source": program("java", "tle")}),
+        app.submit("judge.submission", {"problem_id": pid, "language": "c", "source": program("c", "ce")}),
+        app.submit("judge.submission", {"problem_id": "feedfeedfeed", "language": "c", "source": "x"}),
+        app.submit("judge.submission", {"problem_id": pid, "language": "cobol", "source": "x"}),
+        app.submit("judge.submission", {"problem_id": pid}),
+    ]
+    with pipeline(concurrency=2) as p:
+        jobs = p.wait(ids, timeout=180)
+    verdicts = [j.result["verdict"] if j.status.value == "succeeded" else j.error_code for j in jobs]
+    assert verdicts == ["accepted", "accepted", "time_limit_exceeded", "compile_error", "problem_not_found",
+                        "unknown_language", "invalid_payload"]
+    assert all(j.attempts == 1 for j in jobs), "verdicts and bad input never retry"
+    full = dict(os.environ)
+    full.update({k: v for k, v in env.items() if k != "CONVEYOR_PLUGINS"})
+    r = subprocess.run([sys.executable, "-m", "conveyor", "jobs", "show", ids[0], "--json"], env=full,
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["status"] == "succeeded" and shown["kind"] == "judge.submission"
+    assert shown["result"]["verdict"] == "accepted" and len(shown["result"]["tests"]) == 3
+    assert [e["action"] for e in shown["events"]] == ["submitted", "dispatched", "claimed", "succeeded"]
+    assert "postgresql" in env["CONVEYOR_DB_URL"]
