@@ -1,0 +1,78 @@
+"""Entry point of the CAD plugin (``conveyor`` entry point ``cad``): hooks only, heavy imports deferred."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from conveyor import ErrorCode, hookimpl
+from conveyor.kinds import JobKind, RetryPolicy
+
+if TYPE_CHECKING:
+    import click
+
+    from conveyor.app import Conveyor
+    from conveyor.registry import Registry
+
+SOURCE = "conveyor_cad"
+
+
+@hookimpl
+def conveyor_register_job_kinds(registry: Registry[JobKind]) -> None:
+    """Register ``cad.convert``."""
+    from conveyor_cad.job import convert_job
+
+    registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(base_seconds=2.0, max_seconds=60.0),
+                         timeout_s=900.0, description="convert a stored CAD file: preview, GLB, metadata"))
+
+
+@hookimpl
+def conveyor_register_converters(registry: Registry[Any]) -> None:
+    """Register the first-party converters: mesh, brep, dxf, dwg and connector."""
+    from conveyor_cad.brep import BrepConverter, DwgConverter
+    from conveyor_cad.connector import ConnectorConverter
+    from conveyor_cad.dxf import DxfConverter
+    from conveyor_cad.mesh import MeshConverter
+
+    for conv in (MeshConverter(), BrepConverter(), DxfConverter(), DwgConverter(), ConnectorConverter()):
+        registry.add(conv)
+
+
+@hookimpl
+def conveyor_error_codes() -> Iterable[ErrorCode]:
+    """``empty_geometry`` and ``missing_dependency``."""
+    return (
+        ErrorCode("empty_geometry", False, "The converter read the file but it holds no faces or a degenerate "
+                  "bounding box (empty, truncated or unreadable input that a library accepted).",
+                  "Open the file in a desktop CAD tool; re-export it with its solids or surfaces included.",
+                  source=SOURCE),
+        ErrorCode("missing_dependency", False, "A library the converter needs is not installed on the worker.",
+                  "pip install 'conveyor-jobs[cad]' on every worker host, then resubmit.", source=SOURCE),
+    )
+
+
+@hookimpl
+def conveyor_add_commands(cli: click.Group) -> None:
+    """Add ``conveyor cad convert|formats`` and ``conveyor files add|show``."""
+    from conveyor_cad.cli import cad, files_group
+
+    cli.add_command(cad)
+    cli.add_command(files_group)
+
+
+@hookimpl
+def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Findings for ``cad.convert`` jobs: input in storage (with latency), format, outputs, converter."""
+    if job.get("kind") != "cad.convert":
+        return None
+    from conveyor_cad.diagnose import diagnose
+
+    return diagnose(job, context)
+
+
+@hookimpl
+def conveyor_demo(app: Conveyor, console: Any) -> bool | None:
+    """Convert the STEP bracket and STL that ship with the plugin; print where the outputs are."""
+    from conveyor_cad.demo import run
+
+    return run(app, console)

@@ -1,0 +1,63 @@
+"""Misbehaving converters for isolation tests (loaded with CONVEYOR_PLUGINS=cad_test_converters)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+from conveyor import hookimpl
+from conveyor_cad import Converter, ConvertOptions, ConvertOutput
+
+
+class HangingConverter(Converter):
+    """Never returns (a native reader stuck in a loop)."""
+
+    id = "test.hang"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        os.write(1, b"hang: reading forever\n")
+        while True:
+            time.sleep(0.05)
+
+
+class CrashingConverter(Converter):
+    """Segfaults after printing to C-level stdout, like a native library does."""
+
+    id = "test.crash"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        os.write(1, b"**** ERR native reader: corrupt entity #42 ****\n")
+        ctypes.string_at(0)
+        raise AssertionError("unreachable")
+
+
+class GreedyConverter(Converter):
+    """Allocates far more memory than its limit allows."""
+
+    id = "test.greedy"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        blocks = []
+        while True:
+            blocks.append(bytearray(256 * 1024 * 1024))
+
+
+class RaisingConverter(Converter):
+    """Raises an unexpected exception (a converter bug)."""
+
+    id = "test.raise"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        raise KeyError("bug in converter")
+
+
+@hookimpl
+def conveyor_register_converters(registry):
+    for conv in (HangingConverter(), CrashingConverter(), GreedyConverter(), RaisingConverter()):
+        registry.add(conv)
