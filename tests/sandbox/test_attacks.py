@@ -122,7 +122,8 @@ def test_c_program(c_sandbox: CSandbox, bindir: Path, workdir: Path, name: str, 
 def test_python_program(c_sandbox: CSandbox, workdir: Path, name: str, args: list[str],
                         expected: set[Status], out: bytes | None) -> None:
     prog = PROGRAMS / "py" / f"{name}.py"
-    r = c_sandbox.run([PYTHON, "-I", str(prog), *args], limits=LIMITS, workdir=workdir)
+    # the program's folder is mounted in: a checkout under /tmp is hidden by the box's private /tmp
+    r = c_sandbox.run([PYTHON, "-I", str(prog), *args], limits=LIMITS, workdir=workdir, readonly_paths=[prog.parent])
     check(name, args, r, expected, out, workdir)
 
 
