@@ -426,7 +426,10 @@ class Worker:
             while self._running and time.monotonic() < deadline:
                 self._lock.wait(min(0.2, max(0.01, deadline - time.monotonic())))
             leftover = {j: r.claimed.job.attempt_id for j, r in self._running.items() if not r.outcome_sent}
+            for j in leftover:  # their late outcomes are dropped and the heartbeat stops renewing them
+                self._running[j].outcome_sent = True
         if leftover:
+            released: list[str] = []
             try:
                 released = store.release(self.app.engine, self.name, leftover, stream=self.app.settings.stream_key)
                 self.stats.released += len(released)
@@ -434,10 +437,11 @@ class Worker:
             except Exception as exc:
                 log.error("release of %d jobs failed (%s); their leases expire and peers reclaim them",
                           len(leftover), exc)
-            for j in leftover:
-                r = self._running.get(j)
-                if r is not None:
-                    r.token.cancel("released")
+            with self._lock:
+                for j in leftover:
+                    r = self._running.pop(j, None) if j in released else self._running.get(j)
+                    if r is not None:
+                        r.token.cancel("released")
         # let the finalizer commit what is already done
         t_end = time.monotonic() + 5.0
         while not self._outcomes.empty() and time.monotonic() < t_end:
