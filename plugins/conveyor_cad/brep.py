@@ -66,6 +66,13 @@ def iges_units(text: str) -> tuple[str | None, float]:
     return _IGES_UNITS.get(flag, (None, 1.0))
 
 
+def _no_entities(data: bytes, file_type: str) -> bool:
+    if file_type == "step":
+        # a well-formed file whose DATA section is empty, as opposed to one that does not parse
+        return re.search(rb"DATA\s*;\s*ENDSEC\s*;", data) is not None and re.search(rb"#\d+\s*=", data) is None
+    return not any(len(line) >= 73 and line[72:73] == b"D" for line in data.splitlines())
+
+
 class BrepConverter(Converter):
     """STEP/STP and IGES/IGS: B-rep tessellated by OpenCASCADE (cascadio), bbox in source units."""
 
@@ -89,6 +96,9 @@ class BrepConverter(Converter):
         glb = cascadio.load(data, file_type=file_type, tol_linear=options.linear_tolerance, tol_relative=True,
                             tol_angular=options.angular_tolerance, use_parallel=False)
         if not glb:
+            if _no_entities(data, file_type):
+                raise ConversionError("empty_geometry", f"the {file_type.upper()} file holds no entities",
+                                      Stage.READ)
             raise ConversionError("conversion_failed", f"OpenCASCADE could not read this {file_type.upper()} file "
                                   "(see the converter output)", Stage.READ)
         try:

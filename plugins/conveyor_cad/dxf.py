@@ -97,8 +97,8 @@ class DxfConverter(Converter):
         if not all(math.isfinite(v) for v in (*lo, *hi)) or max(size) <= 0:
             raise ConversionError("empty_geometry", f"degenerate extents {tuple(lo)}..{tuple(hi)}", Stage.MESH)
         insunits = int(doc.header.get("$INSUNITS", 0) or 0)
-        layers = sorted(layer.dxf.name for layer in doc.layers)
         used_layers = sorted({e.dxf.layer for e in msp if e.dxf.hasattr("layer")})
+        layers = sorted({layer.dxf.name for layer in doc.layers} | set(used_layers))
         fields = title_block(msp)
         stage_errors: list[dict[str, str]] = []
         preview: Path | None = out_dir / "preview.png"
@@ -127,7 +127,9 @@ class DxfConverter(Converter):
         fig = Figure(figsize=(size / 100, size / 100), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
-        cfg = Configuration(background_policy=BackgroundPolicy.WHITE, color_policy=ColorPolicy.BLACK)
+        # thumbnails are small: thin CAD lines would vanish, so draw every line at least ~1.5 px wide
+        cfg = Configuration(background_policy=BackgroundPolicy.WHITE, color_policy=ColorPolicy.BLACK,
+                            min_lineweight=4.5, hatching_timeout=5.0)
         Frontend(RenderContext(doc), MatplotlibBackend(ax), config=cfg).draw_layout(msp, finalize=True)
         ax.margins(0.05)
         fig.savefig(path, dpi=100, facecolor="white")

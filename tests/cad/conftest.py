@@ -8,10 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from cad_support import TEST_PLUGINS, cad_env
 
 from conveyor.app import Conveyor
 from conveyor.config import load_settings
@@ -20,7 +20,6 @@ from conveyor.plugins import load_plugins
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 MANIFEST = HERE / "data_manifest.json"
-TEST_PLUGINS = "conveyor_testkinds,cad_test_converters"
 
 
 def _sha256(path: Path) -> str:
@@ -88,21 +87,6 @@ def cad_files() -> dict[str, Path]:
 def manifest_files() -> list[dict]:
     """The manifest's file entries (id, package, path, sha256, format, expect)."""
     return json.loads(MANIFEST.read_text())["files"]
-
-
-def cad_env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    """CONVEYOR_* variables of a private CAD deployment."""
-    return {
-        "CONVEYOR_DB_URL": db_url,
-        "CONVEYOR_QUEUE_URL": "sql",
-        "CONVEYOR_STORAGE_URL": f"file://{tmp_path}/data",
-        "CONVEYOR_STREAM_KEY": f"conveyor:cad:{uuid.uuid4().hex[:12]}",
-        "CONVEYOR_LEASE_SECONDS": "20",
-        "CONVEYOR_RECLAIM_GRACE_SECONDS": "2",
-        "CONVEYOR_RETRY_BASE_SECONDS": "0.05",
-        "CONVEYOR_RETRY_MAX_SECONDS": "0.2",
-        "CONVEYOR_PLUGINS": TEST_PLUGINS,
-    }
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import zipfile
 
 import fsspec
 import pytest
-import trimesh
-from PIL import Image
+from cad_support import assert_png, glb_faces
 from sqlalchemy import update
 
 from conveyor.schema import jobs
@@ -18,20 +17,6 @@ from conveyor_cad.files import add_file, file_json, get_file, update_for_attempt
 from conveyor_cad.formats import sniff_bytes
 
 STATUS_OF = {"succeeded": "done"}
-
-
-def glb_faces(data: bytes) -> int:
-    scene = trimesh.load(io.BytesIO(data), file_type="glb", force="scene")
-    return sum(len(g.faces) for g in scene.geometry.values())
-
-
-def assert_png(data: bytes, size: int = 512) -> None:
-    im = Image.open(io.BytesIO(data))
-    assert im.format == "PNG" and im.size == (size, size)
-    colors = im.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colors is not None and len(colors) > 2, "preview is blank"
-    background = max(colors)[0] / (size * size)
-    assert background < 0.97, f"preview is {background:.0%} background"
 
 
 # ------------------------------------------------------------------ sniffing
