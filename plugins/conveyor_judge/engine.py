@@ -24,6 +24,7 @@ COMPILE_OUTPUT_KEPT = 16 * 1024
 PREVIEW_BYTES = 256
 CHECKER_LIMITS = Limits(cpu_ms=10_000, wall_ms=20_000, memory_kib=512 * 1024, output_bytes=64 * 1024, pids=16)
 SOURCE_MAX_BYTES = 1 << 20
+COMPILE_ADDRESS_SPACE_GRACE_MIB = 4096
 
 
 def _env_int(name: str, default: int) -> int:
@@ -33,11 +34,15 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def compile_limits(lang: Language) -> Limits:
+def compile_limits(lang: Language, address_space_only: bool = False) -> Limits:
     """Limits of one compilation (``CONVEYOR_JUDGE_COMPILE_TIME_MS``, ``_COMPILE_MEMORY_MIB``)."""
     cpu = _env_int("CONVEYOR_JUDGE_COMPILE_TIME_MS", 10_000)
-    return Limits(cpu_ms=cpu, wall_ms=2 * cpu + 2000,
-                  memory_kib=_env_int("CONVEYOR_JUDGE_COMPILE_MEMORY_MIB", 1024) * 1024,
+    mem = _env_int("CONVEYOR_JUDGE_COMPILE_MEMORY_MIB", 1024)
+    if address_space_only:
+        # javac, node and rustc reserve gigabytes of address space they never touch
+        mem += COMPILE_ADDRESS_SPACE_GRACE_MIB
+    # glibc sizes thread stacks by RLIMIT_STACK: as large as memory, threads would exhaust RLIMIT_AS
+    return Limits(cpu_ms=cpu, wall_ms=2 * cpu + 2000, memory_kib=mem * 1024, stack_kib=256 * 1024,
                   output_bytes=256 * 1024, file_size_kib=256 * 1024, pids=lang.compile_pids, tmp_kib=128 * 1024,
                   allow_exec=True, socket_errno=lang.socket_errno)
 
@@ -136,7 +141,7 @@ class Judge:
         _write(build_dir / lang.source_name, source)
         if lang.compile is None:
             return Program(lang, build_dir, CompileResult(True))
-        lim = compile_limits(lang)
+        lim = compile_limits(lang, self.address_space_only)
         r = self.sandbox.run(lang.argv(lang.compile, build_dir, 0), limits=lim, workdir=build_dir,
                              env=sandbox_env())
         out = (r.stderr + (b"\n" if r.stderr and r.stdout else b"") + r.stdout)
@@ -190,8 +195,11 @@ class Judge:
         cpu = max(1, int(problem.time_limit_ms * lang.time_factor))
         mem_mib = max(1, int(problem.memory_limit_mib * lang.memory_factor))
         budget_mib = mem_mib + lang.memory_extra_mib
-        sandbox_mib = budget_mib + (lang.address_space_grace_mib if self.address_space_only else 0)
-        lim = Limits(cpu_ms=cpu, wall_ms=2 * cpu + 1000, memory_kib=sandbox_mib * 1024,
+        # under RLIMIT_AS alone, allocations must be allowed past the budget so the peak RSS can show MLE
+        grace = max(lang.address_space_grace_mib, budget_mib) if self.address_space_only else 0
+        sandbox_mib = budget_mib + grace
+        stack = min(sandbox_mib, 256) * 1024 if self.address_space_only else None
+        lim = Limits(cpu_ms=cpu, wall_ms=2 * cpu + 1000, memory_kib=sandbox_mib * 1024, stack_kib=stack,
                      output_bytes=problem.output_limit_kib * 1024, file_size_kib=16 * 1024, pids=lang.pids,
                      socket_errno=lang.socket_errno)
         return lim, mem_mib, budget_mib * 1024

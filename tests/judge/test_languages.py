@@ -37,7 +37,8 @@ def test_program_gets_its_verdict(judge, aplusb, lang, name):
         assert len(d["tests"]) == 1, "judging stops at the first failing test"
     if want is Verdict.TIME_LIMIT_EXCEEDED:
         lim = judge.limits_for(aplusb, judge.language(lang))[0]
-        assert row["time_ms"] >= lim.cpu_ms * 0.9 and "time limit" in row["message"]
+        # on a busy host the wall limit (2 x cpu + 1 s) may come first
+        assert row["time_ms"] >= lim.cpu_ms * 0.9 or "wall time limit" in row["message"], row
     if want is Verdict.RUNTIME_ERROR:
         assert row["exit_code"] not in (0, None) or row["signal"]
 
