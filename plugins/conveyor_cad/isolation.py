@@ -58,6 +58,7 @@ def _tail(data: bytes) -> str:
 def run_converter(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
                   token: Any = None) -> ChildRun:
     """Run ``converter.convert`` in a child (``python -m conveyor_cad.convert_child``); its faults never raise."""
+    source, out_dir = source.resolve(), out_dir.resolve()  # the child runs in out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / RESULT_NAME
     request = pickle.dumps({"converter": converter, "source": str(source), "out_dir": str(out_dir),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,10 +61,10 @@ def finish_scene(scene: Any, out_dir: Path, options: ConvertOptions, *, units: s
     if not np.isfinite(extent).all() or (extent > max(float(np.abs(hi).max()), 1e-300) * 1e-9).sum() < 2:
         raise ConversionError("empty_geometry", f"degenerate bounding box {lo.tolist()}..{hi.tolist()}: "
                               "the geometry has no area", Stage.MESH)
-    solids = [g for _, _, g, _ in meshes if g.is_watertight and g.is_volume]
+    solids = [g for g in (_welded(g) for _, _, g, _ in meshes) if g.is_watertight and g.is_volume]
     volume = None
     if solids and len(solids) == len(meshes):
-        volume = float(sum(abs(g.volume) * abs(np.linalg.det(t[:3, :3])) for _, _, g, t in meshes))
+        volume = float(sum(abs(w.volume) * abs(np.linalg.det(t[:3, :3])) for w, (_, _, _, t) in zip(solids, meshes)))
     stage_errors: list[dict[str, str]] = []
     geometry = out_dir / "model.glb"
     try:
@@ -96,8 +95,11 @@ def finish_scene(scene: Any, out_dir: Path, options: ConvertOptions, *, units: s
                          warnings=tuple(warnings), stage_errors=tuple(stage_errors))
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _welded(mesh: Any) -> Any:
+    # B-rep tessellators split vertices along sharp edges (one normal each): weld them to judge closedness
+    welded = mesh.copy()
+    welded.merge_vertices(merge_tex=True, merge_norm=True)
+    return welded
 
 
 class MeshConverter(Converter):

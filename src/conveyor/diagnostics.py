@@ -73,7 +73,7 @@ def diagnose(app: Conveyor, job_id: str) -> dict[str, Any]:
         findings.append(_finding("artifacts", True, f"{len(keys)} object(s) under jobs/{job_id}/"))
     except Exception as exc:
         findings.append(_finding("artifacts", False, f"storage check failed: {exc}", "run `conveyor doctor`"))
-    context = {"events": evs, "outbox": box, "queue_held": held, "settings": app.settings.masked()}
+    context = {"events": evs, "outbox": box, "queue_held": held, "settings": app.settings.masked(), "app": app}
     for extra in app.plugins.call_each("conveyor_diagnose", job=job.as_dict(), context=context):
         findings.extend(extra)
 

@@ -1,0 +1,76 @@
+"""``conveyor diagnose`` findings for ``cad.convert`` jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from conveyor_cad.files import get_file, key_of_url
+from conveyor_cad.routing import CadConfig, choose
+
+
+def _finding(check: str, ok: bool, detail: str, next_step: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"check": check, "ok": ok, "detail": detail, "next_step": next_step, **extra}
+
+
+def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Input in storage (with the check's latency), format, converter chosen, outputs and the last error."""
+    app = context.get("app")
+    if app is None:
+        from conveyor.app import Conveyor
+        app = Conveyor()
+    payload = job.get("payload") if isinstance(job.get("payload"), dict) else {}
+    file_id = (payload or {}).get("file_id") or job.get("file_id")
+    if not file_id:
+        return [_finding("cad file", False, "the job has no file_id", "submit with payload {\"file_id\": ...}")]
+    rec = get_file(app.engine, file_id)
+    if rec is None:
+        return [_finding("cad file", False, f"no conveyor_files row {file_id}",
+                         "the file was never added or was deleted; add it again with `conveyor files add`")]
+    out = []
+    key = key_of_url(app, rec.system_path)
+    t0 = time.perf_counter()
+    try:
+        exists = app.storage.exists(key) if key is not None else None
+        error = None
+    except Exception as exc:
+        exists, error = None, f"{type(exc).__name__}: {exc}"
+    latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+    if error:
+        out.append(_finding("cad source", False, f"storage check of {rec.system_path} failed in {latency_ms} ms: "
+                            f"{error}", "run `conveyor doctor`", storage_path=rec.system_path,
+                            storage_exists=None, latency_ms=latency_ms))
+    else:
+        out.append(_finding("cad source", exists is not False,
+                            f"{rec.filename} ({rec.size} bytes) at {rec.system_path}: "
+                            f"{'present' if exists else 'MISSING' if exists is False else 'outside this storage'} "
+                            f"(checked in {latency_ms} ms)",
+                            None if exists is not False else "re-upload the file; a gc or retention run may have "
+                            "deleted it", storage_path=rec.system_path, storage_exists=exists, latency_ms=latency_ms))
+    route = None
+    try:
+        route = choose(app.plugins.registry("converters"), rec.cad_format, rec.tenant_id, CadConfig.load(),
+                       (payload or {}).get("converter"))
+    except Exception as exc:
+        out.append(_finding("cad routing", False, f"routing configuration is invalid: {exc}",
+                            "fix CONVEYOR_CAD_ROUTING / CONVEYOR_CAD_TENANT_ROUTING"))
+    out.append(_finding("cad format", route is not None,
+                        f"format {rec.cad_format or 'not recognised'}; converter "
+                        f"{route.describe_route() if route else 'none'}"
+                        + (f" ({route.policy.value})" if route else ""),
+                        None if route else "install a converter plugin for the format (`conveyor cad formats`)",
+                        cad_format=rec.cad_format, converter=route.describe_route() if route else None))
+    for role, path in (("preview", rec.preview_path), ("geometry", rec.geometry_path)):
+        present = bool(path) and app.storage.exists(path)
+        out.append(_finding(f"cad {role}", present or rec.conversion_status not in ("done", "partial"),
+                            f"{path} {'exists' if present else 'is missing'}" if path else "not written",
+                            None if present or not path else "convert again: `conveyor submit cad.convert "
+                            f"'{{\"file_id\": \"{rec.id}\"}}'`", path=path, exists=present))
+    err = rec.conversion_error or {}
+    out.append(_finding("cad conversion", rec.conversion_status in ("done", "pending", "processing"),
+                        f"status {rec.conversion_status}"
+                        + (f"; {err.get('code')} at stage {err.get('stage')} in converter {err.get('converter')}: "
+                           f"{err.get('message')}" if err else "")
+                        + (f"; converter output: {err['output'][-400:]!r}" if err.get("output") else ""),
+                        None, conversion_status=rec.conversion_status))
+    return out
