@@ -22,7 +22,7 @@ def conveyor_register_job_kinds(registry: Registry[JobKind]) -> None:
     """Register ``cad.convert``."""
     from conveyor_cad.job import convert_job
 
-    registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(base_seconds=2.0, max_seconds=60.0),
+    registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(),
                          timeout_s=900.0, description="convert a stored CAD file: preview, GLB, metadata"))
 
 
