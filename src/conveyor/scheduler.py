@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select
 
 from conveyor import lease, observers, presence
 from conveyor.db import utcnow
 from conveyor.models import FINAL, EventAction, Job, JobStatus
 from conveyor.schema import events, jobs, outbox
-from conveyor.store import _fields, event_row, logline, outbox_row
+from conveyor.store import _fields, event_row, fail_exhausted, logline, outbox_row
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -117,18 +117,8 @@ class Scheduler:
                 if latest.get(job.id) in held:
                     continue  # still in the queue: a worker (or the reclaim loop) will take it
                 if job.status == JobStatus.RUNNING and job.attempts >= job.max_attempts:
-                    msg = (f"lease of {job.lease_owner} expired at {job.lease_expires_at} on the last attempt "
-                           f"({job.attempts}/{job.max_attempts}); the job probably kills its worker")
-                    hist = job.error_history + [{"attempt": job.attempt_id, "code": "lease_lost", "message": msg,
-                                                 "at": now.isoformat() + "Z"}]
-                    res = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.attempt_id == job.attempt_id,
-                                                          jobs.c.status == JobStatus.RUNNING.value)
-                                       .values(status=JobStatus.FAILED.value, error_code="lease_lost", last_error=msg,
-                                               error_history=hist, lease_owner=None, lease_expires_at=None,
-                                               finished_at=now, updated_at=now))
-                    if res.rowcount:
-                        ev = [event_row(job.id, job.attempt_id, EventAction.JOB_FAILED, now, job.file_id,
-                                        error_code="lease_lost", error_message=msg, by="scheduler")]
+                    ev = fail_exhausted(conn, job, now, by="scheduler")
+                    if ev:
                         conn.execute(insert(events), ev)
                         committed.extend(ev)
                         report.failed_exhausted.append(job.id)

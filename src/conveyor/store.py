@@ -331,16 +331,7 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
                     "attempt": old.attempt_id, "code": "lease_lost", "at": now.isoformat() + "Z",
                     "message": f"lease of {old.lease_owner} expired at {old.lease_expires_at}; worker presumed dead"}]
                 if old.attempts >= old.max_attempts:
-                    res = conn.execute(update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
-                                                          jobs.c.status == JobStatus.RUNNING.value)
-                                       .values(status=JobStatus.FAILED.value, error_code="lease_lost",
-                                               last_error=history[-1]["message"], error_history=history,
-                                               lease_owner=None, lease_expires_at=None, finished_at=now,
-                                               updated_at=now))
-                    if res.rowcount:
-                        ev.append(event_row(old.id, old.attempt_id, EventAction.JOB_FAILED, now, old.file_id,
-                                            error_code="lease_lost", error_message=history[-1]["message"],
-                                            attempts=old.attempts))
+                    ev.extend(fail_exhausted(conn, old, now, by=owner))
                     continue
                 new = conn.execute(
                     update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
@@ -367,6 +358,27 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
         logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
                 stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
     return claimed, skip, ev
+
+
+def fail_exhausted(conn: Connection, job: Job, now: datetime, by: str) -> list[dict[str, Any]]:
+    """Fail a running job whose lease expired on its last attempt (``lease_lost``); returns its event.
+
+    Attempts are counted at claim, so a job that kills its worker every time ends here
+    instead of crash-looping.
+    """
+    msg = (f"lease of {job.lease_owner} expired at {job.lease_expires_at} on the last attempt "
+           f"({job.attempts}/{job.max_attempts}); the job probably kills or hangs its worker")
+    history = [*job.error_history, {"attempt": job.attempt_id, "code": "lease_lost", "message": msg,
+                                    "at": now.isoformat() + "Z"}]
+    res = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.attempt_id == job.attempt_id,
+                                          jobs.c.status == JobStatus.RUNNING.value)
+                       .values(status=JobStatus.FAILED.value, error_code="lease_lost", last_error=msg,
+                               error_history=history, lease_owner=None, lease_expires_at=None, finished_at=now,
+                               updated_at=now))
+    if not res.rowcount:
+        return []
+    return [event_row(job.id, job.attempt_id, EventAction.JOB_FAILED, now, job.file_id, error_code="lease_lost",
+                      error_message=msg, attempts=job.attempts, by=by)]
 
 
 # ---------------------------------------------------------------- heartbeat
