@@ -187,14 +187,17 @@ def self_test_cmd(langs: tuple[str, ...], as_json: bool) -> None:
         return
     if as_json:
         click.echo(json.dumps([{"language": r.language, "program": r.program, "expected": r.expected.value,
-                                "got": r.got.value if r.got else None, "ok": r.ok, "seconds": round(r.time_s, 3),
+                                "got": r.got.value if r.got else None, "ok": r.ok, "skipped": r.skipped,
+                                "seconds": round(r.time_s, 3),
                                 "detail": r.detail} for r in rows], indent=2))
     else:
         for r in rows:
             got = r.got.short if r.got else "-"
-            click.echo(f"{'ok ' if r.ok else '!! '} {r.language:<11} {r.program:<22} expected {r.expected.short:<4}"
+            mark = "-- " if r.skipped else "ok " if r.ok else "!! "
+            click.echo(f"{mark} {r.language:<11} {r.program:<22} expected {r.expected.short:<4}"
                        f"got {got:<4} {r.time_s:6.2f}s  {r.detail[:70]}")
         bad = [r for r in rows if not r.ok]
-        click.echo(f"{len(rows) - len(bad)} ok, {len(bad)} not ok")
+        skipped = sum(r.skipped for r in rows)
+        click.echo(f"{len(rows) - len(bad) - skipped} ok, {len(bad)} not ok, {skipped} skipped (toolchain missing)")
     if any(not r.ok for r in rows):
         sys.exit(1)

@@ -65,6 +65,27 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
+STALE_RUN_SECONDS = 6 * 3600
+
+
+def sweep_runs(root: Path, older_than_s: float = STALE_RUN_SECONDS) -> int:
+    """Remove work directories a killed worker left behind; returns how many."""
+    import time
+    removed = 0
+    runs = root / "runs"
+    if not runs.is_dir():
+        return 0
+    limit = time.time() - older_than_s
+    for d in runs.iterdir():
+        try:
+            if d.is_dir() and not d.is_symlink() and d.stat().st_mtime < limit:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 @dataclass(frozen=True)
 class Program:
     """A compiled (or syntax-checked) program ready to run from its build directory."""
@@ -94,6 +115,7 @@ class Judge:
         self.checkers = {c.id: c for c in checkers}
         self.root = root or cache_root()
         self._as_only: bool | None = None
+        sweep_runs(self.root)
 
     # ------------------------------------------------------------ lookup
 

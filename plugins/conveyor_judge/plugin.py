@@ -99,4 +99,15 @@ def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict
     except Exception as exc:
         findings.append({"check": "judge language", "ok": False, "detail": str(exc),
                          "next_step": "submit with a language listed by `conveyor judge languages`"})
+    app = context.get("app")
+    if app is not None:
+        from conveyor_judge.problems import ProblemStore
+        try:
+            info = ProblemStore(app.storage).info(str(payload.get("problem_id")))
+            findings.append({"check": "judge problem", "ok": True,
+                             "detail": f"problem {info.id}: {info.tests} test(s), {info.format} layout",
+                             "next_step": ""})
+        except Exception as exc:
+            findings.append({"check": "judge problem", "ok": False, "detail": str(exc),
+                             "next_step": "add the problem with `conveyor judge problem add` and submit its id"})
     return findings

@@ -43,3 +43,17 @@ def test_judge_jobs_through_the_pipeline_and_jobs_show(app, pipeline, env, tmp_p
     assert shown["result"]["verdict"] == "accepted" and len(shown["result"]["tests"]) == 3
     assert [e["action"] for e in shown["events"]] == ["submitted", "dispatched", "claimed", "succeeded"]
     assert "postgresql" in env["CONVEYOR_DB_URL"]
+
+
+def test_diagnose_names_the_verdict_or_the_missing_problem(app, pipeline):
+    from conveyor.diagnostics import diagnose
+    pid = ProblemStore(app.storage).add(aplusb_package()).id
+    good = app.submit("judge.submission", {"problem_id": pid, "language": "c", "source": program("c", "wa")})
+    lost = app.submit("judge.submission", {"problem_id": "0badc0ffee00", "language": "c", "source": "x"})
+    with pipeline(concurrency=2) as p:
+        p.wait([good, lost], timeout=120)
+    found = {f["check"]: f for f in diagnose(app, good)["findings"]}
+    assert found["judge verdict"]["detail"].startswith("wrong_answer")
+    found = {f["check"]: f for f in diagnose(app, lost)["findings"]}
+    assert not found["judge problem"]["ok"] and "problem add" in found["judge problem"]["next_step"]
+    assert found["judge language"]["ok"]
