@@ -44,7 +44,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         else:
             kwargs.setdefault("pool_size", 10)
             kwargs.setdefault("max_overflow", 20)
-            kwargs.setdefault("pool_pre_ping", True)
+            # no pre-ping: it costs a round trip per checkout on the hot path; every loop retries on errors
+            kwargs.setdefault("pool_recycle", 1800)
             engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise ConfigError(f"no driver for {parsed.drivername} ({exc}); "
