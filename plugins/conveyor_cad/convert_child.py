@@ -19,6 +19,11 @@ def main() -> int:
         outcome: tuple[str, object] = ("ok", out)
     except ConversionError as exc:
         outcome = ("error", exc)
+    except ImportError as exc:
+        # a library the converter imports without ``require``: still name the fix
+        outcome = ("error", ConversionError("missing_dependency", f"{exc.name or exc} is not installed; install "
+                                            "the converter's dependencies (first-party: pip install "
+                                            "'conveyor-jobs[cad]')", Stage.READ))
     except MemoryError:
         outcome = ("error", ConversionError("conversion_failed", "the converter ran out of memory "
                                             "(raise CONVEYOR_CAD_MEMORY_MB if the file is legitimately large)",

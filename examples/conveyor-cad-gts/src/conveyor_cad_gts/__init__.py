@@ -1,0 +1,1 @@
+"""GTS (GNU Triangulated Surface) converter for Conveyor."""
