@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -31,6 +33,19 @@ static int64_t now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+
+/* Debug builds (-DSBX_TRACE=\"/path\") append "step monotonic_ns" lines to that file. */
+#ifdef SBX_TRACE
+static void trace(const char *step)
+{
+    static int fd = -1;
+    if (fd < 0)
+        fd = open(SBX_TRACE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    dprintf(fd, "caller %s %lld\n", step, (long long)now_ns());
+}
+#else
+#define trace(step) ((void)0)
+#endif
 
 static int present(const char *s) { return s != NULL && s[0] != '\0'; }
 
@@ -97,21 +112,25 @@ static int64_t cg_keyed(const char *dir, const char *name, const char *key)
     return keyed_value(buf, key);
 }
 
-static int cg_make(const char *dir)
-{
-    if (!present(dir))
-        return 0;
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
+/* ---- run cgroups and namespaces: prepared ahead, removed after the run ---- */
+
+#define NCG 3 /* cgroup2, v1 memory, v1 pids */
+#define MAX_FDS 6
+
+/* The fresh resources of one box, and what has to go once it is done. */
+struct box_res {
+    char cg[NCG][PATH_MAX]; /* run cgroups, "" when absent */
+    int fds[MAX_FDS];       /* namespaces kept alive past the helper, torn down later */
+    int nfds;
+    struct box_res *next;
+};
 
 /* Remove a run cgroup; right after the last task exits the kernel may still say EBUSY. */
 static void cg_remove(const char *dir)
 {
     if (!present(dir))
         return;
-    for (int i = 0; i < 200; i++) {
+    for (int i = 0; i < 2000; i++) {
         if (rmdir(dir) == 0 || errno == ENOENT)
             return;
         if (errno != EBUSY)
@@ -121,39 +140,337 @@ static void cg_remove(const char *dir)
     }
 }
 
-static int setup_cgroups(const struct sbx_config *cfg)
+/* Kill what may be left, tear the namespaces down, remove the cgroups: rmdir fails
+ * on a cgroup that still has a task, so a removed cgroup is an empty one. */
+static void box_release(struct box_res *b)
+{
+    for (int i = 0; i < b->nfds; i++)
+        close(b->fds[i]);
+    if (present(b->cg[0]))
+        cg_write(b->cg[0], "cgroup.kill", "1");
+    for (int i = 0; i < NCG; i++)
+        cg_remove(b->cg[i]);
+    free(b);
+}
+
+static unsigned long cg_counter;
+
+/* Make a fresh, never-used cgroup under each present parent. */
+static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX])
+{
+    unsigned long n = __atomic_add_fetch(&cg_counter, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < NCG; i++) {
+        b->cg[i][0] = '\0';
+        if (!present(parents[i]))
+            continue;
+        snprintf(b->cg[i], PATH_MAX, "%s/conveyor-sbx-%d-%lu", parents[i], (int)getpid(), n);
+        if (mkdir(b->cg[i], 0755) < 0) {
+            int e = errno;
+            b->cg[i][0] = '\0';
+            for (int j = 0; j < i; j++) {
+                rmdir(b->cg[j]);
+                b->cg[j][0] = '\0';
+            }
+            return -e;
+        }
+    }
+    return 0;
+}
+
+/* A fresh network namespace, made by the calling thread alone, as a descriptor. */
+static int make_netns(int home)
+{
+    if (unshare(CLONE_NEWNET) < 0)
+        return -1;
+    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home >= 0)
+        setns(home, CLONE_NEWNET); /* the thread goes back; a failure only strands the thread */
+    return fd;
+}
+
+#define MAX_SPARES 8
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;
+static int pool_spares = 2;         /* target per kind */
+static int pool_started, pool_busy, pool_paused, pool_idle_flag;
+static char pool_parents[NCG][PATH_MAX];
+static int pool_want_cg, pool_cg_failed, pool_want_net, pool_net_failed;
+static struct box_res *spare_cg[MAX_SPARES];
+static int n_spare_cg;
+static int spare_net[MAX_SPARES];
+static int n_spare_net;
+static struct box_res *jobs_head, *jobs_tail;
+
+static void push_job(struct box_res *b)
+{
+    b->next = NULL;
+    if (jobs_tail)
+        jobs_tail->next = b;
+    else
+        jobs_head = b;
+    jobs_tail = b;
+}
+
+/* Background thread: keeps spares ready first, then cleans up spent boxes. */
+static void *pool_main(void *unused)
+{
+    (void)unused;
+    int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    pthread_mutex_lock(&pool_mu);
+    for (;;) {
+        if (!pool_paused && pool_want_cg && !pool_cg_failed && n_spare_cg < pool_spares) {
+            char parents[NCG][PATH_MAX];
+            memcpy(parents, pool_parents, sizeof parents);
+            pool_busy = 1;
+            pthread_mutex_unlock(&pool_mu);
+            struct box_res *b = calloc(1, sizeof *b);
+            int e = b ? box_make_cgroups(b, parents) : -ENOMEM;
+            pthread_mutex_lock(&pool_mu);
+            pool_busy = 0;
+            if (e < 0) {
+                pool_cg_failed = 1; /* the run makes its own and reports why */
+                free(b);
+            } else if (pool_paused || memcmp(parents, pool_parents, sizeof parents) != 0 ||
+                       n_spare_cg >= MAX_SPARES) {
+                push_job(b);
+            } else {
+                spare_cg[n_spare_cg++] = b;
+            }
+            continue;
+        }
+        if (!pool_paused && pool_want_net && !pool_net_failed && n_spare_net < pool_spares) {
+            pool_busy = 1;
+            pthread_mutex_unlock(&pool_mu);
+            int fd = make_netns(home);
+            pthread_mutex_lock(&pool_mu);
+            pool_busy = 0;
+            if (fd < 0)
+                pool_net_failed = 1; /* runs fall back to CLONE_NEWNET */
+            else if (pool_paused || n_spare_net >= MAX_SPARES)
+                close(fd);
+            else
+                spare_net[n_spare_net++] = fd;
+            continue;
+        }
+        if (jobs_head) {
+            struct box_res *b = jobs_head;
+            jobs_head = b->next;
+            if (!jobs_head)
+                jobs_tail = NULL;
+            pool_busy = 1;
+            pthread_mutex_unlock(&pool_mu);
+            box_release(b);
+            pthread_mutex_lock(&pool_mu);
+            pool_busy = 0;
+            continue;
+        }
+        pool_idle_flag = 1;
+        pthread_cond_broadcast(&pool_idle);
+        pthread_cond_wait(&pool_work, &pool_mu);
+        pool_idle_flag = 0;
+    }
+    return NULL;
+}
+
+static void pool_atfork_prepare(void) { pthread_mutex_lock(&pool_mu); }
+static void pool_atfork_parent(void) { pthread_mutex_unlock(&pool_mu); }
+
+/* The thread does not survive a fork and the spares are the parent's: forget them. */
+static void pool_atfork_child(void)
+{
+    for (int i = 0; i < n_spare_net; i++)
+        close(spare_net[i]);
+    n_spare_net = 0;
+    for (int i = 0; i < n_spare_cg; i++)
+        free(spare_cg[i]);
+    n_spare_cg = 0;
+    while (jobs_head) {
+        struct box_res *b = jobs_head;
+        jobs_head = b->next;
+        for (int i = 0; i < b->nfds; i++)
+            close(b->fds[i]);
+        free(b);
+    }
+    jobs_tail = NULL;
+    pool_started = pool_busy = 0;
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_work, NULL);
+    pthread_cond_init(&pool_idle, NULL);
+}
+
+static void pool_start_locked(void)
+{
+    static int atfork_done;
+    if (pool_started || pool_spares <= 0)
+        return;
+    if (!atfork_done) {
+        pthread_atfork(pool_atfork_prepare, pool_atfork_parent, pool_atfork_child);
+        atfork_done = 1;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread takes no signal of the caller's */
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    if (pthread_create(&t, &attr, pool_main, NULL) == 0)
+        pool_started = 1;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void sbx_set_spares(int n)
+{
+    pthread_mutex_lock(&pool_mu);
+    pool_spares = n < 0 ? 0 : n > MAX_SPARES ? MAX_SPARES : n;
+    pthread_mutex_unlock(&pool_mu);
+    if (n <= 0)
+        sbx_flush(1);
+}
+
+void sbx_flush(int drop_spares)
+{
+    struct box_res *cgs[MAX_SPARES];
+    int nets[MAX_SPARES], ncg = 0, nnet = 0;
+    pthread_mutex_lock(&pool_mu);
+    if (drop_spares) {
+        pool_paused = 1;
+        ncg = n_spare_cg;
+        memcpy(cgs, spare_cg, sizeof(cgs[0]) * ncg);
+        n_spare_cg = 0;
+        nnet = n_spare_net;
+        memcpy(nets, spare_net, sizeof(nets[0]) * nnet);
+        n_spare_net = 0;
+    }
+    pool_idle_flag = 0;
+    pthread_cond_signal(&pool_work);
+    /* the thread goes idle only with no job left and every wanted spare made */
+    while (pool_started && (jobs_head || pool_busy || !pool_idle_flag))
+        pthread_cond_wait(&pool_idle, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    for (int i = 0; i < ncg; i++)
+        box_release(cgs[i]);
+    for (int i = 0; i < nnet; i++)
+        close(nets[i]);
+}
+
+/* Take this run's fresh cgroups (and network namespace) from the spares, or make them. */
+static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, int *netfd, int *err)
+{
+    char parents[NCG][PATH_MAX];
+    const char *given[NCG] = {cfg->cg_v2, cfg->cg_v1_memory, cfg->cg_v1_pids};
+    int want_cg = 0;
+    memset(parents, 0, sizeof parents); /* compared whole with memcmp */
+    for (int i = 0; i < NCG; i++) {
+        snprintf(parents[i], PATH_MAX, "%s", present(given[i]) ? given[i] : "");
+        want_cg |= present(given[i]);
+    }
+    struct box_res *b = NULL;
+    *netfd = -1;
+#ifdef SBX_TRACE
+    int spare_used = 0;
+#endif
+    pthread_mutex_lock(&pool_mu);
+    pool_paused = 0;
+    pool_start_locked();
+    if (pool_started && want_cg) {
+        if (memcmp(parents, pool_parents, sizeof parents) != 0) {
+            /* another layout: spares made for the old one are spent */
+            while (n_spare_cg > 0)
+                push_job(spare_cg[--n_spare_cg]);
+            memcpy(pool_parents, parents, sizeof parents);
+            pool_cg_failed = 0;
+        }
+        pool_want_cg = 1;
+        if (n_spare_cg > 0)
+            b = spare_cg[--n_spare_cg];
+#ifdef SBX_TRACE
+        spare_used = b != NULL;
+#endif
+    }
+    if (pool_started && want_net) {
+        pool_want_net = 1;
+        if (n_spare_net > 0)
+            *netfd = spare_net[--n_spare_net];
+    }
+    if (pool_started) {
+        pool_idle_flag = 0;
+        pthread_cond_signal(&pool_work);
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) {
+            *err = ENOMEM;
+            goto fail;
+        }
+        int e = want_cg ? box_make_cgroups(b, parents) : 0;
+        if (e < 0) {
+            *err = -e;
+            free(b);
+            b = NULL;
+            goto fail;
+        }
+    }
+    if (*netfd >= 0)
+        b->fds[b->nfds++] = *netfd;
+#ifdef SBX_TRACE
+    trace(spare_used ? "spare_cg" : "made_cg");
+#endif
+    return b;
+fail:
+    if (*netfd >= 0)
+        close(*netfd);
+    *netfd = -1;
+    return NULL;
+}
+
+/* Spent: the background thread removes it, or we do it now when there is none. */
+static void box_done(struct box_res *b)
+{
+    pthread_mutex_lock(&pool_mu);
+    if (pool_started) {
+        push_job(b);
+        pool_idle_flag = 0;
+        pthread_cond_signal(&pool_work);
+        b = NULL;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (b)
+        box_release(b);
+}
+
+static int setup_cgroups(const struct sbx_config *cfg, const struct box_res *b)
 {
     char num[32];
     int e;
-    if ((e = cg_make(cfg->cg_v2)) < 0)
-        return e;
-    if (present(cfg->cg_v2)) {
+    if (present(b->cg[0])) {
         if (cfg->cg_v2_memory && cfg->memory_limit > 0) {
             snprintf(num, sizeof num, "%lld", (long long)cfg->memory_limit);
-            if ((e = cg_write(cfg->cg_v2, "memory.max", num)) < 0)
+            if ((e = cg_write(b->cg[0], "memory.max", num)) < 0)
                 return e;
-            cg_write(cfg->cg_v2, "memory.swap.max", "0");
+            cg_write(b->cg[0], "memory.swap.max", "0");
         }
         if (cfg->cg_v2_pids && cfg->pids_limit > 0) {
             snprintf(num, sizeof num, "%lld", (long long)cfg->pids_limit);
-            if ((e = cg_write(cfg->cg_v2, "pids.max", num)) < 0)
+            if ((e = cg_write(b->cg[0], "pids.max", num)) < 0)
                 return e;
         }
     }
-    if ((e = cg_make(cfg->cg_v1_memory)) < 0)
-        return e;
-    if (present(cfg->cg_v1_memory) && cfg->memory_limit > 0) {
+    if (present(b->cg[1]) && cfg->memory_limit > 0) {
         snprintf(num, sizeof num, "%lld", (long long)cfg->memory_limit);
-        if ((e = cg_write(cfg->cg_v1_memory, "memory.limit_in_bytes", num)) < 0)
+        if ((e = cg_write(b->cg[1], "memory.limit_in_bytes", num)) < 0)
             return e;
         /* absent without swap accounting; harmless then */
-        cg_write(cfg->cg_v1_memory, "memory.memsw.limit_in_bytes", num);
+        cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
     }
-    if ((e = cg_make(cfg->cg_v1_pids)) < 0)
-        return e;
-    if (present(cfg->cg_v1_pids) && cfg->pids_limit > 0) {
+    if (present(b->cg[2]) && cfg->pids_limit > 0) {
         snprintf(num, sizeof num, "%lld", (long long)cfg->pids_limit);
-        if ((e = cg_write(cfg->cg_v1_pids, "pids.max", num)) < 0)
+        if ((e = cg_write(b->cg[2], "pids.max", num)) < 0)
             return e;
     }
     return 0;
@@ -161,7 +478,9 @@ static int setup_cgroups(const struct sbx_config *cfg)
 
 struct spawn_args {
     const struct sbx_config *cfg;
+    char *const *argv;
     int fds[4]; /* stdin, stdout, stderr, report: become 0..3 in the helper */
+    int netfd;  /* prepared network namespace to enter, or -1 */
     volatile int err;
 };
 
@@ -170,6 +489,8 @@ static int spawn_child(void *p)
 {
     struct spawn_args *a = p;
     int high[4];
+    if (a->netfd >= 0 && setns(a->netfd, CLONE_NEWNET) < 0)
+        goto fail;
     for (int i = 0; i < 4; i++) {
         high[i] = fcntl(a->fds[i], F_DUPFD, 10);
         if (high[i] < 0)
@@ -178,7 +499,7 @@ static int spawn_child(void *p)
     for (int i = 0; i < 4; i++)
         if (dup2(high[i], i) < 0)
             goto fail;
-    execve(a->cfg->helper, a->cfg->argv, a->cfg->envp);
+    execve(a->cfg->helper, a->argv, a->cfg->envp);
 fail:
     a->err = errno;
     _exit(127);
@@ -209,58 +530,108 @@ static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
     }
 }
 
-static void kill_box(const struct sbx_config *cfg, int pidfd, struct sbx_result *res)
+static void kill_box(const struct box_res *b, int pidfd, struct sbx_result *res)
 {
-    if (present(cfg->cg_v2) && cg_write(cfg->cg_v2, "cgroup.kill", "1") == 0)
+    if (b && present(b->cg[0]) && cg_write(b->cg[0], "cgroup.kill", "1") == 0)
         res->used_cgroup_kill = 1;
     /* the helper is pid 1 of the box: its death takes every process in it along */
     syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 }
 
-static int64_t cpu_usage_us(const struct sbx_config *cfg)
+static int64_t cpu_usage_us(const struct box_res *b)
 {
-    if (!present(cfg->cg_v2))
+    if (!b || !present(b->cg[0]))
         return -1;
-    return cg_keyed(cfg->cg_v2, "cpu.stat", "usage_usec");
+    return cg_keyed(b->cg[0], "cpu.stat", "usage_usec");
+}
+
+/* pidfd ioctls (Linux 6.11) giving a process's namespaces as descriptors */
+#define SBX_PIDFD_GET_IPC_NAMESPACE 0xFF02
+#define SBX_PIDFD_GET_MNT_NAMESPACE 0xFF03
+#define SBX_PIDFD_GET_NET_NAMESPACE 0xFF04
+#define SBX_PIDFD_GET_UTS_NAMESPACE 0xFF0A
+
+static long online_cpus(void)
+{
+    static long n;
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c < 1 ? 1 : c;
+    }
+    return n;
 }
 
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (!cfg || !present(cfg->helper) || !cfg->argv || !cfg->envp || cfg->output_cap < 0)
+    if (!cfg || !present(cfg->helper) || !cfg->argv || !cfg->argv[0] || !cfg->envp || cfg->output_cap < 0)
         return -1;
 
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
     int pidfd = -1;
     pid_t pid = -1;
-    void *stack = MAP_FAILED;
-    int e;
+    void *stack = NULL;
+    char **argv = NULL;
+    char *procs = NULL;
+    int e, netfd = -1;
 
-    if ((e = setup_cgroups(cfg)) < 0) {
+    trace("start");
+    struct box_res *box = box_acquire(cfg, (cfg->clone_flags & CLONE_NEWNET) != 0, &netfd, &e);
+    if (!box) {
+        res->stage = SBX_STAGE_CGROUP;
+        res->err = e;
+        goto cleanup;
+    }
+    if ((e = setup_cgroups(cfg, box)) < 0) {
         res->stage = SBX_STAGE_CGROUP;
         res->err = -e;
         goto cleanup;
     }
+    trace("cgroups");
+    /* the helper's argv with "-c <run cgroup>/cgroup.procs" for each run cgroup */
+    size_t argc = 0;
+    while (cfg->argv[argc])
+        argc++;
+    argv = calloc(argc + 2 * NCG + 1, sizeof *argv);
+    procs = malloc(NCG * (PATH_MAX + 16));
+    stack = malloc(CHILD_STACK);
+    if (!argv || !procs || !stack) {
+        res->stage = SBX_STAGE_SPAWN;
+        res->err = ENOMEM;
+        goto cleanup;
+    }
+    size_t k = 0;
+    argv[k++] = cfg->argv[0];
+    for (int i = 0; i < NCG; i++) {
+        if (!present(box->cg[i]))
+            continue;
+        char *pp = procs + i * (PATH_MAX + 16);
+        snprintf(pp, PATH_MAX + 16, "%s/cgroup.procs", box->cg[i]);
+        argv[k++] = "-c";
+        argv[k++] = pp;
+    }
+    for (size_t i = 1; i < argc; i++)
+        argv[k++] = cfg->argv[i];
+    argv[k] = NULL;
+
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
         res->stage = SBX_STAGE_SPAWN;
         res->err = errno;
         goto cleanup;
     }
-    stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        res->stage = SBX_STAGE_SPAWN;
-        res->err = errno;
-        goto cleanup;
-    }
 
-    struct spawn_args args = {cfg, {cfg->stdin_fd, out[1], err[1], rep[1]}, 0};
+    struct spawn_args args = {cfg, argv, {cfg->stdin_fd, out[1], err[1], rep[1]}, netfd, 0};
+    int flags = cfg->clone_flags;
+    if (netfd >= 0)
+        flags &= ~CLONE_NEWNET; /* a prepared, never-used one is entered instead */
     sigset_t all, old;
     sigfillset(&all);
     /* no signal handler of the caller may run on the child's borrowed stack */
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    trace("clone");
     int64_t t0 = now_ns();
     pid = clone(spawn_child, (char *)stack + CHILD_STACK,
-                CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | cfg->clone_flags, &args, &pidfd);
+                CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | flags, &args, &pidfd);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
@@ -268,6 +639,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
         res->err = clone_errno;
         goto cleanup;
     }
+    trace("cloned");
     res->helper_pid = pid;
     close(out[1]);
     close(err[1]);
@@ -283,13 +655,25 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     }
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
+    if (!args.err && __atomic_load_n(&pool_started, __ATOMIC_RELAXED)) {
+        /* hold the box's namespaces: their teardown then happens in the background
+           thread after the run, not in the helper's exit before the caller hears of it */
+        static const unsigned long ns_req[] = {SBX_PIDFD_GET_MNT_NAMESPACE, SBX_PIDFD_GET_IPC_NAMESPACE,
+                                               SBX_PIDFD_GET_UTS_NAMESPACE, SBX_PIDFD_GET_NET_NAMESPACE};
+        for (size_t i = 0; i < sizeof ns_req / sizeof ns_req[0] && box->nfds < MAX_FDS; i++) {
+            if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE && netfd >= 0)
+                continue; /* already held */
+            int fd = ioctl(pidfd, ns_req[i], 0);
+            if (fd < 0)
+                break; /* an older kernel: the helper's exit tears them down */
+            box->fds[box->nfds++] = fd;
+        }
+    }
 
     int64_t deadline = cfg->wall_ms > 0 ? t0 + cfg->wall_ms * 1000000LL : 0;
     int helper_done = 0;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ncpu < 1)
-        ncpu = 1;
-    int watch_cpu = cfg->cpu_ms > 0 && present(cfg->cg_v2);
+    long ncpu = online_cpus();
+    int watch_cpu = cfg->cpu_ms > 0 && present(box->cg[0]);
     int64_t drain_deadline = 0;
 
     while (out[0] >= 0 || err[0] >= 0 || !helper_done) {
@@ -298,18 +682,18 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
         if (!helper_done && deadline) {
             if (now >= deadline) {
                 res->killed_wall = 1;
-                kill_box(cfg, pidfd, res);
+                kill_box(box, pidfd, res);
                 deadline = 0;
                 continue;
             }
             timeout = (int)((deadline - now) / 1000000LL) + 1;
         }
         if (!helper_done && watch_cpu) {
-            int64_t used = cpu_usage_us(cfg);
+            int64_t used = cpu_usage_us(box);
             int64_t left = cfg->cpu_ms * 1000 - used;
             if (used >= 0 && left <= 0) {
                 res->killed_cpu = 1;
-                kill_box(cfg, pidfd, res);
+                kill_box(box, pidfd, res);
                 watch_cpu = 0;
                 continue;
             }
@@ -350,7 +734,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
                 continue;
             res->stage = SBX_STAGE_SUPERVISE;
             res->err = errno;
-            kill_box(cfg, pidfd, res);
+            kill_box(box, pidfd, res);
             break;
         }
         if (iout >= 0 && p[iout].revents)
@@ -364,7 +748,8 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
     if (!helper_done)
-        kill_box(cfg, pidfd, res);
+        kill_box(box, pidfd, res);
+    trace("helper_exited");
     while (wait4(pid, NULL, __WALL, &ru) < 0 && errno == EINTR)
         ;
     pid = -1;
@@ -390,7 +775,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     res->maxrss_kib = rp.maxrss_kib;
     res->wall_us = (n == (ssize_t)sizeof rp && rp.wall_ns > 0) ? rp.wall_ns / 1000 : (t1 - t0) / 1000;
 
-    int64_t cg_cpu = cpu_usage_us(cfg);
+    int64_t cg_cpu = cpu_usage_us(box);
     if (cg_cpu >= 0) {
         res->cpu_us = cg_cpu;
         res->cpu_from_cgroup = 1;
@@ -400,24 +785,25 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
                       (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
     }
 
-    if (present(cfg->cg_v2) && cfg->cg_v2_memory) {
-        res->peak_bytes = cg_read_int(cfg->cg_v2, "memory.peak");
+    if (present(box->cg[0]) && cfg->cg_v2_memory) {
+        res->peak_bytes = cg_read_int(box->cg[0], "memory.peak");
         res->mem_source = res->peak_bytes >= 0 ? SBX_MEM_V2_PEAK : SBX_MEM_NONE;
-        res->oom_killed = cg_keyed(cfg->cg_v2, "memory.events", "oom_kill") > 0;
+        res->oom_killed = cg_keyed(box->cg[0], "memory.events", "oom_kill") > 0;
     }
-    if (res->mem_source == SBX_MEM_NONE && present(cfg->cg_v1_memory)) {
-        res->peak_bytes = cg_read_int(cfg->cg_v1_memory, "memory.max_usage_in_bytes");
+    if (res->mem_source == SBX_MEM_NONE && present(box->cg[1])) {
+        res->peak_bytes = cg_read_int(box->cg[1], "memory.max_usage_in_bytes");
         res->mem_source = res->peak_bytes >= 0 ? SBX_MEM_V1_MAX_USAGE : SBX_MEM_NONE;
-        res->oom_killed = cg_keyed(cfg->cg_v1_memory, "memory.oom_control", "oom_kill") > 0;
+        res->oom_killed = cg_keyed(box->cg[1], "memory.oom_control", "oom_kill") > 0;
     }
     if (res->mem_source == SBX_MEM_NONE && res->maxrss_kib > 0) {
         res->peak_bytes = res->maxrss_kib * 1024;
         res->mem_source = SBX_MEM_RU_MAXRSS;
     }
 
+    trace("figures");
 cleanup:
     if (pid > 0) {
-        kill_box(cfg, pidfd, res);
+        kill_box(box, pidfd, res);
         wait4(pid, NULL, __WALL, NULL);
     }
     if (pidfd >= 0)
@@ -430,12 +816,13 @@ cleanup:
         if (rep[i] >= 0)
             close(rep[i]);
     }
-    if (stack != MAP_FAILED)
-        munmap(stack, CHILD_STACK);
-    if (present(cfg->cg_v2))
-        cg_write(cfg->cg_v2, "cgroup.kill", "1");
-    cg_remove(cfg->cg_v2);
-    cg_remove(cfg->cg_v1_memory);
-    cg_remove(cfg->cg_v1_pids);
+    free(stack);
+    free(argv);
+    free(procs);
+    if (box)
+        box_done(box); /* cgroup.kill, namespaces, rmdir: in the background when it runs */
+    else if (netfd >= 0)
+        close(netfd);
+    trace("done");
     return 0;
 }

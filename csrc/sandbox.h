@@ -1,10 +1,13 @@
 /* Conveyor sandbox: run one untrusted program in a fresh box and measure it.
  *
- * The library side (sandbox.c) is linked into the Python extension: it creates the
- * run's cgroups, starts the helper executable (helper.c) with clone(CLONE_VFORK) into
- * new namespaces, drains stdout/stderr, enforces the wall and cpu limits, kills the
- * whole box and reads the figures.  The helper becomes pid 1 of the box, mounts the
- * read-only view, forks the program, drops privileges, installs seccomp and execs.
+ * The library side (sandbox.c) is linked into the Python extension: it takes the
+ * run's fresh cgroups and network namespace (prepared ahead by a background thread,
+ * or made on the spot), starts the helper executable (helper.c) with
+ * clone(CLONE_VFORK) into new namespaces, drains stdout/stderr, enforces the wall and
+ * cpu limits, kills the whole box, reads the figures and hands the spent cgroups and
+ * namespaces to the background thread for removal.  The helper becomes pid 1 of the
+ * box, mounts the read-only view, forks the program, drops privileges, installs
+ * seccomp and execs.
  */
 #ifndef CONVEYOR_SANDBOX_H
 #define CONVEYOR_SANDBOX_H
@@ -46,20 +49,21 @@ struct sbx_report {
 /* One run as the caller describes it. Strings are NUL-terminated; "" means absent. */
 struct sbx_config {
     const char *helper;          /* path of the helper executable */
-    char *const *argv;           /* helper argv, NULL-terminated */
+    char *const *argv;           /* helper argv, NULL-terminated; "-c" options are added */
     char *const *envp;           /* program environment, NULL-terminated */
     int stdin_fd;                /* becomes the program's stdin */
-    int clone_flags;             /* namespace flags for the helper */
+    int clone_flags;             /* namespace flags for the helper; CLONE_NEWNET may be
+                                    served by a prepared, never-used network namespace */
     int64_t wall_ms;             /* 0: none */
     int64_t cpu_ms;              /* 0: none; polled from cgroup cpu.stat when present */
     int64_t output_cap;          /* bytes kept of each of stdout and stderr */
     char *out_buf;               /* output_cap bytes each */
     char *err_buf;
-    const char *cg_v2;           /* run cgroup on the cgroup2 hierarchy */
+    const char *cg_v2;           /* parent of the run cgroup on the cgroup2 hierarchy */
     int cg_v2_memory;            /* memory controller enabled there */
     int cg_v2_pids;              /* pids controller enabled there */
-    const char *cg_v1_memory;    /* run cgroup on a v1 memory hierarchy */
-    const char *cg_v1_pids;      /* run cgroup on a v1 pids hierarchy */
+    const char *cg_v1_memory;    /* parent of the run cgroup on a v1 memory hierarchy */
+    const char *cg_v1_pids;      /* parent of the run cgroup on a v1 pids hierarchy */
     int64_t memory_limit;        /* bytes, 0: none */
     int64_t pids_limit;          /* 0: none */
 };
@@ -92,7 +96,18 @@ struct sbx_result {
     int32_t helper_pid;
 };
 
-/* Run one box; returns 0 when the result is filled (check stage), -1 on bad config. */
+/* Run one box; returns 0 when the result is filled (check stage), -1 on bad config.
+ * Run cgroups are named "conveyor-sbx-<pid>-<n>" under the configured parents. */
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
+
+/* How many fresh cgroup sets and network namespaces the background thread keeps
+ * ready (0: none, and every run makes and removes its own before it returns).
+ * Each is used by exactly one box; spent ones are removed after sbx_run returns. */
+void sbx_set_spares(int n);
+
+/* Wait until every spent box is cleaned up and the background thread is idle.
+ * drop_spares: also remove the spares (until the next run asks for more); do that
+ * before exit and wherever nothing may be left behind. */
+void sbx_flush(int drop_spares);
 
 #endif

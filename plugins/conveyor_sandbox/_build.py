@@ -49,6 +49,8 @@ struct sbx_result {
     int32_t helper_pid;
 };
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
+void sbx_set_spares(int n);
+void sbx_flush(int drop_spares);
 """
 
 

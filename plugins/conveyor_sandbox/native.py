@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import atexit
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,7 +167,37 @@ def cgroup_layout() -> CgroupLayout:
 
 
 NO_CGROUPS = CgroupLayout(None, False, False, None, None)
-_COUNTER = itertools.count()
+
+#: fresh cgroup sets and network namespaces kept ready by the library's background thread
+SPARES = int(os.environ.get("CONVEYOR_SANDBOX_SPARES", "2"))
+_LIB_LOCK = threading.Lock()
+_LIB: Any = None
+
+
+def _library() -> tuple[Any, Any]:
+    """The compiled library, configured once per process (spares, flush at exit)."""
+    global _LIB
+    with _LIB_LOCK:
+        if _LIB is None:
+            from conveyor_sandbox._csandbox import ffi, lib
+
+            lib.sbx_set_spares(SPARES)
+            atexit.register(lib.sbx_flush, 1)
+            _LIB = (ffi, lib)
+        return _LIB
+
+
+def flush(drop_spares: bool = True) -> None:
+    """Wait until every finished box's cgroups and namespaces are gone.
+
+    Runs hand their spent cgroups and namespaces to a background thread that removes
+    them right after ``run()`` returns, and that thread keeps fresh ones ready for the
+    next runs.  With ``drop_spares`` (the default) those are removed too, until the
+    next run; call this where nothing may be left (it also runs at exit).  Without it,
+    this waits until the thread is idle with the spares ready (benchmarks use that).
+    """
+    if _LIB is not None:
+        _LIB[1].sbx_flush(int(drop_spares))
 
 
 class CSandbox:
@@ -180,11 +210,16 @@ class CSandbox:
         self.use_cgroups = use_cgroups and os.environ.get("CONVEYOR_SANDBOX_CGROUPS", "1") != "0"
         self._helper = Path(helper) if helper else None
         self._avail: tuple[bool, str] | None = None
+        self._helper_resolved: Path | None = None
 
     @property
     def helper(self) -> Path:
         """The helper executable this backend starts."""
-        return self._helper or helper_path()
+        if self._helper is not None:
+            return self._helper
+        if self._helper_resolved is None:
+            self._helper_resolved = helper_path()
+        return self._helper_resolved
 
     def layout(self) -> CgroupLayout:
         """The cgroups this backend will use (none when disabled)."""
@@ -244,13 +279,13 @@ class CSandbox:
 
     def _run(self, argv: list[str], lim: Limits, stdin_fd: int, wd: Path, environ: dict[str, str],
              ro: list[str], uid: int) -> RunResult:
-        from conveyor_sandbox._csandbox import ffi, lib
+        ffi, lib = _library()
 
         layout = self.layout()
-        name = f"conveyor-sbx-{os.getpid()}-{next(_COUNTER)}"
-        cg_v2 = os.path.join(layout.v2_dir, name) if layout.v2_dir else ""
-        cg_mem = os.path.join(layout.v1_memory_dir, name) if layout.v1_memory_dir else ""
-        cg_pids = os.path.join(layout.v1_pids_dir, name) if layout.v1_pids_dir else ""
+        # parents: the library makes (or takes a prepared) fresh run cgroup under each
+        cg_v2 = layout.v2_dir or ""
+        cg_mem = layout.v1_memory_dir or ""
+        cg_pids = layout.v1_pids_dir or ""
         mem_cg = bool((cg_v2 and layout.v2_memory) or cg_mem)
         cpu_watch = bool(cg_v2) and lim.cpu_ms is not None
         enforced = ["pid_namespace", "mount_namespace", "ipc_namespace", "uts_namespace"]
@@ -286,9 +321,6 @@ class CSandbox:
             h.append("-x")
         if lim.socket_errno:
             h.append("-E")
-        for d in (cg_v2, cg_mem, cg_pids):
-            if d:
-                h += ["-c", os.path.join(d, "cgroup.procs")]
         for p in ro:
             h += ["-r", p]
         h.append("--")
@@ -319,7 +351,7 @@ class CSandbox:
 
         cap = lim.output_bytes
         cfg = ffi.new("struct sbx_config *")
-        cfg.helper = cstr(str(self.helper))
+        cfg.helper = cstr(h[0])
         cfg.argv = carr(h)
         cfg.envp = carr([f"{k}={v}" for k, v in environ.items()])
         cfg.stdin_fd = stdin_fd

@@ -12,14 +12,38 @@ import pytest
 
 from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
 from conveyor_sandbox.fallback import PythonSandbox
-from conveyor_sandbox.native import CSandbox, cgroup_layout
+from conveyor_sandbox.native import CSandbox, cgroup_layout, flush
 
 PROGRAMS = Path(__file__).parent / "programs"
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
 
 
+def _stat(pid: int) -> tuple[str, int]:
+    """(comm, ppid) of a process as the host sees it."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    return comm, int(text[text.rindex(")") + 2:].split()[1])
+
+
+def _in_foreign_box(pid: int) -> bool:
+    """True when pid runs under a sandbox helper another process started (a concurrent user's box)."""
+    me = os.getpid()
+    try:
+        for _ in range(64):
+            comm, ppid = _stat(pid)
+            if comm.startswith("conveyor-sandbo") and ppid != me:
+                return True
+            if ppid <= 1:
+                return False
+            pid = ppid
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def box_processes() -> list[int]:
-    """Pids running as any box uid."""
+    """Pids running as any box uid, but for those inside other processes' boxes."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -28,7 +52,7 @@ def box_processes() -> list[int]:
                     found.append(int(entry))
             except OSError:
                 pass
-    return found
+    return [p for p in found if not _in_foreign_box(p)]
 
 
 def run_cgroups() -> list[str]:
@@ -83,4 +107,5 @@ def nothing_left() -> Iterator[None]:
     while box_processes() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert box_processes() == [], "a box process outlived its run"
+    flush()  # finished boxes are cleaned up in the background: wait for it, drop the spares
     assert run_cgroups() == [], "a run cgroup was left behind"

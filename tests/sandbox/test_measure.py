@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.plugins import load_plugins
 from conveyor.sandbox import Limits, SandboxUnavailable, Status, choose_sandbox
-from conveyor_sandbox.native import CSandbox
+from conveyor_sandbox.native import CSandbox, flush
 
 LIM = Limits(cpu_ms=3000, wall_ms=6000, memory_kib=512 * 1024)
 
@@ -63,10 +63,12 @@ def _children() -> list[str]:
 
 def test_500_runs_leak_nothing(c_sandbox: CSandbox, workdir: Path) -> None:
     c_sandbox.run(["/bin/true"], workdir=workdir)  # warm up lazy imports and the uid pool
+    flush()  # spares and spent boxes hold descriptors until the background thread is done
     fds = _fds()
     for _ in range(500):
         r = c_sandbox.run(["/bin/true"], workdir=workdir, limits=Limits(cpu_ms=1000))
         assert r.status is Status.OK, r
+    flush()
     assert _fds() == fds
     assert _children() == []
 
