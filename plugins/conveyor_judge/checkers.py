@@ -26,8 +26,15 @@ class CheckResult:
 class Checker(Protocol):
     """Compares a program's output with the expected answer."""
 
-    id: str
-    description: str
+    @property
+    def id(self) -> str:
+        """The id problems name in ``checker = "…"``."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line for listings."""
+        ...
 
     def check(self, input: bytes, output: bytes, answer: bytes, problem: Problem) -> CheckResult:
         """Judge ``output`` for a test with this ``input`` and expected ``answer``."""

@@ -99,15 +99,13 @@ def problem_list(ctx: click.Context) -> None:
 def submit(ctx: click.Context, source: Path, problem_id: str, language: str | None, wait: bool, as_json: bool,
            timeout: float) -> None:
     """Submit SOURCE for judging; print the job id, or with --wait the verdict."""
-    from conveyor_judge.engine import SOURCE_MAX_BYTES, Judge
+    from conveyor.plugins import get_plugins
+    from conveyor_judge.engine import SOURCE_MAX_BYTES, find_language, language_for_file
     from conveyor_judge.problems import ProblemStore
     app = _app(ctx)
-    from conveyor.plugins import get_plugins
-    host = get_plugins()
-    j = Judge(sandbox=_NoSandbox(), languages=list(host.registry("judges")),
-              checkers=list(host.registry("checkers")))
+    langs = list(get_plugins().registry("judges"))
     try:
-        lang = j.language(language) if language else j.language_for_file(source.name)
+        lang = find_language(langs, language) if language else language_for_file(langs, source.name)
         ProblemStore(app.storage).info(problem_id)
     except JudgeError as exc:
         _fail(f"{exc.code}: {exc.message}", 2)
@@ -144,12 +142,6 @@ def submit(ctx: click.Context, source: Path, problem_id: str, language: str | No
         console.print(result["compile"]["message"])
         console.print(result["compile"]["output"], markup=False, highlight=False)
     click.echo(f"verdict: {result['verdict']}  job {job_id}")
-
-
-class _NoSandbox:
-    """A placeholder: the CLI only looks languages up, the worker runs the programs."""
-
-    id = "none"
 
 
 @judge.command("languages")

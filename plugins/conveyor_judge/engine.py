@@ -68,6 +68,27 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 STALE_RUN_SECONDS = 6 * 3600
 
 
+def find_language(languages: Iterable[Language], name: str) -> Language:
+    """A language by id or alias (case-insensitive), or ``unknown_language``."""
+    key = str(name).strip().lower()
+    langs = list(languages)
+    for lang in langs:
+        if key == lang.id or key in lang.aliases:
+            return lang
+    known = ", ".join(sorted(lang.id for lang in langs))
+    raise JudgeError("unknown_language", f"no language {name!r}; known: {known} (`conveyor judge languages`)")
+
+
+def language_for_file(languages: Iterable[Language], filename: str) -> Language:
+    """The language whose extensions include the file's, or ``unknown_language``."""
+    suffix = Path(filename).suffix.lower()
+    for lang in languages:
+        if suffix in lang.extensions:
+            return lang
+    raise JudgeError("unknown_language", f"cannot tell the language of {filename!r} from its extension; "
+                                         "pass --language (see `conveyor judge languages`)")
+
+
 def sweep_runs(root: Path, older_than_s: float = STALE_RUN_SECONDS) -> int:
     """Remove work directories a killed worker left behind; returns how many."""
     import time
@@ -121,21 +142,11 @@ class Judge:
 
     def language(self, name: str) -> Language:
         """A language by id or alias (case-insensitive)."""
-        key = str(name).strip().lower()
-        for lang in self.languages.values():
-            if key == lang.id or key in lang.aliases:
-                return lang
-        known = ", ".join(sorted(self.languages))
-        raise JudgeError("unknown_language", f"no language {name!r}; known: {known} (`conveyor judge languages`)")
+        return find_language(self.languages.values(), name)
 
     def language_for_file(self, filename: str) -> Language:
         """The language whose extension the file has."""
-        suffix = Path(filename).suffix.lower()
-        for lang in self.languages.values():
-            if suffix in lang.extensions:
-                return lang
-        raise JudgeError("unknown_language", f"cannot tell the language of {filename!r} from its extension; "
-                                             "pass --language (see `conveyor judge languages`)")
+        return language_for_file(self.languages.values(), filename)
 
     @property
     def address_space_only(self) -> bool:

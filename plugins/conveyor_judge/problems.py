@@ -335,7 +335,8 @@ def _load_kattis(pid: str, root: Path, label: str) -> Problem:
     interactive = "interactive" in validation or "interactive" in ptype
     custom = interactive or "custom" in validation
     kw: dict[str, Any] = {"name": str(meta.get("name", "")) if not isinstance(meta.get("name"), dict) else ""}
-    limits = meta.get("limits") if isinstance(meta.get("limits"), dict) else {}
+    raw_limits = meta.get("limits")
+    limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
     if isinstance(limits.get("memory"), int):
         kw["memory_limit_mib"] = limits["memory"]
     if isinstance(limits.get("time_limit"), (int, float)):

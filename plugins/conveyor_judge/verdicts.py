@@ -29,7 +29,7 @@ class Verdict(str, Enum):
         return _SHORT[self]
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         """The human name (Accepted, Wrong Answer, …)."""
         return self.value.replace("_", " ").title()
 
