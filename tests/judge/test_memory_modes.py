@@ -33,3 +33,21 @@ def test_rlimit_as_only_runtimes_start_and_overuse_is_mle(as_judge, aplusb, lang
     assert ok.verdict is Verdict.ACCEPTED, ok.as_dict()
     bad = as_judge.judge(aplusb, lang, program(lang, "mle").encode())
     assert bad.verdict is Verdict.MEMORY_LIMIT_EXCEEDED, bad.as_dict()
+
+
+@pytest.fixture(scope="module")
+def fallback_judge(judge):
+    """A Judge on the weak python-fallback backend (what choose_sandbox picks where the C one cannot load)."""
+    from conveyor_judge.engine import Judge
+    from conveyor_sandbox.fallback import PythonSandbox
+    return Judge(sandbox=PythonSandbox(), languages=judge.languages.values(), checkers=judge.checkers.values(),
+                 root=judge.root)
+
+
+@pytest.mark.parametrize("lang", ["c", "python3", "java"])
+@pytest.mark.parametrize("name", ["aplusb", "wa", "tle", "mle"])
+def test_the_fallback_backend_gives_the_same_verdicts(fallback_judge, aplusb, lang, name):
+    from conveyor_judge.selftest import EXPECTED
+    res = fallback_judge.judge(aplusb, lang, program(lang, name).encode())
+    assert res.verdict is EXPECTED[name], res.as_dict()
+    assert res.sandbox == "python-fallback"
