@@ -114,3 +114,14 @@ def test_interactive_python_submission(judge, guess_testlib):
           "    r = input().strip()\n    if r == '=':\n        break\n"
           "    lo, hi = (m + 1, hi) if r == '>' else (lo, m - 1)\n")
     assert judge.judge(guess_testlib, "python3", py.encode()).verdict is Verdict.ACCEPTED
+
+
+def test_kattis_interactive_package(judge, store):
+    files = {"problem.yaml": "name: Guess\nvalidation: custom interactive\n",
+             "data/sample/1.in": "42\n", "data/secret/1.in": "999999999\n",
+             "output_validators/guess/guess.c": "#define KATTIS 1\n" + src("guess_interactor.c")}
+    problem = store.load(store.add(make_zip(files)).id)
+    assert problem.interactive and problem.interactor_protocol == "kattis" and len(problem.tests) == 2
+    ok = judge.judge(problem, "c", src("guess_ok.c").encode())
+    assert ok.verdict is Verdict.ACCEPTED and len(ok.tests) == 2
+    assert judge.judge(problem, "c", src("guess_wrong.c").encode()).verdict is Verdict.WRONG_ANSWER
