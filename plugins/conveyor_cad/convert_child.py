@@ -1,4 +1,8 @@
-"""Child process of one conversion: read the pickled request on stdin, write the pickled outcome."""
+"""Child process of one conversion: run the converter once and write the pickled outcome.
+
+Started either as ``python -m conveyor_cad.convert_child`` (request pickled on stdin) or
+forked from the warm fork server (``isolation.run_converter``).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,15 @@ import pickle
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from conveyor_cad.records import ConversionError, Stage
 
 
-def main() -> int:
-    """Run the converter once; its exceptions become a ``ConversionError`` outcome."""
-    request = pickle.loads(sys.stdin.buffer.read())
-    result_path = Path(request["result"])
+def execute(converter: Any, source: Path, out_dir: Path, options: Any, result_path: Path) -> None:
+    """Run the converter; every exception becomes a ``ConversionError`` outcome in ``result_path``."""
     try:
-        out = request["converter"].convert(Path(request["source"]), Path(request["out_dir"]), request["options"])
-        outcome: tuple[str, object] = ("ok", out)
+        outcome: tuple[str, object] = ("ok", converter.convert(source, out_dir, options))
     except ConversionError as exc:
         outcome = ("error", exc)
     except ImportError as exc:
@@ -31,12 +33,18 @@ def main() -> int:
     except RecursionError:
         outcome = ("error", ConversionError("conversion_failed", "the input nests too deeply to read", Stage.READ))
     except Exception as exc:
-        tb = traceback.format_exc(limit=6)
-        sys.stdout.write(tb)
+        sys.stdout.write(traceback.format_exc(limit=6))
         outcome = ("error", ConversionError("conversion_failed", f"{type(exc).__name__}: {exc}"[:500], Stage.READ))
     sys.stdout.flush()
+    sys.stderr.flush()
     with open(result_path, "wb") as fh:
         pickle.dump(outcome, fh)
+
+
+def main() -> int:
+    """Read the pickled request on stdin and execute it."""
+    r = pickle.loads(sys.stdin.buffer.read())
+    execute(r["converter"], Path(r["source"]), Path(r["out_dir"]), r["options"], Path(r["result"]))
     return 0
 
 

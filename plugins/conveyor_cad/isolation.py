@@ -1,13 +1,25 @@
-"""Run a converter in a child process with a time and memory limit, capturing its C-level output."""
+"""Run a converter in a child process with a time and memory limit, capturing its C-level output.
+
+Two ways to start the child (``CONVEYOR_CAD_ISOLATION``):
+
+- ``fork`` (default): forked from a warm fork server that has the CAD libraries imported
+  already, so a conversion does not pay ~1 s of imports; the child still gets its own
+  address space, rlimits, session and captured stdout/stderr.
+- ``subprocess``: a fresh ``python -m conveyor_cad.convert_child``; slower, but it sees the
+  current ``sys.path`` and environment (use it when converters are installed while
+  workers run).
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,42 +67,108 @@ def _tail(data: bytes) -> str:
     return text if len(text) <= OUTPUT_LIMIT else "…" + text[-OUTPUT_LIMIT:]
 
 
-def run_converter(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
-                  token: Any = None) -> ChildRun:
-    """Run ``converter.convert`` in a child (``python -m conveyor_cad.convert_child``); its faults never raise."""
-    source, out_dir = source.resolve(), out_dir.resolve()  # the child runs in out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result_path = out_dir / RESULT_NAME
+_SERVER_LOCK = threading.Lock()
+_CONTEXT: Any = None
+
+
+def _fork_context() -> Any:
+    global _CONTEXT
+    with _SERVER_LOCK:
+        if _CONTEXT is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["conveyor_cad.warm"])
+            _CONTEXT = ctx
+        return _CONTEXT
+
+
+def _forked_child(converter: Converter, source: str, out_dir: str, options: ConvertOptions, result: str,
+                  log: str, memory_mb: int, cpu_s: float) -> None:
+    os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", closefd=False, buffering=1)
+    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    _limits(memory_mb, cpu_s)()
+    os.chdir(out_dir)
+    from conveyor_cad.convert_child import execute
+    execute(converter, Path(source), Path(out_dir), options, Path(result))
+
+
+def _run_forked(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
+                result_path: Path, kill_hook: Any) -> tuple[int, bytes]:
+    log = out_dir / "_child_output.log"
+    proc = _fork_context().Process(target=_forked_child, args=(
+        converter, str(source), str(out_dir), options, str(result_path), str(log), limits.memory_mb, limits.time_s))
+    proc.start()
+
+    def kill() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, TypeError):
+            proc.kill()
+
+    kill_hook(kill)
+    proc.join(limits.time_s)
+    if proc.is_alive():
+        kill_hook(None)
+        kill()
+        proc.join()
+    out = log.read_bytes() if log.exists() else b""
+    log.unlink(missing_ok=True)
+    return proc.exitcode if proc.exitcode is not None else -9, out
+
+
+def _run_subprocess(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
+                    result_path: Path, kill_hook: Any) -> tuple[int, bytes]:
     request = pickle.dumps({"converter": converter, "source": str(source), "out_dir": str(out_dir),
                             "options": options, "result": str(result_path)})
     env = dict(os.environ)
     # the child unpickles the converter: it must import what this process imported it from
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
     env["MPLBACKEND"] = "Agg"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "conveyor_cad.convert_child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_limits(limits.memory_mb, limits.time_s), cwd=out_dir, env=env)
-    killed: list[str] = []
 
-    def kill(reason: str) -> None:
-        killed.append(reason)
+    def kill() -> None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
-    if token is not None:
-        token.on_cancel(kill)
+    kill_hook(kill)
     try:
         out, _ = proc.communicate(request, timeout=limits.time_s)
     except subprocess.TimeoutExpired:
-        kill("time limit")
+        kill_hook(None)
+        kill()
         out, _ = proc.communicate()
+    return proc.returncode, out or b""
+
+
+def run_converter(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
+                  token: Any = None) -> ChildRun:
+    """Run ``converter.convert`` in a child process; the converter's faults never raise here."""
+    source, out_dir = source.resolve(), out_dir.resolve()  # the child runs in out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result_path = out_dir / RESULT_NAME
+    killed: list[str] = []
+
+    def kill_hook(kill: Any) -> None:
+        if kill is None:  # the parent gives up at the time limit
+            killed.append("time limit")
+            return
+        if token is not None:
+            token.on_cancel(lambda reason: (killed.append(reason), kill()))
+
+    mode = os.environ.get("CONVEYOR_CAD_ISOLATION", "fork")
+    run = _run_subprocess if mode == "subprocess" else _run_forked
+    t0 = time.monotonic()
+    rc, out = run(converter, source, out_dir, options, limits, result_path, kill_hook)
     seconds = time.monotonic() - t0
-    captured = _tail(out or b"")
-    rc = proc.returncode
+    captured = _tail(out)
     if killed:
         what = killed[0]
         msg = (f"converter {converter.id!r} exceeded its time limit of {limits.time_s:g}s and was killed"

@@ -192,8 +192,10 @@ def test_stale_attempt_cannot_overwrite_the_file_row(cad_app, meshes):
     ("test.greedy", {"CONVEYOR_CAD_MEMORY_MB": "600"}, "memory"),
     ("test.raise", {}, "KeyError"),
 ])
+@pytest.mark.parametrize("isolation", ["fork", "subprocess"])
 def test_misbehaving_converter_is_contained_and_reported(cad_app, cad_pipeline, meshes, monkeypatch,
-                                                         converter, limit, words):
+                                                         converter, limit, words, isolation):
+    monkeypatch.setenv("CONVEYOR_CAD_ISOLATION", isolation)
     for k, v in limit.items():
         monkeypatch.setenv(k, v)
     a = add_file(cad_app, meshes["box.off"], convert=False)

@@ -152,6 +152,8 @@ def test_missing_library_is_missing_dependency_naming_the_extra(cad_app, cad_fil
     (shadow / "cascadio").mkdir(parents=True)
     (shadow / "cascadio" / "__init__.py").write_text("raise ImportError('No module named cascadio')\n")
     monkeypatch.syspath_prepend(str(shadow))
+    # a fresh interpreter sees the shadowed sys.path; the warm fork server started before it
+    monkeypatch.setenv("CONVEYOR_CAD_ISOLATION", "subprocess")
     job, rec = _single(cad_app, cad_files["step_screw"], "screw.step")
     assert job.error_code == "missing_dependency" and "conveyor-jobs[cad]" in job.last_error
     assert rec.conversion_error["code"] == "missing_dependency"

@@ -1,0 +1,72 @@
+"""Fetch the real test files a manifest pins: `apt-get download NAME=VERSION`, sha256-checked, `dpkg-deb -x`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_root(manifest_text: str) -> Path:
+    base = Path(os.environ.get("CONVEYOR_TEST_DATA_CACHE") or Path.home() / ".cache" / "conveyor-test-data")
+    return base / hashlib.sha256(manifest_text.encode()).hexdigest()[:16]
+
+
+def _download(pkg: dict, dest: Path) -> Path:
+    deb = dest / pkg["deb"]
+    if deb.exists() and _sha256(deb) == pkg["sha256"]:
+        return deb
+    spec = f"{pkg['name']}={pkg['version']}"
+    for attempt in range(2):
+        proc = subprocess.run(["apt-get", "download", spec], cwd=dest, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=600)
+        if proc.returncode == 0 and deb.exists():
+            break
+        if attempt == 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+    else:
+        raise RuntimeError(f"apt-get download {spec} failed: {proc.stderr[-800:]}")
+    got = _sha256(deb)
+    if got != pkg["sha256"]:
+        deb.unlink()
+        raise RuntimeError(f"{pkg['deb']}: sha256 {got} does not match the manifest's {pkg['sha256']}")
+    return deb
+
+
+def fetch_manifest_files(manifest: Path) -> dict[str, Path]:
+    """Every file of the manifest as a verified local path (downloaded once into a cache keyed by the manifest)."""
+    text = Path(manifest).read_text()
+    manifest = json.loads(text)
+    root = _cache_root(text)
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for pkg in manifest["packages"]:
+        tree = root / pkg["name"]
+        marker = tree / ".extracted"
+        if not marker.exists():
+            deb = _download(pkg, root)
+            shutil.rmtree(tree, ignore_errors=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True, capture_output=True)
+            marker.write_text(pkg["sha256"])
+    for f in manifest["files"]:
+        path = root / f["package"] / f["path"].lstrip("/")
+        if not path.is_file():
+            raise RuntimeError(f"{f['id']}: {f['path']} is not in {f['package']} {f['version']}")
+        got = _sha256(path)
+        if got != f["sha256"]:
+            raise RuntimeError(f"{f['id']}: sha256 {got} does not match the manifest's {f['sha256']}")
+        out[f["id"]] = path
+    return out
+
+
