@@ -5,7 +5,8 @@ For each language it measures
   (``subprocess``, no sandbox, no checker, no framework): the least any judge must spend;
 - pipeline: one submission at a time through SQLite, the sql queue, a dispatcher and a
   ``conveyor worker`` process with 1 slot: submit → verdict in the database;
-and prints their ratio (the framework's overhead: sandboxing, checking, storage, queue, database).
+and prints their ratio (the framework's overhead: sandboxing, checking, storage, queue, database);
+"judge handler" is the part spent inside the job (claim to finalize), the rest is queue and database.
 Then it measures submissions per second with a worker process of 2 slots over a backlog.
 
     python benchmarks/judge.py [--runs 10] [--backlog 40]
@@ -114,14 +115,16 @@ def main() -> None:
             bare_s = statistics.median(bare(lang, work) for _ in range(args.runs))
             wait_final(app, [app.submit("judge.submission", {"problem_id": pid, "language": lang,
                                                              "source": program(lang, "aplusb")})])  # warm-up
-            lat = []
+            lat, handler = [], []
             for _ in range(args.runs):
                 t0 = time.perf_counter()
-                wait_final(app, [app.submit("judge.submission", {"problem_id": pid, "language": lang,
-                                                                 "source": program(lang, "aplusb")})])
+                job_id = app.submit("judge.submission", {"problem_id": pid, "language": lang,
+                                                         "source": program(lang, "aplusb")})
+                wait_final(app, [job_id])
                 lat.append(time.perf_counter() - t0)
-            pipe_s = statistics.median(lat)
-            rows.append((lang, bare_s, pipe_s))
+                job = app.get(job_id)
+                handler.append((job.finished_at - job.started_at).total_seconds())
+            rows.append((lang, bare_s, statistics.median(handler), statistics.median(lat)))
     finally:
         stop(procs)
     procs = start_worker(env, 2)
@@ -138,9 +141,9 @@ def main() -> None:
         stop(procs)
     print(f"A+B, 10 tests, {args.runs} submissions per language (medians), host load {os.getloadavg()[0]:.1f}, "
           f"{os.cpu_count()} cpus")
-    print(f"{'language':<10} {'bare compile+run s':>19} {'pipeline s':>11} {'ratio':>7}")
-    for lang, b, p in rows:
-        print(f"{lang:<10} {b:>19.3f} {p:>11.3f} {p / b:>7.2f}")
+    print(f"{'language':<10} {'bare compile+run s':>19} {'judge handler s':>16} {'pipeline s':>11} {'ratio':>7}")
+    for lang, b, h, p in rows:
+        print(f"{lang:<10} {b:>19.3f} {h:>16.3f} {p:>11.3f} {p / b:>7.2f}")
     print(f"throughput: {rate:.2f} submissions/s with 1 worker process x 2 slots "
           f"({args.backlog} submissions, C++ and Python alternating)")
     app.close()
