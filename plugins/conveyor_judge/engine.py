@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -197,8 +198,9 @@ class Judge:
     def tool(self, problem: Problem, source: Path, role: str) -> Program:
         """A checker or interactor of the package, compiled once per package content and cached."""
         lang = self.language_for_file(source.name)
-        sha = problem.root.relative_to(self.root / "problems").parts[0] if problem.root.is_relative_to(
-            self.root / "problems") else uuid.uuid5(uuid.NAMESPACE_URL, str(source)).hex
+        code = source.read_bytes()
+        # keyed by what is compiled, so packages sharing a checker share its build
+        sha = hashlib.sha256(lang.id.encode() + b"\0" + code).hexdigest()[:32]
         tools = self.root / "tools"
         tools.mkdir(mode=0o711, exist_ok=True)
         final = tools / f"{sha}-{role}"
@@ -208,7 +210,7 @@ class Judge:
                 if not (final / ".ready").exists():
                     tmp = tools / f".tmp-{uuid.uuid4().hex}"
                     try:
-                        prog = self.build(lang, source.read_bytes(), tmp)
+                        prog = self.build(lang, code, tmp)
                         if not prog.compile.ok:
                             raise JudgeError("checker_compile_failed",
                                              f"problem {problem.id}: {role} {source.name} does not compile: "
@@ -347,6 +349,11 @@ class Judge:
             check = kattis_result(ir, int_wd, fb) if ir.status in (Status.OK, Status.RUNTIME_ERROR) else None
         else:
             check = testlib_result(ir, test.points) if ir.status in (Status.OK, Status.RUNTIME_ERROR) else None
+            if check is not None and check.verdict is Verdict.ACCEPTED and problem.checker == "testlib" \
+                    and problem.checker_source is not None:
+                # testlib pairs: the interactor's tout is the output the package's checker judges
+                tout = safe_read(int_wd, "tout.txt", problem.output_limit_kib * 1024)
+                check = self._check(problem, test, data, tout, work)
         sigpipe = r.status is Status.SIGNALLED and r.signal == 13
         if check is None:
             final, msg, score = Verdict.SYSTEM_ERROR, f"interactor ended with {ir.status.value}: {_msg(ir)}", 0.0

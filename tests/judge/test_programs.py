@@ -125,3 +125,15 @@ def test_kattis_interactive_package(judge, store):
     ok = judge.judge(problem, "c", src("guess_ok.c").encode())
     assert ok.verdict is Verdict.ACCEPTED and len(ok.tests) == 2
     assert judge.judge(problem, "c", src("guess_wrong.c").encode()).verdict is Verdict.WRONG_ANSWER
+
+
+def test_interactor_tout_goes_to_the_testlib_checker(judge, store):
+    files = {"1.in": "500000000\n", "2.in": "1\n", "interactor.c": src("guess_interactor.c"),
+             "check.c": src("guess_checker.c")}
+    problem = store.load(store.add(make_zip(files)).id)
+    assert problem.interactive and problem.checker == "testlib"
+    res = judge.judge(problem, "c", src("guess_ok.c").encode())
+    # 500000000 is the first guess; 1 takes about 30 guesses, more than this checker allows
+    assert res.verdict is Verdict.WRONG_ANSWER, res.as_dict()
+    assert res.tests[0].verdict is Verdict.ACCEPTED and res.tests[0].message == "checker: 1 guesses"
+    assert "at most 12 allowed" in res.tests[1].message

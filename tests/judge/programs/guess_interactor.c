@@ -12,7 +12,16 @@ int main(int argc, char **argv)
 #endif
     for (int i = 0; i < 30; i++) {
         if (scanf("%lld", &g) != 1) { fprintf(stderr, "wrong answer: no guess (submission ended?)\n"); return wa; }
-        if (g == n) { puts("="); fflush(stdout); fprintf(stderr, "found in %d guesses\n", i + 1); return ok; }
+        if (g == n) {
+            puts("=");
+            fflush(stdout);
+            fprintf(stderr, "found in %d guesses\n", i + 1);
+#ifndef KATTIS
+            FILE *t = fopen(argv[2], "w"); /* tout: what a testlib checker then judges */
+            if (t) { fprintf(t, "%d\n", i + 1); fclose(t); }
+#endif
+            return ok;
+        }
         puts(g < n ? ">" : "<");
         fflush(stdout);
     }
