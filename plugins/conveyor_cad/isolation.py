@@ -12,6 +12,7 @@ Two ways to start the child (``CONVEYOR_CAD_ISOLATION``):
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
@@ -27,6 +28,8 @@ from typing import Any
 
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.records import ConversionError, ConvertOutput, Stage
+
+log = logging.getLogger("conveyor.cad")
 
 RESULT_NAME = "_child_result.pickle"
 OUTPUT_LIMIT = 8000
@@ -76,7 +79,8 @@ def _fork_context() -> Any:
     with _SERVER_LOCK:
         if _CONTEXT is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["conveyor_cad.warm"])
+            # "__main__" first: the server imports the main script once, so children do not re-run it
+            ctx.set_forkserver_preload(["__main__", "conveyor_cad.warm"])
             _CONTEXT = ctx
         return _CONTEXT
 
@@ -166,7 +170,12 @@ def run_converter(converter: Converter, source: Path, out_dir: Path, options: Co
     mode = os.environ.get("CONVEYOR_CAD_ISOLATION", "fork")
     run = _run_subprocess if mode == "subprocess" else _run_forked
     t0 = time.monotonic()
-    rc, out = run(converter, source, out_dir, options, limits, result_path, kill_hook)
+    try:
+        rc, out = run(converter, source, out_dir, options, limits, result_path, kill_hook)
+    except (OSError, EOFError, RuntimeError) as exc:
+        # the fork server could not start (e.g. a main script without a __name__ guard): fresh interpreter
+        log.warning("conversion fork server unavailable (%s: %s); using a subprocess", type(exc).__name__, exc)
+        rc, out = _run_subprocess(converter, source, out_dir, options, limits, result_path, kill_hook)
     seconds = time.monotonic() - t0
     captured = _tail(out)
     if killed:
