@@ -14,6 +14,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.models import EventAction
+from conveyor.notify import OUTBOX_CHANNEL, Listener
 from conveyor.queue import Message, Queue
 from conveyor.schema import events, outbox
 
@@ -112,6 +113,14 @@ class Dispatcher:
 
     def run(self, idle_max_s: float = 0.05) -> None:
         """Loop until stopped: publish while there is work, wait (woken by submits) when idle."""
+        listener = Listener(self.engine, OUTBOX_CHANNEL)
+        try:
+            self._loop(idle_max_s, listener)
+        finally:
+            listener.close()
+        log.info("dispatcher stopped published=%d", self.published_total)
+
+    def _loop(self, idle_max_s: float, listener: Listener) -> None:
         idle = 0.005
         failures = 0
         while not self._stop.is_set():
@@ -140,11 +149,13 @@ class Dispatcher:
                 pass
             if due is not None:
                 wait = max(0.005, min(wait, (due - utcnow()).total_seconds()))
-            with _WAKE:
-                if not self._stop.is_set():
-                    _WAKE.wait(wait)
-            idle = min(idle * 2, idle_max_s)
-        log.info("dispatcher stopped published=%d", self.published_total)
+            if listener.usable:
+                listener.wait(wait)  # a NOTIFY from any process's commit wakes us at once
+            else:
+                with _WAKE:
+                    if not self._stop.is_set():
+                        _WAKE.wait(wait)
+            idle = min(idle * 2, idle_max_s if not listener.usable else 0.5)
 
 
 def run_until_empty(dispatcher: Dispatcher, timeout_s: float = 30.0) -> int:

@@ -142,7 +142,7 @@ def _hooks_of(obj: Any) -> tuple[str, ...]:
 
 
 def load_plugins(extra: str | None = None, *, entry_points: bool = True,
-                 register: Callable[[pluggy.PluginManager], None] | None = None) -> PluginHost:
+                 register: Callable[[pluggy.PluginManager], object] | None = None) -> PluginHost:
     """Build a PluginHost from the ``conveyor`` entry points and ``extra`` module paths.
 
     ``extra`` is a comma-separated list of importable module names (``CONVEYOR_PLUGINS``).

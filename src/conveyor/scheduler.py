@@ -20,6 +20,7 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select
 from conveyor import lease, observers, presence
 from conveyor.db import utcnow
 from conveyor.models import FINAL, EventAction, Job, JobStatus
+from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
 from conveyor.store import _fields, event_row, fail_exhausted, logline, outbox_row
 
@@ -126,6 +127,7 @@ class Scheduler:
                 conn.execute(insert(outbox), [outbox_row(job.id, job.priority,
                                                          _fields(job.id, job.attempts + 1, job, now), now, None,
                                                          s.stream_key)])
+                notify(conn, OUTBOX_CHANNEL)
                 ev = [event_row(job.id, job.attempt_id, EventAction.REPUBLISHED, now, job.file_id,
                                 status=job.status.value, lost_entry=latest.get(job.id))]
                 conn.execute(insert(events), ev)

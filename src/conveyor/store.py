@@ -18,6 +18,7 @@ from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.errors import ConveyorError, IllegalTransition, JobNotFound
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
+from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
 
 log = logging.getLogger("conveyor.jobs")
@@ -207,6 +208,7 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
             if box_rows:
                 conn.execute(insert(outbox), box_rows)
                 conn.execute(insert(events), ev_rows)
+                notify(conn, OUTBOX_CHANNEL)
     from conveyor import outbox as _outbox  # late: outbox imports store
     _outbox.wake()
     observers.publish(ev_rows)
@@ -489,6 +491,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                 conn.execute(insert(outbox), [outbox_row(o.job_id, job.priority,
                                                          _fields(job.id, job.attempts + 1, job, now), now, due,
                                                          stream)])
+                notify(conn, OUTBOX_CHANNEL)
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.RETRY_SCHEDULED, now, job.file_id,
                                     error_code=o.error_code, error_message=entry["message"],
                                     retry_at=due.isoformat() + "Z", delay_s=round(o.retry_delay_s, 3)))
@@ -583,6 +586,7 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
             job = Job.from_row(row)
             conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempts + 1, job, now),
                                                      now, None, stream)])
+            notify(conn, OUTBOX_CHANNEL)
             ev = [event_row(job.id, attempt, EventAction.RELEASED, now, job.file_id, consumer=owner,
                             reason="worker shutdown")]
             conn.execute(insert(events), ev)

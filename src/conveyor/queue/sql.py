@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from conveyor.db import utcnow
+from conveyor.notify import QUEUE_CHANNEL, Listener, notify
 from conveyor.queue.base import START_CURSOR, Entry, Message, Pressure, Queue, Reclaimed
 from conveyor.schema import queue_entries as q
 
@@ -53,8 +54,9 @@ class SqlQueue(Queue):
         self.stream = stream
         self._reads = 0
         self._pg = engine.dialect.name == "postgresql"
-        # other processes' publishes are seen by polling; this bounds the added latency
-        self.poll_max_s = 0.05
+        self._listener = Listener(engine, QUEUE_CHANNEL)
+        # elsewhere other processes' publishes are seen by polling; this bounds the added latency
+        self.poll_max_s = 0.5 if self._listener.usable else 0.05
 
     def ensure_group(self) -> None:
         """The table is created by ``conveyor db init``."""
@@ -70,9 +72,11 @@ class SqlQueue(Queue):
         stmt = q.insert().returning(q.c.id, sort_by_parameter_order=True)
         if conn is not None:
             ids = [r[0] for r in conn.execute(stmt, rows)]
+            notify(conn, QUEUE_CHANNEL)
         else:
             with self.engine.begin() as own:
                 ids = [r[0] for r in own.execute(stmt, rows)]
+                notify(own, QUEUE_CHANNEL)
         self.wake()
         return [str(i) for i in ids]
 
@@ -107,7 +111,10 @@ class SqlQueue(Queue):
             wait = min(wait * 2, self.poll_max_s)
 
     def wait(self, seconds: float) -> None:
-        """Sleep until a publish in this process, or ``seconds``."""
+        """Sleep until a publish (in any process on PostgreSQL, in this one elsewhere), or ``seconds``."""
+        if self._listener.usable:
+            self._listener.wait(seconds)
+            return
         with _WAKE:
             _WAKE.wait(seconds)
 
@@ -177,6 +184,10 @@ class SqlQueue(Queue):
         else:
             return Pressure(length, pending, length - pending, None, None, False)
         return Pressure(length, pending, length - pending, int(age.total_seconds() * 1000), src, False)
+
+    def close(self) -> None:
+        """Drop the listening connection."""
+        self._listener.close()
 
     def trim(self, maxlen: int) -> int:
         """Delete the oldest rows beyond maxlen, pending or not (as XTRIM does)."""
