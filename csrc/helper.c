@@ -229,7 +229,7 @@ struct opts {
 
 static int report_fd = 3;
 
-static void report(int stage, int err, int wstatus, int64_t wall_ns, const struct rusage *ru)
+static void report_to(int fd, int stage, int err, int wstatus, int64_t wall_ns, const struct rusage *ru)
 {
     struct sbx_report r;
     memset(&r, 0, sizeof r);
@@ -243,14 +243,16 @@ static void report(int stage, int err, int wstatus, int64_t wall_ns, const struc
         r.stime_us = (int64_t)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec;
         r.maxrss_kib = ru->ru_maxrss;
     }
-    sys_write(report_fd, &r, sizeof r); /* nobody left to tell when it fails */
+    sys_write(fd, &r, sizeof r); /* nobody left to tell when it fails */
 }
 
-static __attribute__((noreturn)) void fail(int stage)
+static __attribute__((noreturn)) void fail_to(int fd, int stage)
 {
-    report(stage, err_no, 0, 0, NULL);
+    report_to(fd, stage, err_no, 0, 0, NULL);
     sys_exit(126);
 }
+
+static __attribute__((noreturn)) void fail(int stage) { fail_to(report_fd, stage); }
 
 static int parse(int argc, char **argv, struct opts *o)
 {
@@ -578,13 +580,13 @@ static int build_filter(struct filter *p, int socket_errno)
     return 0;
 }
 
-static void set_limit(int res, long soft, long hard)
+static void set_limit(int fd, int res, long soft, long hard)
 {
     struct {
         uint64_t cur, max;
     } rl = {(uint64_t)soft, (uint64_t)hard};
     if (S4(__NR_prlimit64, 0, res, &rl, NULL) < 0)
-        fail(SBX_STAGE_LIMITS);
+        fail_to(fd, SBX_STAGE_LIMITS);
 }
 
 /* execvp: a name without '/' is looked up in the program's PATH. */
@@ -631,40 +633,97 @@ static void exec_program(char **argv, char **envp)
         err_no = EACCES;
 }
 
-/* In the forked program: limits, drop to the box uid, seccomp, exec. */
-static __attribute__((noreturn)) void child(const struct opts *o, int errpipe, const struct filter *flt)
+/* Starts fn(arg) in a child that shares our memory (CLONE_VM | CLONE_VFORK) on its own
+ * stack, so no page table is copied; we go on when it has exec'd or exited.
+ * long sbx_clone_run(unsigned long flags, void *stack_top, int (*fn)(void *), void *arg) */
+long sbx_clone_run(unsigned long flags, void *stack_top, int (*fn)(void *), void *arg);
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".global sbx_clone_run\n"
+        "sbx_clone_run:\n"
+        "    and $-16, %rsi\n"
+        "    sub $16, %rsi\n"
+        "    mov %rdx, 0(%rsi)\n"
+        "    mov %rcx, 8(%rsi)\n"
+        "    xor %edx, %edx\n"
+        "    xor %r10d, %r10d\n"
+        "    xor %r8d, %r8d\n"
+        "    mov $56, %eax\n" /* clone */
+        "    syscall\n"
+        "    test %rax, %rax\n"
+        "    jnz 1f\n"
+        "    xor %ebp, %ebp\n"
+        "    pop %rax\n"
+        "    pop %rdi\n"
+        "    call *%rax\n"
+        "    mov %eax, %edi\n"
+        "    mov $231, %eax\n" /* exit_group */
+        "    syscall\n"
+        "    hlt\n"
+        "1:  ret\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".global sbx_clone_run\n"
+        "sbx_clone_run:\n"
+        "    and x1, x1, #0xfffffffffffffff0\n"
+        "    stp x2, x3, [x1, #-16]!\n"
+        "    mov x2, #0\n"
+        "    mov x3, #0\n"
+        "    mov x4, #0\n"
+        "    mov x8, #220\n" /* clone */
+        "    svc 0\n"
+        "    cbnz x0, 1f\n"
+        "    ldp x2, x0, [sp], #16\n"
+        "    blr x2\n"
+        "    mov x8, #94\n" /* exit_group */
+        "    svc 0\n"
+        "    brk #0\n"
+        "1:  ret\n");
+#endif
+
+struct child_args {
+    const struct opts *o;
+    int errpipe;
+    const struct filter *flt;
+};
+
+/* In the program's process, on its own stack in the helper's memory: limits, drop to
+ * the box uid, seccomp, exec.  It writes no global the helper reads afterwards. */
+static int child(void *p)
 {
-    report_fd = errpipe;
+    const struct child_args *a = p;
+    const struct opts *o = a->o;
+    int fd = a->errpipe;
     trace("forked");
     S0(__NR_setsid);
     if (o->cpu_s > 0)
-        set_limit(RLIMIT_CPU, o->cpu_s, o->cpu_s + 1);
+        set_limit(fd, RLIMIT_CPU, o->cpu_s, o->cpu_s + 1);
     if (o->as_bytes > 0)
-        set_limit(RLIMIT_AS, o->as_bytes, o->as_bytes);
+        set_limit(fd, RLIMIT_AS, o->as_bytes, o->as_bytes);
     if (o->fsize > 0)
-        set_limit(RLIMIT_FSIZE, o->fsize, o->fsize);
+        set_limit(fd, RLIMIT_FSIZE, o->fsize, o->fsize);
     if (o->nproc > 0)
-        set_limit(RLIMIT_NPROC, o->nproc, o->nproc);
+        set_limit(fd, RLIMIT_NPROC, o->nproc, o->nproc);
     if (o->nofile > 0)
-        set_limit(RLIMIT_NOFILE, o->nofile, o->nofile);
+        set_limit(fd, RLIMIT_NOFILE, o->nofile, o->nofile);
     if (o->stack > 0)
-        set_limit(RLIMIT_STACK, o->stack, o->stack);
-    set_limit(RLIMIT_CORE, 0, 0);
-    set_limit(RLIMIT_MEMLOCK, 0, 0);
-    set_limit(RLIMIT_MSGQUEUE, 0, 0);
+        set_limit(fd, RLIMIT_STACK, o->stack, o->stack);
+    set_limit(fd, RLIMIT_CORE, 0, 0);
+    set_limit(fd, RLIMIT_MEMLOCK, 0, 0);
+    set_limit(fd, RLIMIT_MSGQUEUE, 0, 0);
     long id = o->uid;
     if (S2(__NR_setgroups, 0, NULL) < 0 || S3(__NR_setresgid, id, id, id) < 0 || S3(__NR_setresuid, id, id, id) < 0)
-        fail(SBX_STAGE_CREDS);
+        fail_to(fd, SBX_STAGE_CREDS);
     if (S1(__NR_chdir, o->workdir) < 0)
-        fail(SBX_STAGE_CHDIR);
+        fail_to(fd, SBX_STAGE_CHDIR);
     trace("creds");
-    struct sock_fprog prog = {(unsigned short)flt->n, (struct sock_filter *)flt->f};
+    struct sock_fprog prog = {(unsigned short)a->flt->n, (struct sock_filter *)a->flt->f};
     if (S5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
         S3(__NR_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
-        fail(SBX_STAGE_SECCOMP);
+        fail_to(fd, SBX_STAGE_SECCOMP);
     trace("seccomp");
     exec_program(o->argv, o->envp);
-    fail(SBX_STAGE_EXEC);
+    fail_to(fd, SBX_STAGE_EXEC);
 }
 
 static int helper_main(int argc, char **argv, char **envp)
@@ -716,12 +775,12 @@ static int helper_main(int argc, char **argv, char **envp)
         fail(SBX_STAGE_FORK);
     int64_t t0 = now_ns();
     trace("fork");
-    long pid = S5(__NR_clone, SIGCHLD, 0, NULL, NULL, 0);
-    if (pid < 0)
+    static char child_stack[32 * 1024];
+    struct child_args ca = {&o, ep[1], &flt};
+    long pid = sbx_clone_run(CLONE_VM | CLONE_VFORK | SIGCHLD, child_stack + sizeof child_stack, child, &ca);
+    if (pid < 0) {
+        err_no = (int)-pid;
         fail(SBX_STAGE_FORK);
-    if (pid == 0) {
-        sys_close(ep[0]);
-        child(&o, ep[1], &flt);
     }
     sys_close(ep[1]);
 #ifdef SBX_TRACE
@@ -754,10 +813,10 @@ static int helper_main(int argc, char **argv, char **envp)
     int64_t t1 = now_ns();
     trace("reaped");
     if (n == (long)sizeof early && early.magic == SBX_REPORT_MAGIC) {
-        report(early.stage, early.err, 0, 0, NULL);
+        report_to(report_fd, early.stage, early.err, 0, 0, NULL);
         return 0;
     }
-    report(SBX_STAGE_NONE, 0, wstatus, t1 - t0, &ru);
+    report_to(report_fd, SBX_STAGE_NONE, 0, wstatus, t1 - t0, &ru);
     trace("reported");
     return 0;
 }

@@ -26,20 +26,43 @@ def _stat(pid: int) -> tuple[str, int]:
     return comm, int(text[text.rindex(")") + 2:].split()[1])
 
 
+def _is_box_uid(pid: int) -> bool:
+    return BOX_UID_BASE <= os.stat(f"/proc/{pid}").st_uid < BOX_UID_BASE + BOX_UID_COUNT
+
+
 def _in_foreign_box(pid: int) -> bool:
-    """True when pid runs under a sandbox helper another process started (a concurrent user's box)."""
+    """True when pid was started by another process on this host (a concurrent user's box).
+
+    Ours: its first ancestor outside the box uids is this process, a sandbox helper this
+    process started, or init (an orphan that escaped: what the check is for).
+    """
     me = os.getpid()
     try:
         for _ in range(64):
-            comm, ppid = _stat(pid)
-            if comm.startswith("conveyor-sandbo") and ppid != me:
-                return True
-            if ppid <= 1:
-                return False
-            pid = ppid
+            if not _is_box_uid(pid):
+                break
+            pid = _stat(pid)[1]
+        comm, ppid = _stat(pid)
+        if comm.startswith("conveyor-sandbo"):
+            return ppid != me
+        return pid not in (me, 1)
     except (OSError, ValueError):
         return False
-    return False
+
+
+def _chain(pid: int) -> list[str]:
+    """comm:pid of a process and its ancestors, for failure messages."""
+    out = []
+    try:
+        for _ in range(16):
+            comm, ppid = _stat(pid)
+            out.append(f"{comm}:{pid}")
+            if ppid <= 1:
+                break
+            pid = ppid
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def box_processes() -> list[int]:
@@ -106,6 +129,7 @@ def nothing_left() -> Iterator[None]:
     deadline = time.monotonic() + 2
     while box_processes() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert box_processes() == [], "a box process outlived its run"
+    left = box_processes()
+    assert left == [], f"a box process outlived its run: {[_chain(p) for p in left]}"
     flush()  # finished boxes are cleaned up in the background: wait for it, drop the spares
     assert run_cgroups() == [], "a run cgroup was left behind"
