@@ -12,6 +12,7 @@ Two ways to start the child (``CONVEYOR_CAD_ISOLATION``):
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -87,6 +88,7 @@ def _fork_context() -> Any:
 
 def _forked_child(converter: Converter, source: str, out_dir: str, options: ConvertOptions, result: str,
                   log: str, memory_mb: int, cpu_s: float) -> None:
+    gc.freeze()  # what came from the fork server is never garbage here; scanning it would copy its pages
     os.setsid()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
