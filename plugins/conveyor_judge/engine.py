@@ -26,6 +26,8 @@ PREVIEW_BYTES = 256
 CHECKER_LIMITS = Limits(cpu_ms=10_000, wall_ms=20_000, memory_kib=512 * 1024, output_bytes=64 * 1024, pids=16)
 SOURCE_MAX_BYTES = 1 << 20
 COMPILE_ADDRESS_SPACE_GRACE_MIB = 4096
+#: peak-memory figures that belong to the program alone (the fallback's inherited figure does not)
+RELIABLE_MEMORY_SOURCES = ("cgroup_peak", "cgroup_v1_max_usage", "ru_maxrss")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -137,6 +139,7 @@ class Judge:
         self.checkers = {c.id: c for c in checkers}
         self.root = root or cache_root()
         self._as_only: bool | None = None
+        self._peak_reliable = True
         sweep_runs(self.root)
 
     # ------------------------------------------------------------ lookup
@@ -156,6 +159,7 @@ class Judge:
             d = self._run_dir()
             try:
                 r = self.sandbox.run(["/bin/true"], limits=Limits(cpu_ms=1000), workdir=_mkdir(d / "probe", 0o700))
+                self._peak_reliable = r.memory_source in RELIABLE_MEMORY_SOURCES
                 self._as_only = "rlimit_as" in r.enforced
             finally:
                 shutil.rmtree(d, ignore_errors=True)
@@ -231,7 +235,9 @@ class Judge:
         mem_mib = max(1, int(problem.memory_limit_mib * lang.memory_factor))
         budget_mib = mem_mib + lang.memory_extra_mib
         # under RLIMIT_AS alone, allocations must be allowed past the budget so the peak RSS can show MLE
-        grace = max(lang.address_space_grace_mib, budget_mib) if self.address_space_only else 0
+        grace = 0
+        if self.address_space_only:
+            grace = max(lang.address_space_grace_mib, budget_mib if self._peak_reliable else 0)
         sandbox_mib = budget_mib + grace
         stack = min(sandbox_mib, 256) * 1024 if self.address_space_only else None
         lim = Limits(cpu_ms=cpu, wall_ms=2 * cpu + 1000, memory_kib=sandbox_mib * 1024, stack_kib=stack,
@@ -252,7 +258,7 @@ class Judge:
             return Verdict.TIME_LIMIT_EXCEEDED, f"cpu time limit {lim.cpu_ms} ms"
         if r.status is Status.WALL_TIME_LIMIT:
             return Verdict.TIME_LIMIT_EXCEEDED, f"wall time limit {lim.effective_wall_ms} ms (blocked or sleeping)"
-        if r.memory_kib and r.memory_kib > budget_kib:
+        if r.memory_kib and r.memory_kib > budget_kib and r.memory_source in RELIABLE_MEMORY_SOURCES:
             return Verdict.MEMORY_LIMIT_EXCEEDED, f"peak memory {r.memory_kib} KiB > {budget_kib} KiB"
         if r.status is Status.SYSCALL_DENIED:
             return Verdict.RUNTIME_ERROR, "forbidden system call (killed by seccomp)"

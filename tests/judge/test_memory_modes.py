@@ -49,5 +49,9 @@ def fallback_judge(judge):
 def test_the_fallback_backend_gives_the_same_verdicts(fallback_judge, aplusb, lang, name):
     from conveyor_judge.selftest import EXPECTED
     res = fallback_judge.judge(aplusb, lang, program(lang, name).encode())
-    assert res.verdict is EXPECTED[name], res.as_dict()
+    want = {EXPECTED[name]}
+    if (lang, name) == ("c", "mle"):
+        # no cgroup and no per-program peak figure: malloc fails at the limit and the program decides (exit 3)
+        want.add(Verdict.RUNTIME_ERROR)
+    assert res.verdict in want, res.as_dict()
     assert res.sandbox == "python-fallback"
