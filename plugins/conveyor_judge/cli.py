@@ -187,7 +187,7 @@ def self_test_cmd(langs: tuple[str, ...], as_json: bool) -> None:
             got = r.got.short if r.got else "-"
             mark = "-- " if r.skipped else "ok " if r.ok else "!! "
             click.echo(f"{mark} {r.language:<11} {r.program:<22} expected {r.expected.short:<4}"
-                       f"got {got:<4} {r.time_s:6.2f}s  {r.detail[:70]}")
+                       f"got {got:<4} {r.time_s:6.2f}s  {' '.join(r.detail.split())[:70]}")
         bad = [r for r in rows if not r.ok]
         skipped = sum(r.skipped for r in rows)
         click.echo(f"{len(rows) - len(bad) - skipped} ok, {len(bad)} not ok, {skipped} skipped (toolchain missing)")
