@@ -129,7 +129,7 @@ def cad_formats(as_json: bool) -> None:
 
     reg = get_plugins().registry("converters")
     cfg = CadConfig.load()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for f in FORMATS.values():
         conv = local_converter(reg, f.id)
         rows.append({"format": f.id, "name": f.name, "extensions": list(f.extensions), "mime": f.mime,

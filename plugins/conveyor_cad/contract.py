@@ -115,7 +115,7 @@ class ConverterContract:
         assert colors is not None and len(colors) > 2, "the preview is blank"
         if self.converter.produces_geometry:
             assert out.geometry is not None and out.geometry.read_bytes()[:4] == b"glTF", "no GLB written"
-            scene = trimesh.load(io.BytesIO(out.geometry.read_bytes()), file_type="glb", force="scene")
+            scene: Any = trimesh.load(io.BytesIO(out.geometry.read_bytes()), file_type="glb", force="scene")
             assert sum(len(g.faces) for g in scene.geometry.values()) > 0, "the GLB has no faces"
         assert isinstance(out.metadata, dict) and "bbox" in out.metadata, "metadata must carry a bbox"
 
@@ -173,6 +173,7 @@ class ConverterContract:
         assert (good_rec.geometry_path is not None) == bool(self.converter.produces_geometry)
         assert bad.status.value == "failed" and bad.error_code in app.plugins.catalog
         assert bad_rec is not None and bad_rec.conversion_status in ("failed", "unsupported")
+        assert bad_rec.conversion_error is not None
         assert bad_rec.conversion_error["converter"] == self.converter.id
         app.close()
         app.engine.dispose()

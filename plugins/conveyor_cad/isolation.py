@@ -167,7 +167,10 @@ def run_converter(converter: Converter, source: Path, out_dir: Path, options: Co
             killed.append("time limit")
             return
         if token is not None:
-            token.on_cancel(lambda reason: (killed.append(reason), kill()))
+            def on_cancel(reason: str) -> None:
+                killed.append(reason)
+                kill()
+            token.on_cancel(on_cancel)
 
     mode = os.environ.get("CONVEYOR_CAD_ISOLATION", "fork")
     run = _run_subprocess if mode == "subprocess" else _run_forked

@@ -57,7 +57,23 @@ class RaisingConverter(Converter):
         raise KeyError("bug in converter")
 
 
+class NoPreviewConverter(Converter):
+    """Writes the geometry but its renderer fails: a partial result."""
+
+    id = "test.partial"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        import trimesh
+
+        from conveyor_cad.mesh import finish_scene
+        out = finish_scene(trimesh.Scene(trimesh.creation.box()), out_dir, options)
+        return ConvertOutput(out.geometry, None, out.metadata, out.attributes, out.warnings,
+                             ({"stage": "render", "code": "conversion_failed", "message": "renderer unavailable"},))
+
+
 @hookimpl
 def conveyor_register_converters(registry):
-    for conv in (HangingConverter(), CrashingConverter(), GreedyConverter(), RaisingConverter()):
+    for conv in (HangingConverter(), CrashingConverter(), GreedyConverter(), RaisingConverter(),
+                 NoPreviewConverter()):
         registry.add(conv)

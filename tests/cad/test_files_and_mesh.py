@@ -210,3 +210,18 @@ def test_misbehaving_converter_is_contained_and_reported(cad_app, cad_pipeline, 
         assert "corrupt entity #42" in err["output"]
     if converter == "test.hang":
         assert "reading forever" in err["output"]
+
+
+def test_a_failed_stage_makes_the_result_partial(cad_app, cad_pipeline, meshes):
+    a = add_file(cad_app, meshes["box.off"], convert=False)
+    job_id = cad_app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.partial"}, file_id=a.file.id)
+    with cad_pipeline() as p:
+        (job,) = p.wait([job_id])
+    assert job.status.value == "succeeded" and job.result["status"] == "partial"
+    rec = get_file(cad_app.engine, a.file.id)
+    assert rec.conversion_status == "partial" and rec.preview_path is None
+    assert glb_faces(cad_app.storage.get(rec.geometry_path)) == 12
+    assert rec.conversion_error == {"code": "conversion_failed", "message": "renderer unavailable",
+                                    "converter": "test.partial", "stage": "render"}
+    preview = next(m for m in job.result["manifest"] if m["role"] == "preview")
+    assert preview["status"] == "failed" and preview["messages"] == ["renderer unavailable"]
