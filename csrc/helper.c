@@ -10,6 +10,13 @@
  * usage: helper [-u uid] [-t cpu_s] [-m as_bytes] [-f fsize] [-n nproc] [-o nofile]
  *               [-s stack] [-T tmp_bytes] [-w workdir] [-x] [-E] [-c cgroup.procs]...
  *               [-r readonly_path]... -- program args...
+ *        helper -P [-c cgroup.procs]...
+ *
+ * With -P it prepares a box ahead of its run (fd 4 is then a stream socket): it joins
+ * the cgroups, makes the tree read-only and mounts /proc, then waits for one request
+ * on fd 4 (struct sbx_request, the argv above from "-u" on and the environment, with
+ * the program's stdin as SCM_RIGHTS) and goes on as if it had been started with it.
+ * EOF instead of a request: the box was not needed, and the helper exits.
  *
  * It is built without a C library (-nostdlib -ffreestanding, raw system calls): a
  * static glibc spends a few hundred microseconds at start-up on CPUID probes, which
@@ -218,6 +225,7 @@ struct opts {
     long cpu_s, as_bytes, fsize, nproc, nofile, stack, tmp_bytes;
     int allow_exec;
     int socket_errno;
+    int prepared; /* -P */
     const char *workdir;
     const char *cgroups[MAX_LIST];
     int ncgroups;
@@ -275,6 +283,10 @@ static int parse(int argc, char **argv, struct opts *o)
             o->socket_errno = 1;
             continue;
         }
+        if (a[1] == 'P') {
+            o->prepared = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             return -1;
         const char *v = argv[++i];
@@ -301,6 +313,8 @@ static int parse(int argc, char **argv, struct opts *o)
         default: return -1;
         }
     }
+    if (o->prepared && i >= argc)
+        return 0; /* the rest comes with the request */
     if (i >= argc || o->uid < 0 || !o->workdir || o->workdir[0] != '/')
         return -1;
     o->argv = argv + i;
@@ -389,30 +403,45 @@ static int make_mountpoint(const char *path, int treefd)
     return 0;
 }
 
-/* Everything read-only and private; /proc, /tmp, /dev/shm fresh; work dir writable. */
-static void setup_mounts(const struct opts *o)
+/* The work directory and the read-only paths, cloned before anything hides them. */
+struct trees {
+    int wfd;
+    int rofd[MAX_LIST];
+};
+
+static void open_trees(const struct opts *o, struct trees *t)
 {
-    char data[64];
-    size_t n = 0;
-    int wfd = open_tree(o->workdir);
-    if (wfd < 0)
+    t->wfd = open_tree(o->workdir);
+    if (t->wfd < 0)
         fail(SBX_STAGE_MOUNT);
     uint64_t wset = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (o->allow_exec ? 0 : MOUNT_ATTR_NOEXEC);
     uint64_t wclr = MOUNT_ATTR_RDONLY | (o->allow_exec ? MOUNT_ATTR_NOEXEC : 0);
-    if (mount_setattr_(wfd, "", AT_EMPTY_PATH | SBX_AT_RECURSIVE, wset, wclr, 0) < 0)
+    if (mount_setattr_(t->wfd, "", AT_EMPTY_PATH | SBX_AT_RECURSIVE, wset, wclr, 0) < 0)
         fail(SBX_STAGE_MOUNT);
-    int rofd[MAX_LIST];
     for (int i = 0; i < o->nro; i++) {
-        rofd[i] = open_tree(o->ro[i]);
-        if (rofd[i] < 0 ||
-            mount_setattr_(rofd[i], "", AT_EMPTY_PATH | SBX_AT_RECURSIVE,
+        t->rofd[i] = open_tree(o->ro[i]);
+        if (t->rofd[i] < 0 ||
+            mount_setattr_(t->rofd[i], "", AT_EMPTY_PATH | SBX_AT_RECURSIVE,
                            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, 0) < 0)
             fail(SBX_STAGE_MOUNT);
     }
+}
+
+/* What every box has: the whole tree read-only and private, its own /proc. */
+static void mount_common(void)
+{
     if (mount_setattr_(AT_FDCWD, "/", SBX_AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, MS_PRIVATE) < 0)
         fail(SBX_STAGE_MOUNT);
     if (sys_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         fail(SBX_STAGE_MOUNT);
+    S2(__NR_sethostname, "sandbox", 7);
+}
+
+/* What this run has: /tmp and /dev/shm of its size, its work dir writable, its paths. */
+static void mount_run(const struct opts *o, struct trees *t)
+{
+    char data[64];
+    size_t n = 0;
     put_str(data, &n, "size=");
     put_num(data, &n, o->tmp_bytes > 0 ? o->tmp_bytes : 16L << 20);
     put_str(data, &n, ",mode=1777");
@@ -425,15 +454,94 @@ static void setup_mounts(const struct opts *o)
     /* the work directory may live under a path the tmpfs mounts above just hid */
     if (mkdir_p(o->workdir) < 0)
         fail(SBX_STAGE_MOUNT);
-    if (move_mount(wfd, o->workdir) < 0)
+    if (move_mount(t->wfd, o->workdir) < 0)
         fail(SBX_STAGE_MOUNT);
-    sys_close(wfd);
+    sys_close(t->wfd);
     for (int i = 0; i < o->nro; i++) {
-        if (make_mountpoint(o->ro[i], rofd[i]) < 0 || move_mount(rofd[i], o->ro[i]) < 0)
+        if (make_mountpoint(o->ro[i], t->rofd[i]) < 0 || move_mount(t->rofd[i], o->ro[i]) < 0)
             fail(SBX_STAGE_MOUNT);
-        sys_close(rofd[i]);
+        sys_close(t->rofd[i]);
     }
-    S2(__NR_sethostname, "sandbox", 7);
+}
+
+/* ---- a prepared box's request ---- */
+
+#define REQ_STRINGS SBX_REQUEST_STRINGS
+static char req_buf[SBX_REQUEST_MAX];
+static char *req_argv[REQ_STRINGS + 1];
+static char *req_envp[REQ_STRINGS + 1];
+
+struct io_vec {
+    void *base;
+    size_t len;
+};
+struct msg_hdr {
+    void *name;
+    int namelen;
+    struct io_vec *iov;
+    size_t iovlen;
+    void *control;
+    size_t controllen;
+    int flags;
+};
+#define SBX_SOL_SOCKET 1
+#define SBX_SCM_RIGHTS 1
+
+/* Wait for the run on fd 4; returns argc, or -1 on EOF (not needed) or a bad request. */
+static int receive_run(int *stdin_fd)
+{
+    union {
+        char buf[64];
+        size_t align;
+    } ctl;
+    struct io_vec iov = {req_buf, sizeof req_buf};
+    struct msg_hdr mh = {NULL, 0, &iov, 1, ctl.buf, sizeof ctl.buf, 0};
+    long got;
+    do
+        got = S3(__NR_recvmsg, 4, &mh, 0);
+    while (got < 0 && err_no == EINTR);
+    if (got <= 0)
+        return -1;
+    *stdin_fd = -1;
+    if (mh.controllen >= 20) {
+        size_t len = *(size_t *)ctl.buf;
+        int level = *(int *)(ctl.buf + sizeof(size_t));
+        int type = *(int *)(ctl.buf + sizeof(size_t) + sizeof(int));
+        if (level == SBX_SOL_SOCKET && type == SBX_SCM_RIGHTS && len >= 20)
+            *stdin_fd = *(int *)(ctl.buf + 16);
+    }
+    struct sbx_request hdr;
+    while (got < (long)sizeof hdr) {
+        long r = sys_read(4, req_buf + got, (long)sizeof req_buf - got);
+        if (r <= 0)
+            return -1;
+        got += r;
+    }
+    memcpy(&hdr, req_buf, sizeof hdr);
+    if (hdr.magic != SBX_REQUEST_MAGIC || hdr.total > sizeof req_buf || hdr.total < sizeof hdr ||
+        hdr.argc > REQ_STRINGS || hdr.envc > REQ_STRINGS || *stdin_fd < 0)
+        return -1;
+    while (got < (long)hdr.total) {
+        long r = sys_read(4, req_buf + got, (long)hdr.total - got);
+        if (r <= 0)
+            return -1;
+        got += r;
+    }
+    if (req_buf[hdr.total - 1] != '\0')
+        return -1;
+    char *p = req_buf + sizeof hdr, *end = req_buf + hdr.total;
+    for (uint32_t i = 0; i < hdr.argc + hdr.envc; i++) {
+        if (p >= end)
+            return -1;
+        if (i < hdr.argc)
+            req_argv[i] = p;
+        else
+            req_envp[i - hdr.argc] = p;
+        p += str_len(p) + 1;
+    }
+    req_argv[hdr.argc] = NULL;
+    req_envp[hdr.envc] = NULL;
+    return (int)hdr.argc;
 }
 
 /* ---- seccomp: deny what a judged program never needs and what opens a way out ---- */
@@ -743,8 +851,12 @@ static int helper_main(int argc, char **argv, char **envp)
             S4(__NR_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
     if (S3(__NR_fcntl, 3, F_SETFD, FD_CLOEXEC) < 0)
         sys_exit(125);
-    if (S3(__NR_close_range, 4, ~0U, 0) < 0) {
-        for (int fd = 4; fd < 1024; fd++)
+    int prepared = argc > 1 && str_eq(argv[1], "-P");
+    int keep = prepared ? 5 : 4; /* fd 4: the request socket of a prepared box */
+    if (prepared && S3(__NR_fcntl, 4, F_SETFD, FD_CLOEXEC) < 0)
+        sys_exit(125);
+    if (S3(__NR_close_range, keep, ~0U, 0) < 0) {
+        for (int fd = keep; fd < 1024; fd++)
             sys_close(fd);
     }
     trace("start");
@@ -762,7 +874,30 @@ static int helper_main(int argc, char **argv, char **envp)
         sys_close(fd);
     }
     trace("joined");
-    setup_mounts(&o);
+    struct trees t;
+    if (prepared) {
+        mount_common();
+        int in_fd;
+        int rargc = receive_run(&in_fd);
+        if (rargc < 0)
+            sys_exit(0); /* not needed after all */
+        trace("request");
+        if (S3(__NR_dup3, in_fd, 0, 0) < 0)
+            fail(SBX_STAGE_HELPER);
+        sys_close(in_fd);
+        sys_close(4);
+        if (parse(rargc, req_argv, &o) < 0 || o.prepared) {
+            err_no = EINVAL;
+            fail(SBX_STAGE_HELPER);
+        }
+        o.envp = req_envp;
+        open_trees(&o, &t);
+        mount_run(&o, &t);
+    } else {
+        open_trees(&o, &t);
+        mount_common();
+        mount_run(&o, &t);
+    }
     trace("mounted");
 
     static struct filter flt;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sys/resource.h>
@@ -122,8 +123,19 @@ struct box_res {
     char cg[NCG][PATH_MAX]; /* run cgroups, "" when absent */
     int fds[MAX_FDS];       /* namespaces kept alive past the helper, torn down later */
     int nfds;
+    /* a prepared helper (-P) waiting for its run, or pid 0 */
+    pid_t pid;
+    int pidfd, out, err, rep, req;
     struct box_res *next;
 };
+
+static struct box_res *box_new(void)
+{
+    struct box_res *b = calloc(1, sizeof *b);
+    if (b)
+        b->pidfd = b->out = b->err = b->rep = b->req = -1;
+    return b;
+}
 
 /* Remove a run cgroup; right after the last task exits the kernel may still say EBUSY. */
 static void cg_remove(const char *dir)
@@ -144,6 +156,17 @@ static void cg_remove(const char *dir)
  * on a cgroup that still has a task, so a removed cgroup is an empty one. */
 static void box_release(struct box_res *b)
 {
+    if (b->req >= 0)
+        close(b->req); /* an unused prepared helper exits on EOF */
+    if (b->pid > 0) {
+        syscall(SYS_pidfd_send_signal, b->pidfd, SIGKILL, NULL, 0);
+        while (waitpid(b->pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+    int own[] = {b->pidfd, b->out, b->err, b->rep};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (own[i] >= 0)
+            close(own[i]);
     for (int i = 0; i < b->nfds; i++)
         close(b->fds[i]);
     if (present(b->cg[0]))
@@ -188,6 +211,87 @@ static int make_netns(int home)
     return fd;
 }
 
+struct spawn_args {
+    const char *helper;
+    char *const *argv;
+    char *const *envp;
+    int fds[5]; /* stdin, stdout, stderr, report[, request]: become 0..nfds-1 in the helper */
+    int nfds;
+    int netfd;  /* prepared network namespace to enter, or -1 */
+    volatile int err;
+};
+
+/* Runs on a private stack in the caller's memory until execve: syscalls only. */
+static int spawn_child(void *p)
+{
+    struct spawn_args *a = p;
+    int high[5];
+    if (a->netfd >= 0 && setns(a->netfd, CLONE_NEWNET) < 0)
+        goto fail;
+    for (int i = 0; i < a->nfds; i++) {
+        high[i] = fcntl(a->fds[i], F_DUPFD, 10);
+        if (high[i] < 0)
+            goto fail;
+    }
+    for (int i = 0; i < a->nfds; i++)
+        if (dup2(high[i], i) < 0)
+            goto fail;
+    execve(a->helper, a->argv, a->envp);
+fail:
+    a->err = errno;
+    _exit(127);
+}
+
+/* Start the helper with CLONE_VFORK: returns its pid (and pidfd), or -1 with errno. */
+static pid_t spawn_helper(struct spawn_args *args, int flags, int *pidfd)
+{
+    void *stack = malloc(CHILD_STACK);
+    if (!stack)
+        return -1;
+    if (args->netfd >= 0)
+        flags &= ~CLONE_NEWNET; /* a prepared, never-used one is entered instead */
+    sigset_t all, old;
+    sigfillset(&all);
+    /* no signal handler of the caller may run on the child's borrowed stack */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(spawn_child, (char *)stack + CHILD_STACK,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | flags, args, pidfd);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
+    if (pid > 0 && args->err) {
+        wait4(pid, NULL, __WALL, NULL);
+        close(*pidfd);
+        *pidfd = -1;
+        errno = args->err;
+        return -1;
+    }
+    errno = e;
+    return pid;
+}
+
+/* pidfd ioctls (Linux 6.11) giving a process's namespaces as descriptors */
+#define SBX_PIDFD_GET_IPC_NAMESPACE 0xFF02
+#define SBX_PIDFD_GET_MNT_NAMESPACE 0xFF03
+#define SBX_PIDFD_GET_NET_NAMESPACE 0xFF04
+#define SBX_PIDFD_GET_UTS_NAMESPACE 0xFF0A
+
+/* Hold the box's namespaces: their teardown then happens in the background thread
+ * after the run, not in the helper's exit before the caller hears of it. */
+static void hold_namespaces(struct box_res *b, int pidfd, int have_net)
+{
+    static const unsigned long ns_req[] = {SBX_PIDFD_GET_MNT_NAMESPACE, SBX_PIDFD_GET_IPC_NAMESPACE,
+                                           SBX_PIDFD_GET_UTS_NAMESPACE, SBX_PIDFD_GET_NET_NAMESPACE};
+    for (size_t i = 0; i < sizeof ns_req / sizeof ns_req[0] && b->nfds < MAX_FDS; i++) {
+        if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE && have_net)
+            continue; /* already held */
+        int fd = ioctl(pidfd, ns_req[i], 0);
+        if (fd < 0)
+            break; /* an older kernel: the helper's exit tears them down */
+        b->fds[b->nfds++] = fd;
+    }
+}
+
 #define MAX_SPARES 8
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -202,6 +306,73 @@ static int n_spare_cg;
 static int spare_net[MAX_SPARES];
 static int n_spare_net;
 static struct box_res *jobs_head, *jobs_tail;
+/* prepared boxes: a helper already in its fresh namespaces and cgroups, waiting (-P) */
+static int pool_want_ready, pool_ready_failed, pool_ready_flags;
+static char pool_ready_parents[NCG][PATH_MAX];
+static char pool_helper[PATH_MAX];
+static struct box_res *ready_box[MAX_SPARES];
+static int n_ready;
+
+/* Fresh cgroups, a fresh network namespace if flags ask for one, and a helper started
+ * in them with -P: everything of a box but what the run brings. NULL on failure. */
+static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const char *helper, int home)
+{
+    struct box_res *b = box_new();
+    if (!b)
+        return NULL;
+    char procs[NCG][PATH_MAX + 16];
+    char *argv[3 + 2 * NCG] = {(char *)helper, "-P"};
+    char *envp[] = {NULL};
+    int k = 2, netfd = -1, devnull = -1;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1}, req[2] = {-1, -1};
+    if (box_make_cgroups(b, parents) < 0)
+        goto fail;
+    for (int i = 0; i < NCG; i++) {
+        if (!present(b->cg[i]))
+            continue;
+        snprintf(procs[i], sizeof procs[i], "%s/cgroup.procs", b->cg[i]);
+        argv[k++] = "-c";
+        argv[k++] = procs[i];
+    }
+    argv[k] = NULL;
+    if (flags & CLONE_NEWNET) {
+        if ((netfd = make_netns(home)) < 0)
+            goto fail;
+        b->fds[b->nfds++] = netfd;
+    }
+    devnull = open("/dev/null", O_RDONLY | O_CLOEXEC); /* stdin until the run's arrives */
+    if (devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, req) < 0)
+        goto fail;
+    struct spawn_args args = {helper, argv, envp, {devnull, out[1], err[1], rep[1], req[1]}, 5, netfd, 0};
+    b->pid = spawn_helper(&args, flags, &b->pidfd);
+    if (b->pid < 0) {
+        b->pid = 0;
+        goto fail;
+    }
+    hold_namespaces(b, b->pidfd, netfd >= 0);
+    b->out = out[0];
+    b->err = err[0];
+    b->rep = rep[0];
+    b->req = req[0];
+    out[0] = err[0] = rep[0] = req[0] = -1;
+    fcntl(b->out, F_SETFL, O_NONBLOCK);
+    fcntl(b->err, F_SETFL, O_NONBLOCK);
+fail:
+    for (int i = 0; i < 2; i++) {
+        int fds[] = {out[i], err[i], rep[i], req[i]};
+        for (size_t j = 0; j < 4; j++)
+            if (fds[j] >= 0)
+                close(fds[j]);
+    }
+    if (devnull >= 0)
+        close(devnull);
+    if (b->pid <= 0) {
+        box_release(b);
+        return NULL;
+    }
+    return b;
+}
 
 static void push_job(struct box_res *b)
 {
@@ -220,12 +391,31 @@ static void *pool_main(void *unused)
     int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     pthread_mutex_lock(&pool_mu);
     for (;;) {
+        if (!pool_paused && pool_want_ready && !pool_ready_failed && n_ready < pool_spares) {
+            char parents[NCG][PATH_MAX], helper[PATH_MAX];
+            int flags = pool_ready_flags;
+            memcpy(parents, pool_ready_parents, sizeof parents);
+            memcpy(helper, pool_helper, sizeof helper);
+            pool_busy = 1;
+            pthread_mutex_unlock(&pool_mu);
+            struct box_res *b = make_ready(parents, flags, helper, home);
+            pthread_mutex_lock(&pool_mu);
+            pool_busy = 0;
+            if (!b)
+                pool_ready_failed = 1; /* runs start their own helper */
+            else if (pool_paused || flags != pool_ready_flags || memcmp(parents, pool_ready_parents, sizeof parents) ||
+                     strcmp(helper, pool_helper) != 0)
+                push_job(b);
+            else
+                ready_box[n_ready++] = b;
+            continue;
+        }
         if (!pool_paused && pool_want_cg && !pool_cg_failed && n_spare_cg < pool_spares) {
             char parents[NCG][PATH_MAX];
             memcpy(parents, pool_parents, sizeof parents);
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
-            struct box_res *b = calloc(1, sizeof *b);
+            struct box_res *b = box_new();
             int e = b ? box_make_cgroups(b, parents) : -ENOMEM;
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
@@ -286,6 +476,17 @@ static void pool_atfork_child(void)
     for (int i = 0; i < n_spare_cg; i++)
         free(spare_cg[i]);
     n_spare_cg = 0;
+    for (int i = 0; i < n_ready; i++) {
+        struct box_res *b = ready_box[i];
+        int own[] = {b->pidfd, b->out, b->err, b->rep, b->req};
+        for (size_t j = 0; j < sizeof own / sizeof own[0]; j++)
+            if (own[j] >= 0)
+                close(own[j]);
+        for (int j = 0; j < b->nfds; j++)
+            close(b->fds[j]);
+        free(b);
+    }
+    n_ready = 0;
     while (jobs_head) {
         struct box_res *b = jobs_head;
         jobs_head = b->next;
@@ -334,7 +535,7 @@ void sbx_set_spares(int n)
 
 void sbx_flush(int drop_spares)
 {
-    struct box_res *cgs[MAX_SPARES];
+    struct box_res *cgs[2 * MAX_SPARES];
     int nets[MAX_SPARES], ncg = 0, nnet = 0;
     pthread_mutex_lock(&pool_mu);
     if (drop_spares) {
@@ -345,6 +546,9 @@ void sbx_flush(int drop_spares)
         nnet = n_spare_net;
         memcpy(nets, spare_net, sizeof(nets[0]) * nnet);
         n_spare_net = 0;
+        memcpy(cgs + ncg, ready_box, sizeof(cgs[0]) * n_ready);
+        ncg += n_ready;
+        n_ready = 0;
     }
     pool_idle_flag = 0;
     pthread_cond_signal(&pool_work);
@@ -359,7 +563,7 @@ void sbx_flush(int drop_spares)
 }
 
 /* Take this run's fresh cgroups (and network namespace) from the spares, or make them. */
-static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, int *netfd, int *err)
+static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, int allow_ready, int *netfd, int *err)
 {
     char parents[NCG][PATH_MAX];
     const char *given[NCG] = {cfg->cg_v2, cfg->cg_v1_memory, cfg->cg_v1_pids};
@@ -377,6 +581,41 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
     pthread_mutex_lock(&pool_mu);
     pool_paused = 0;
     pool_start_locked();
+    allow_ready = allow_ready && pool_started && strlen(cfg->helper) < PATH_MAX;
+    if (allow_ready) {
+        if (cfg->clone_flags != pool_ready_flags || memcmp(parents, pool_ready_parents, sizeof parents) != 0 ||
+            strcmp(cfg->helper, pool_helper) != 0) {
+            /* another kind of box: the prepared ones are spent */
+            while (n_ready > 0)
+                push_job(ready_box[--n_ready]);
+            pool_ready_flags = cfg->clone_flags;
+            memcpy(pool_ready_parents, parents, sizeof parents);
+            snprintf(pool_helper, sizeof pool_helper, "%s", cfg->helper);
+            pool_ready_failed = 0;
+        }
+        pool_want_ready = 1;
+        while (n_ready > 0 && !b) {
+            struct box_res *r = ready_box[--n_ready];
+            struct pollfd pf = {r->pidfd, POLLIN, 0};
+            if (poll(&pf, 1, 0) == 0)
+                b = r;
+            else
+                push_job(r); /* its helper died waiting */
+        }
+        if (b || !pool_ready_failed) {
+            pool_idle_flag = 0;
+            pthread_cond_signal(&pool_work);
+            pthread_mutex_unlock(&pool_mu);
+            if (b) {
+#ifdef SBX_TRACE
+                trace("ready_box");
+#endif
+                return b;
+            }
+            pthread_mutex_lock(&pool_mu);
+            goto make; /* made on the spot this once: no spares of these */
+        }
+    }
     if (pool_started && want_cg) {
         if (memcmp(parents, pool_parents, sizeof parents) != 0) {
             /* another layout: spares made for the old one are spent */
@@ -397,13 +636,14 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
         if (n_spare_net > 0)
             *netfd = spare_net[--n_spare_net];
     }
+make:
     if (pool_started) {
         pool_idle_flag = 0;
         pthread_cond_signal(&pool_work);
     }
     pthread_mutex_unlock(&pool_mu);
     if (!b) {
-        b = calloc(1, sizeof *b);
+        b = box_new();
         if (!b) {
             *err = ENOMEM;
             goto fail;
@@ -476,35 +716,6 @@ static int setup_cgroups(const struct sbx_config *cfg, const struct box_res *b)
     return 0;
 }
 
-struct spawn_args {
-    const struct sbx_config *cfg;
-    char *const *argv;
-    int fds[4]; /* stdin, stdout, stderr, report: become 0..3 in the helper */
-    int netfd;  /* prepared network namespace to enter, or -1 */
-    volatile int err;
-};
-
-/* Runs on a private stack in the caller's memory until execve: syscalls only. */
-static int spawn_child(void *p)
-{
-    struct spawn_args *a = p;
-    int high[4];
-    if (a->netfd >= 0 && setns(a->netfd, CLONE_NEWNET) < 0)
-        goto fail;
-    for (int i = 0; i < 4; i++) {
-        high[i] = fcntl(a->fds[i], F_DUPFD, 10);
-        if (high[i] < 0)
-            goto fail;
-    }
-    for (int i = 0; i < 4; i++)
-        if (dup2(high[i], i) < 0)
-            goto fail;
-    execve(a->cfg->helper, a->argv, a->cfg->envp);
-fail:
-    a->err = errno;
-    _exit(127);
-}
-
 static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
 {
     char scratch[65536];
@@ -545,12 +756,6 @@ static int64_t cpu_usage_us(const struct box_res *b)
     return cg_keyed(b->cg[0], "cpu.stat", "usage_usec");
 }
 
-/* pidfd ioctls (Linux 6.11) giving a process's namespaces as descriptors */
-#define SBX_PIDFD_GET_IPC_NAMESPACE 0xFF02
-#define SBX_PIDFD_GET_MNT_NAMESPACE 0xFF03
-#define SBX_PIDFD_GET_NET_NAMESPACE 0xFF04
-#define SBX_PIDFD_GET_UTS_NAMESPACE 0xFF0A
-
 static long online_cpus(void)
 {
     static long n;
@@ -559,6 +764,61 @@ static long online_cpus(void)
         n = c < 1 ? 1 : c;
     }
     return n;
+}
+
+/* Hand a prepared helper its run: struct sbx_request, the strings, stdin as SCM_RIGHTS. */
+static int send_request(int sock, const struct sbx_config *cfg, size_t argc, size_t envc, size_t size)
+{
+    char *buf = malloc(size);
+    if (!buf)
+        return -1;
+    struct sbx_request h = {SBX_REQUEST_MAGIC, (uint32_t)size, (uint32_t)argc, (uint32_t)envc};
+    memcpy(buf, &h, sizeof h);
+    size_t n = sizeof h;
+    for (size_t i = 0; i < argc; i++) {
+        size_t l = strlen(cfg->argv[i]) + 1;
+        memcpy(buf + n, cfg->argv[i], l);
+        n += l;
+    }
+    for (size_t i = 0; i < envc; i++) {
+        size_t l = strlen(cfg->envp[i]) + 1;
+        memcpy(buf + n, cfg->envp[i], l);
+        n += l;
+    }
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } c;
+    memset(&c, 0, sizeof c);
+    struct iovec iov = {buf, size};
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = c.buf;
+    mh.msg_controllen = sizeof c.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &cfg->stdin_fd, sizeof(int));
+    ssize_t sent;
+    do
+        sent = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    size_t done = sent > 0 ? (size_t)sent : 0;
+    while (sent >= 0 && done < size) {
+        sent = send(sock, buf + done, size - done, MSG_NOSIGNAL);
+        if (sent < 0 && errno == EINTR) {
+            sent = 0;
+            continue;
+        }
+        if (sent > 0)
+            done += (size_t)sent;
+    }
+    int e = errno;
+    free(buf);
+    errno = e;
+    return done == size ? 0 : -1;
 }
 
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
@@ -570,13 +830,19 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
     int pidfd = -1;
     pid_t pid = -1;
-    void *stack = NULL;
     char **argv = NULL;
     char *procs = NULL;
     int e, netfd = -1;
+    int64_t t0 = 0;
 
     trace("start");
-    struct box_res *box = box_acquire(cfg, (cfg->clone_flags & CLONE_NEWNET) != 0, &netfd, &e);
+    size_t argc = 0, envc = 0, req_size = sizeof(struct sbx_request);
+    for (; cfg->argv[argc]; argc++)
+        req_size += strlen(cfg->argv[argc]) + 1;
+    for (; cfg->envp[envc]; envc++)
+        req_size += strlen(cfg->envp[envc]) + 1;
+    int fits = req_size <= SBX_REQUEST_MAX && argc <= SBX_REQUEST_STRINGS && envc <= SBX_REQUEST_STRINGS;
+    struct box_res *box = box_acquire(cfg, (cfg->clone_flags & CLONE_NEWNET) != 0, fits, &netfd, &e);
     if (!box) {
         res->stage = SBX_STAGE_CGROUP;
         res->err = e;
@@ -588,86 +854,73 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
         goto cleanup;
     }
     trace("cgroups");
-    /* the helper's argv with "-c <run cgroup>/cgroup.procs" for each run cgroup */
-    size_t argc = 0;
-    while (cfg->argv[argc])
-        argc++;
-    argv = calloc(argc + 2 * NCG + 1, sizeof *argv);
-    procs = malloc(NCG * (PATH_MAX + 16));
-    stack = malloc(CHILD_STACK);
-    if (!argv || !procs || !stack) {
-        res->stage = SBX_STAGE_SPAWN;
-        res->err = ENOMEM;
-        goto cleanup;
-    }
-    size_t k = 0;
-    argv[k++] = cfg->argv[0];
-    for (int i = 0; i < NCG; i++) {
-        if (!present(box->cg[i]))
-            continue;
-        char *pp = procs + i * (PATH_MAX + 16);
-        snprintf(pp, PATH_MAX + 16, "%s/cgroup.procs", box->cg[i]);
-        argv[k++] = "-c";
-        argv[k++] = pp;
-    }
-    for (size_t i = 1; i < argc; i++)
-        argv[k++] = cfg->argv[i];
-    argv[k] = NULL;
 
-    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
-        res->stage = SBX_STAGE_SPAWN;
-        res->err = errno;
-        goto cleanup;
-    }
-
-    struct spawn_args args = {cfg, argv, {cfg->stdin_fd, out[1], err[1], rep[1]}, netfd, 0};
-    int flags = cfg->clone_flags;
-    if (netfd >= 0)
-        flags &= ~CLONE_NEWNET; /* a prepared, never-used one is entered instead */
-    sigset_t all, old;
-    sigfillset(&all);
-    /* no signal handler of the caller may run on the child's borrowed stack */
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    trace("clone");
-    int64_t t0 = now_ns();
-    pid = clone(spawn_child, (char *)stack + CHILD_STACK,
-                CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | flags, &args, &pidfd);
-    int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        res->stage = SBX_STAGE_SPAWN;
-        res->err = clone_errno;
-        goto cleanup;
-    }
-    trace("cloned");
-    res->helper_pid = pid;
-    close(out[1]);
-    close(err[1]);
-    close(rep[1]);
-    out[1] = err[1] = rep[1] = -1;
-    if (args.err) {
-        struct rusage ru;
-        wait4(pid, NULL, 0, &ru);
-        pid = -1;
-        res->stage = SBX_STAGE_SPAWN;
-        res->err = args.err;
-        goto cleanup;
-    }
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    fcntl(err[0], F_SETFL, O_NONBLOCK);
-    if (!args.err && __atomic_load_n(&pool_started, __ATOMIC_RELAXED)) {
-        /* hold the box's namespaces: their teardown then happens in the background
-           thread after the run, not in the helper's exit before the caller hears of it */
-        static const unsigned long ns_req[] = {SBX_PIDFD_GET_MNT_NAMESPACE, SBX_PIDFD_GET_IPC_NAMESPACE,
-                                               SBX_PIDFD_GET_UTS_NAMESPACE, SBX_PIDFD_GET_NET_NAMESPACE};
-        for (size_t i = 0; i < sizeof ns_req / sizeof ns_req[0] && box->nfds < MAX_FDS; i++) {
-            if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE && netfd >= 0)
-                continue; /* already held */
-            int fd = ioctl(pidfd, ns_req[i], 0);
-            if (fd < 0)
-                break; /* an older kernel: the helper's exit tears them down */
-            box->fds[box->nfds++] = fd;
+    if (box->pid > 0) {
+        /* a prepared box: its helper waits in its namespaces and cgroups for this run */
+        pid = box->pid;
+        pidfd = box->pidfd;
+        out[0] = box->out;
+        err[0] = box->err;
+        rep[0] = box->rep;
+        box->pid = 0;
+        box->pidfd = box->out = box->err = box->rep = -1;
+        res->helper_pid = pid;
+        t0 = now_ns();
+        if (send_request(box->req, cfg, argc, envc, req_size) < 0) {
+            res->stage = SBX_STAGE_SPAWN;
+            res->err = errno;
+            goto cleanup;
         }
+        close(box->req);
+        box->req = -1;
+        trace("sent");
+    } else {
+        /* the helper's argv with "-c <run cgroup>/cgroup.procs" for each run cgroup */
+        argv = calloc(argc + 2 * NCG + 1, sizeof *argv);
+        procs = malloc(NCG * (PATH_MAX + 16));
+        if (!argv || !procs) {
+            res->stage = SBX_STAGE_SPAWN;
+            res->err = ENOMEM;
+            goto cleanup;
+        }
+        size_t k = 0;
+        argv[k++] = cfg->argv[0];
+        for (int i = 0; i < NCG; i++) {
+            if (!present(box->cg[i]))
+                continue;
+            char *pp = procs + i * (PATH_MAX + 16);
+            snprintf(pp, PATH_MAX + 16, "%s/cgroup.procs", box->cg[i]);
+            argv[k++] = "-c";
+            argv[k++] = pp;
+        }
+        for (size_t i = 1; i < argc; i++)
+            argv[k++] = cfg->argv[i];
+        argv[k] = NULL;
+
+        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
+            res->stage = SBX_STAGE_SPAWN;
+            res->err = errno;
+            goto cleanup;
+        }
+        struct spawn_args args = {cfg->helper, argv, cfg->envp, {cfg->stdin_fd, out[1], err[1], rep[1]}, 4, netfd, 0};
+        trace("clone");
+        t0 = now_ns();
+        pid = spawn_helper(&args, cfg->clone_flags, &pidfd);
+        if (pid < 0) {
+            res->stage = SBX_STAGE_SPAWN;
+            res->err = errno;
+            goto cleanup;
+        }
+        trace("cloned");
+        res->helper_pid = pid;
+        close(out[1]);
+        close(err[1]);
+        close(rep[1]);
+        out[1] = err[1] = rep[1] = -1;
+        fcntl(out[0], F_SETFL, O_NONBLOCK);
+        fcntl(err[0], F_SETFL, O_NONBLOCK);
+        if (__atomic_load_n(&pool_started, __ATOMIC_RELAXED))
+            hold_namespaces(box, pidfd, netfd >= 0);
     }
 
     int64_t deadline = cfg->wall_ms > 0 ? t0 + cfg->wall_ms * 1000000LL : 0;
@@ -816,7 +1069,6 @@ cleanup:
         if (rep[i] >= 0)
             close(rep[i]);
     }
-    free(stack);
     free(argv);
     free(procs);
     if (box)

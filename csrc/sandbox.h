@@ -46,6 +46,20 @@ struct sbx_report {
     int64_t maxrss_kib;
 };
 
+#define SBX_REQUEST_MAGIC 0x43565951 /* "CVYQ" */
+
+/* What the caller sends a prepared helper (-P) on its request socket: this header,
+ * then argc argv strings and envc environment strings, each NUL-terminated, total
+ * bytes in all; the program's stdin travels with it as SCM_RIGHTS. */
+struct sbx_request {
+    uint32_t magic;
+    uint32_t total;
+    uint32_t argc;
+    uint32_t envc;
+};
+#define SBX_REQUEST_MAX (1 << 20)   /* larger runs start their own helper */
+#define SBX_REQUEST_STRINGS 16384
+
 /* One run as the caller describes it. Strings are NUL-terminated; "" means absent. */
 struct sbx_config {
     const char *helper;          /* path of the helper executable */
