@@ -137,8 +137,9 @@ def submit(ctx: click.Context, source: Path, problem_id: str, language: str | No
         click.echo(json.dumps(result | {"job_id": job_id}, indent=2))
         return
     console = _console()
-    console.print(verdict_table(result))
-    if result["compile"]["output"] and result["verdict"] == "compile_error":
+    if result["tests"]:
+        console.print(verdict_table(result))
+    if result["verdict"] == "compile_error":
         console.print(result["compile"]["message"])
         console.print(result["compile"]["output"], markup=False, highlight=False)
     click.echo(f"verdict: {result['verdict']}  job {job_id}")
