@@ -58,10 +58,9 @@ class ConnectorConverter(Converter):
         assert cfg.connector_url
         fields = {"mode": "all", "format": options.format, "filename": options.filename}
         file_field: tuple[str, str, Path] | None = ("file", options.filename, source)
-        if cfg.connector_upload in ("auto", "url") and options.source_url:
-            signed = _presign(options.source_url)
-            if signed and signed.startswith(("http://", "https://")):
-                fields["file_url"] = signed
+        if cfg.connector_upload in ("auto", "url"):
+            if options.source_signed_url:
+                fields["file_url"] = options.source_signed_url
                 file_field = None
             elif cfg.connector_upload == "url":
                 raise ConversionError("connector_failed", "CONVEYOR_CAD_CONNECTOR_UPLOAD=url but storage cannot "
@@ -174,12 +173,3 @@ class ConnectorConverter(Converter):
         return ConvertOutput(out.geometry, png or out.preview, meta, attributes, (*warnings, *out.warnings),
                              out.stage_errors)
 
-
-def _presign(url: str) -> str | None:
-    try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url)
-        return str(fs.sign(path, expiration=3600))
-    except Exception:
-        return None

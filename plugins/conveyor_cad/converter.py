@@ -26,6 +26,8 @@ class ConvertOptions:
     org: str | None = None
     #: full storage URL of the input (connectors may hand a presigned form of it to a service)
     source_url: str | None = None
+    #: a time-limited http(s) URL of the input, when storage can presign one (S3)
+    source_signed_url: str | None = None
 
 
 class Converter:

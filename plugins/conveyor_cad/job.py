@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import JobError
 from conveyor.kinds import JobContext
 from conveyor_cad.converter import Converter, ConvertOptions
-from conveyor_cad.files import fetch_source, get_file, update_for_attempt
+from conveyor_cad.files import fetch_source, get_file, key_of_url, update_for_attempt
 from conveyor_cad.formats import FORMATS, sniff_file
 from conveyor_cad.isolation import Limits, run_converter
 from conveyor_cad.records import ConversionError, ConversionStatus, ConvertOutput, Derivative, FileRecord, Stage
@@ -92,7 +92,7 @@ class _Attempt:
                 options = ConvertOptions(format=fmt or "", filename=self.rec.filename,
                                          preview_size=int(self.payload.get("preview_size") or self.cfg.preview_size),
                                          tenant=self.ctx.tenant_id, org=self.ctx.org_id,
-                                         source_url=self.rec.system_path)
+                                         source_url=self.rec.system_path, source_signed_url=self._signed_url())
                 t1 = time.monotonic()
                 conv, out, warnings = self._run_chain(route, src, Path(tmp) / "out", options)
                 self.timings["convert_s"] = time.monotonic() - t1
@@ -100,6 +100,16 @@ class _Attempt:
             except ConversionError as err:
                 self._fail(err)
                 raise AssertionError("unreachable") from None
+
+    def _signed_url(self) -> str | None:
+        key = key_of_url(self.app, self.rec.system_path)
+        if key is None or self.app.storage.protocol in ("file", "memory"):
+            return None
+        try:
+            url = self.app.storage.signed_url(key, 3600)
+        except Exception:  # signing is an optimisation: the connector then gets the bytes
+            return None
+        return url if url.startswith(("http://", "https://")) else None
 
     def _run_chain(self, route: Route, src: Path, out_dir: Path,
                    options: ConvertOptions) -> tuple[Converter, ConvertOutput, list[str]]:

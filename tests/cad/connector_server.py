@@ -105,7 +105,13 @@ class ConnectorServer:
         if what == "empty":
             mesh = trimesh.Trimesh()
         else:
-            mesh = trimesh.load(io.BytesIO(fields["file"]), file_type=fields["format"], force="mesh")
+            if "file_url" in fields:
+                import urllib.request
+                with urllib.request.urlopen(fields["file_url"], timeout=10) as resp:
+                    data = resp.read()
+            else:
+                data = fields["file"]
+            mesh = trimesh.load(io.BytesIO(data), file_type=fields["format"], force="mesh")
         base = f"/artifacts/{job}"
         geometry: dict[str, Any] = {"bbox": mesh.bounds.tolist() if len(mesh.faces) else None}
         if what == "gltf":

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+import uuid
+from pathlib import Path
 
+import fsspec
 import pytest
-from cad_support import assert_png, glb_faces
+from cad_support import TEST_PLUGINS, CadPipeline, assert_png, cad_env, glb_faces
 from connector_server import TOKEN, ConnectorServer
 
-from conveyor_cad.files import add_file, get_file
+from conveyor.app import Conveyor
+from conveyor.config import load_settings
+from conveyor.plugins import load_plugins
+from conveyor_cad.files import add_file, file_json, get_file
 from conveyor_cad.routing import CadConfig
 
 
@@ -143,3 +150,58 @@ def test_routing_config_from_the_toml_file(tmp_path):
     c = CadConfig.load({"CONVEYOR_CONFIG": str(cfg), "CONVEYOR_CAD_CONNECTOR_URL": "http://env:1"})
     assert c.connector_url == "http://env:1"
     assert c.policy("step").value == "connector-then-local" and c.policy("stl").value == "local"
+
+
+@pytest.fixture(scope="module")
+def moto():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s3"))
+    from moto_support import MotoServer
+    server = MotoServer()
+    server.start()
+    try:
+        server.create_bucket("conveyor-cad-tests")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("upload", ["auto", "url", "file"])
+def test_s3_inputs_go_to_the_connector_as_a_presigned_url(tmp_path, connector, meshes, moto, monkeypatch, upload):
+    for k, v in moto.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CONVEYOR_CAD_CONNECTOR_UPLOAD", upload)
+    env = {**cad_env(f"sqlite:///{tmp_path}/s3.db", tmp_path),
+           "CONVEYOR_STORAGE_URL": f"s3://conveyor-cad-tests/t{uuid.uuid4().hex[:8]}"}
+    app = Conveyor(load_settings(env=env), plugins=load_plugins(TEST_PLUGINS))
+    app.init_db()
+    try:
+        a = add_file(app, meshes["box_binary.stl"])
+        assert a.file.system_path.startswith("s3://conveyor-cad-tests/")
+        with CadPipeline(app) as p:
+            (job,) = p.wait([a.job_id])
+        assert job.status.value == "succeeded", job.last_error
+        (req,) = connector.requests
+        if upload == "file":
+            assert "file_url" not in req["fields"] and req["fields"]["file"]
+        else:
+            assert "file" not in req["fields"]
+            assert req["fields"]["file_url"].startswith(moto.endpoint) and "Signature" in req["fields"]["file_url"]
+        rec = get_file(app.engine, a.file.id)
+        with fsspec.open(file_json(app, rec)["geometry_url"], "rb", **_s3_options(moto)) as fh:
+            assert fh.read(4) == b"glTF"
+    finally:
+        app.close()
+        app.engine.dispose()
+
+
+def _s3_options(moto):
+    return {"key": moto.env()["AWS_ACCESS_KEY_ID"], "secret": moto.env()["AWS_SECRET_ACCESS_KEY"],
+            "endpoint_url": moto.endpoint}
+
+
+def test_url_upload_without_a_signing_storage_is_a_clear_error(cad_app, cad_pipeline, connector, meshes,
+                                                                 monkeypatch):
+    monkeypatch.setenv("CONVEYOR_CAD_CONNECTOR_UPLOAD", "url")
+    job, _ = convert(cad_app, cad_pipeline, meshes["box_binary.stl"])
+    assert job.error_code == "connector_failed" and "cannot presign" in job.last_error and job.attempts == 1
+    assert connector.requests == []
