@@ -28,6 +28,7 @@ SOURCE_MAX_BYTES = 1 << 20
 COMPILE_ADDRESS_SPACE_GRACE_MIB = 4096
 #: peak-memory figures that belong to the program alone (the fallback's inherited figure does not)
 RELIABLE_MEMORY_SOURCES = ("cgroup_peak", "cgroup_v1_max_usage", "ru_maxrss")
+TOOL_EXTRA_SUFFIXES = (".h", ".hpp", ".hh", ".hxx", ".inc")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -170,12 +171,16 @@ class Judge:
     def _run_dir(self) -> Path:
         return _mkdir(self.root / "runs" / uuid.uuid4().hex, 0o711)
 
-    def build(self, lang: Language, source: bytes, build_dir: Path) -> Program:
-        """Compile ``source`` into ``build_dir`` (created, 0755) in the sandbox."""
+    def build(self, lang: Language, source: bytes, build_dir: Path,
+              extra_files: dict[str, bytes] | None = None) -> Program:
+        """Compile ``source`` (with ``extra_files`` beside it, such as headers) into ``build_dir`` in the sandbox."""
         ok, why = lang.available()
         if not ok:
             raise JudgeError("language_unavailable", f"language {lang.id}: {why}")
         _mkdir(build_dir, 0o755)
+        for name, data in (extra_files or {}).items():
+            if name != lang.source_name:
+                _write(build_dir / name, data)
         _write(build_dir / lang.source_name, source)
         if lang.compile is None:
             return Program(lang, build_dir, CompileResult(True))
@@ -203,8 +208,14 @@ class Judge:
         """A checker or interactor of the package, compiled once per package content and cached."""
         lang = self.language_for_file(source.name)
         code = source.read_bytes()
+        # headers and helpers next to the source (testlib.h, validate.h) are compiled with it
+        extra = {p.name: p.read_bytes() for p in sorted(source.parent.iterdir())
+                 if p.is_file() and p != source and p.suffix in TOOL_EXTRA_SUFFIXES}
+        digest = hashlib.sha256(lang.id.encode() + b"\0" + code)
+        for name, data in extra.items():
+            digest.update(b"\0" + name.encode() + b"\0" + data)
         # keyed by what is compiled, so packages sharing a checker share its build
-        sha = hashlib.sha256(lang.id.encode() + b"\0" + code).hexdigest()[:32]
+        sha = digest.hexdigest()[:32]
         tools = self.root / "tools"
         tools.mkdir(mode=0o711, exist_ok=True)
         final = tools / f"{sha}-{role}"
@@ -214,7 +225,7 @@ class Judge:
                 if not (final / ".ready").exists():
                     tmp = tools / f".tmp-{uuid.uuid4().hex}"
                     try:
-                        prog = self.build(lang, code, tmp)
+                        prog = self.build(lang, code, tmp, extra)
                         if not prog.compile.ok:
                             raise JudgeError("checker_compile_failed",
                                              f"problem {problem.id}: {role} {source.name} does not compile: "

@@ -137,3 +137,17 @@ def test_interactor_tout_goes_to_the_testlib_checker(judge, store):
     assert res.verdict is Verdict.WRONG_ANSWER, res.as_dict()
     assert res.tests[0].verdict is Verdict.ACCEPTED and res.tests[0].message == "checker: 1 guesses"
     assert "at most 12 allowed" in res.tests[1].message
+
+
+def test_checker_includes_a_header_shipped_beside_it(judge, store):
+    header = "static int verdict_for(long long out, long long ans) { return out == ans ? 0 : 1; }\n"
+    checker = ('#include <stdio.h>\n#include "sumlib.h"\n'
+               'int main(int c, char **v) { long long o = 0, a = 0;\n'
+               '  FILE *fo = fopen(v[2], "r"), *fa = fopen(v[3], "r");\n'
+               '  if (!fo || !fa || fscanf(fa, "%lld", &a) != 1) return 3; if (fscanf(fo, "%lld", &o) != 1) return 2;\n'
+               '  return verdict_for(o, a); }\n')
+    files = {"1.in": "2 2\n", "1.out": "4\n", "checker/check.c": checker, "checker/sumlib.h": header,
+             "problem.toml": "checker_source = 'checker/check.c'\n"}
+    problem = store.load(store.add(make_zip(files)).id)
+    assert judge.judge(problem, "c", program("c", "aplusb").encode()).verdict is Verdict.ACCEPTED
+    assert judge.judge(problem, "c", program("c", "wa").encode()).verdict is Verdict.WRONG_ANSWER
