@@ -126,6 +126,7 @@ struct box_res {
     /* a prepared helper (-P) waiting for its run, or pid 0 */
     pid_t pid;
     int pidfd, out, err, rep, req;
+    unsigned long mount_gen; /* the caller's mount table it copied (see mounts_changed) */
     struct box_res *next;
 };
 
@@ -312,6 +313,23 @@ static char pool_ready_parents[NCG][PATH_MAX];
 static char pool_helper[PATH_MAX];
 static struct box_res *ready_box[MAX_SPARES];
 static int n_ready;
+static unsigned long mount_gen; /* bumped whenever the caller's mount table changed */
+static int mounts_fd = -1;
+
+/* A prepared box copied the caller's mount table when it was made: after a mount or
+ * unmount in the caller's namespace it would show a stale view, so it is not used.
+ * /proc/self/mounts polls POLLPRI once per change.  Called with pool_mu held. */
+static void mounts_changed_locked(void)
+{
+    if (mounts_fd < 0) {
+        mounts_fd = open("/proc/self/mounts", O_RDONLY | O_CLOEXEC);
+        mount_gen++;
+        return;
+    }
+    struct pollfd pf = {mounts_fd, POLLPRI, 0};
+    if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLPRI | POLLERR)))
+        mount_gen++;
+}
 
 /* Fresh cgroups, a fresh network namespace if flags ask for one, and a helper started
  * in them with -P: everything of a box but what the run brings. NULL on failure. */
@@ -394,6 +412,7 @@ static void *pool_main(void *unused)
         if (!pool_paused && pool_want_ready && !pool_ready_failed && n_ready < pool_spares) {
             char parents[NCG][PATH_MAX], helper[PATH_MAX];
             int flags = pool_ready_flags;
+            unsigned long gen = mount_gen;
             memcpy(parents, pool_ready_parents, sizeof parents);
             memcpy(helper, pool_helper, sizeof helper);
             pool_busy = 1;
@@ -401,6 +420,8 @@ static void *pool_main(void *unused)
             struct box_res *b = make_ready(parents, flags, helper, home);
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
+            if (b)
+                b->mount_gen = gen;
             if (!b)
                 pool_ready_failed = 1; /* runs start their own helper */
             else if (pool_paused || flags != pool_ready_flags || memcmp(parents, pool_ready_parents, sizeof parents) ||
@@ -487,6 +508,9 @@ static void pool_atfork_child(void)
         free(b);
     }
     n_ready = 0;
+    if (mounts_fd >= 0)
+        close(mounts_fd); /* its change events are shared with the parent's descriptor */
+    mounts_fd = -1;
     while (jobs_head) {
         struct box_res *b = jobs_head;
         jobs_head = b->next;
@@ -594,13 +618,14 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
             pool_ready_failed = 0;
         }
         pool_want_ready = 1;
+        mounts_changed_locked();
         while (n_ready > 0 && !b) {
             struct box_res *r = ready_box[--n_ready];
             struct pollfd pf = {r->pidfd, POLLIN, 0};
-            if (poll(&pf, 1, 0) == 0)
+            if (r->mount_gen == mount_gen && poll(&pf, 1, 0) == 0)
                 b = r;
             else
-                push_job(r); /* its helper died waiting */
+                push_job(r); /* stale view of the mounts, or its helper died waiting */
         }
         if (b || !pool_ready_failed) {
             pool_idle_flag = 0;

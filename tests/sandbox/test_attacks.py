@@ -169,3 +169,24 @@ def test_degraded_without_cgroups_is_still_safe(bindir: Path, workdir: Path) -> 
     lim = Limits(cpu_ms=500, wall_ms=4000, memory_kib=64 * 1024)
     r = sb.run([str(bindir / "catch_sigxcpu")], limits=lim, workdir=workdir, readonly_paths=[bindir])
     assert r.status is Status.TIME_LIMIT and r.signal == 9, r
+
+
+def test_prepared_boxes_see_mounts_made_after_them(c_sandbox: CSandbox, workdir: Path, tmp_path: Path) -> None:
+    """Boxes are prepared ahead with a copy of the mount table; a later mount must still show."""
+    import subprocess
+
+    from conveyor_sandbox.native import flush
+
+    target = tmp_path / "mnt"
+    target.mkdir()
+    (target / "under").write_text("x")
+    c_sandbox.run(["/bin/true"], limits=LIMITS, workdir=workdir)
+    flush(drop_spares=False)  # prepared boxes are ready now, with the old mount table
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(target)], check=True)
+    try:
+        (target / "over").write_text("y")
+        r = c_sandbox.run(["/bin/ls", str(target)], limits=LIMITS, workdir=workdir, readonly_paths=[target])
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert r.status is Status.OK, r
+    assert r.stdout.split() == [b"over"], r.stdout
