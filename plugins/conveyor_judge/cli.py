@@ -20,9 +20,9 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _app(ctx: click.Context) -> Any:
+def _app(ctx: click.Context, need_db: bool = True) -> Any:
     from conveyor.cli import _app as core_app
-    return core_app(ctx)
+    return core_app(ctx, need_db=need_db)
 
 
 def _console() -> Any:
@@ -64,7 +64,7 @@ def problem_add(ctx: click.Context, package: Path, time_limit: int | None, memor
                 as_json: bool) -> None:
     """Store a problem package (a zip or a directory) and print its id."""
     from conveyor_judge.problems import ProblemStore, zip_directory
-    app = _app(ctx)
+    app = _app(ctx, need_db=False)
     try:
         data = zip_directory(package) if package.is_dir() else package.read_bytes()
         info = ProblemStore(app.storage).add(data, time_limit_ms=time_limit, memory_limit_mib=memory_limit,
@@ -84,7 +84,7 @@ def problem_add(ctx: click.Context, package: Path, time_limit: int | None, memor
 def problem_list(ctx: click.Context) -> None:
     """List stored problems."""
     from conveyor_judge.problems import ProblemStore
-    for info in ProblemStore(_app(ctx).storage).list():
+    for info in ProblemStore(_app(ctx, need_db=False).storage).list():
         click.echo(f"{info.id}  {info.tests:>4} tests  {info.format:<7} {info.name}")
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from conveyor.errors import ConfigError
 from conveyor.storage import Storage
 from conveyor_judge.errors import JudgeError
 
@@ -43,11 +44,15 @@ def cache_root() -> Path:
     """Where unpacked problems and work directories live (``CONVEYOR_JUDGE_CACHE``)."""
     root = Path(os.environ.get("CONVEYOR_JUDGE_CACHE") or "/var/tmp/conveyor-judge")
     # 0711: sandbox uids may pass through to their own work directory but list nothing
-    for sub, mode in (("", 0o711), ("problems", 0o700), ("runs", 0o711)):
-        d = root / sub if sub else root
-        d.mkdir(parents=True, exist_ok=True)
-        if stat.S_IMODE(d.stat().st_mode) != mode:
-            os.chmod(d, mode)
+    try:
+        for sub, mode in (("", 0o711), ("problems", 0o700), ("runs", 0o711)):
+            d = root / sub if sub else root
+            d.mkdir(parents=True, exist_ok=True)
+            if stat.S_IMODE(d.stat().st_mode) != mode:
+                os.chmod(d, mode)
+    except OSError as exc:
+        raise ConfigError(f"judge cache {root} is not usable ({exc.strerror}); set CONVEYOR_JUDGE_CACHE to a "
+                          "directory this user owns, outside /tmp") from None
     return root
 
 
