@@ -1,6 +1,6 @@
 """Start-up cost of a sandboxed /bin/true: Conveyor's C sandbox against bare fork+exec and others.
 
-    python benchmarks/sandbox.py [--runs 500] [--batch 10] [--ballast-gib 2]
+    python benchmarks/sandbox.py [--runs 500] [--batch 10] [--ballast-gib 2] [--baseline DIR]
 
 Every contender runs in batches, and the batches are interleaved round-robin (the order
 rotating every round), so load from other work on the host hits all of them alike.
@@ -12,6 +12,11 @@ background thread is idle again, so the work it moved off the critical path is s
 inside the batch's time. Prints the mean per run, its ratio to bare ``subprocess.run``
 from the small parent, and the worker's CPU time per run (its own and its children's;
 kernel threads, e.g. network namespace cleanup, are not counted).
+
+``--baseline DIR`` adds the C sandbox rows of another build of ``conveyor_sandbox``
+(DIR is put first on ``PYTHONPATH``; e.g. an older commit's ``plugins`` directory with
+its extension and helper built in place), interleaved with the rest: before/after in
+one run.
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ def contenders(kind: str, wd: str) -> dict[str, Callable[[], object] | str]:
     """What a worker of this kind can run; a string says why a contender is missing."""
     from conveyor.sandbox import Limits
     from conveyor_sandbox.fallback import PythonSandbox
-    from conveyor_sandbox.native import CSandbox, flush
+    from conveyor_sandbox.native import CSandbox
+
+    try:
+        from conveyor_sandbox.native import flush
+    except ImportError:  # a baseline build without background work
+        flush = None
 
     lim = Limits(cpu_ms=1000)
     out: dict[str, Callable[[], object] | str] = {}
@@ -54,11 +64,14 @@ def contenders(kind: str, wd: str) -> dict[str, Callable[[], object] | str]:
             return r
 
         out["c"] = csb
-        out["c:settle"] = lambda: flush(drop_spares=False)
+        if flush is not None:
+            out["c:settle"] = lambda: flush(drop_spares=False)
     else:
         out["c"] = why
-    if kind != "small":
+    if kind not in ("small", "base"):
         return out
+    if kind == "base":
+        return {"c": out["c"]}
     fb = PythonSandbox()
     out["fallback"] = lambda: fb.run(["/bin/true"], workdir=wd, limits=lim)
     bwrap = shutil.which("bwrap")
@@ -113,6 +126,8 @@ ROWS = [
     ("firejail --net=none", "small", "firejail"),
     ("bare subprocess.run, {big} parent", "large", "bare"),
     ("conveyor C sandbox, {big} parent", "large", "c"),
+    ("baseline C sandbox", "base", "c"),
+    ("baseline C sandbox, {big} parent", "base-large", "c"),
 ]
 
 
@@ -122,18 +137,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=500)
     ap.add_argument("--batch", type=int, default=10, help="runs per contender per round")
     ap.add_argument("--ballast-gib", type=float, default=2.0, help="memory the 'large parent' rows hold")
-    ap.add_argument("--worker", choices=["small", "sync", "large"], help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", metavar="DIR", help="also run the C sandbox of the build found in DIR")
+    ap.add_argument("--worker", choices=["small", "sync", "large", "base", "base-large"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.ballast_gib if args.worker == "large" else 0.0)
+        worker("base" if args.worker == "base" else args.worker,
+               args.ballast_gib if args.worker.endswith("large") else 0.0)
         return
 
     procs: dict[str, subprocess.Popen[str]] = {}
     missing: dict[str, dict[str, str]] = {}
-    for kind in ("small", "sync", "large"):
+    kinds = ["small", "sync", "large"] + (["base", "base-large"] if args.baseline else [])
+    for kind in kinds:
         env = dict(os.environ)
         if kind == "sync":
             env["CONVEYOR_SANDBOX_SPARES"] = "0"
+        if kind.startswith("base"):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.baseline, env.get("PYTHONPATH")]))
         p = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--ballast-gib", str(args.ballast_gib)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert p.stdout is not None
@@ -141,7 +161,7 @@ def main() -> None:
         procs[kind] = p
 
     big = f"{args.ballast_gib:g} GiB"
-    rows = [(label.format(big=big), kind, name) for label, kind, name in ROWS]
+    rows = [(label.format(big=big), kind, name) for label, kind, name in ROWS if kind in procs]
     live = [r for r in rows if r[2] not in missing[r[1]]]
     elapsed = {r: 0.0 for r in live}
     cpu = {r: 0.0 for r in live}

@@ -81,11 +81,14 @@ class UidPool:
         self._lock = threading.Lock()
         self._in_use: set[int] = set()
         self._fds: dict[int, int] = {}
+        self._dir_made = False
 
     def acquire(self) -> int:
         """A uid no other box on this host is using now."""
         with self._lock:
-            self.lockdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self._dir_made:
+                self.lockdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._dir_made = True
             for uid in range(self.base, self.base + self.count):
                 if uid in self._in_use:
                     continue

@@ -187,6 +187,18 @@ def _library() -> tuple[Any, Any]:
         return _LIB
 
 
+_DEVNULL = -1
+
+
+def _devnull() -> int:
+    """A process-wide read-only /dev/null descriptor, opened once."""
+    global _DEVNULL
+    with _LIB_LOCK:
+        if _DEVNULL < 0:
+            _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return _DEVNULL
+
+
 def flush(drop_spares: bool = True) -> None:
     """Wait until every finished box's cgroups and namespaces are gone.
 
@@ -272,6 +284,9 @@ class CSandbox:
         pool = uid_pool()
         uid = pool.acquire()
         try:
+            if stdin is None:  # one /dev/null for every run: the helper only reads it
+                with WorkdirOwnership(wd, uid):
+                    return self._run(args, lim, _devnull(), wd, environ, ro, uid)
             with stdin_file(stdin) as fin, WorkdirOwnership(wd, uid):
                 return self._run(args, lim, fin.fileno(), wd, environ, ro, uid)
         finally:
