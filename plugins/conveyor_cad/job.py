@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import JobError
+from conveyor.errors import ConfigError, JobError
 from conveyor.kinds import JobContext
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.files import fetch_source, get_file, key_of_url, update_for_attempt
@@ -47,7 +47,12 @@ def convert_job(ctx: JobContext) -> dict[str, Any]:
     if rec is None:
         raise JobError("file_not_found", f"no file {file_id!r} in tenant {ctx.tenant_id!r}; "
                                          "check the id with `conveyor files show`")
-    return _Attempt(app, ctx, rec, CadConfig.load(), payload).execute()
+    try:
+        cfg = CadConfig.load()
+    except ConfigError as exc:
+        raise JobError("internal_error", f"the worker's CAD configuration is invalid: {exc}", retryable=False) \
+            from None
+    return _Attempt(app, ctx, rec, cfg, payload).execute()
 
 
 class _Attempt:

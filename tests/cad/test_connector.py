@@ -205,3 +205,13 @@ def test_url_upload_without_a_signing_storage_is_a_clear_error(cad_app, cad_pipe
     job, _ = convert(cad_app, cad_pipeline, meshes["box_binary.stl"])
     assert job.error_code == "connector_failed" and "cannot presign" in job.last_error and job.attempts == 1
     assert connector.requests == []
+
+
+def test_a_worker_with_bad_cad_config_fails_the_job_with_the_variable_named(cad_app, cad_pipeline, meshes,
+                                                                            monkeypatch):
+    a = add_file(cad_app, meshes["box.off"])
+    monkeypatch.setenv("CONVEYOR_CAD_ROUTING", "off=teleport")
+    with cad_pipeline() as p:
+        (job,) = p.wait([a.job_id])
+    assert job.error_code == "internal_error" and job.attempts == 1
+    assert "CONVEYOR_CAD_ROUTING" in job.last_error and "Traceback" not in job.last_error
