@@ -139,6 +139,7 @@ def cad_formats(as_json: bool) -> None:
     if as_json:
         _echo_json({"formats": rows, "converters": converters})
         return
+    click.echo(f"{'format':6} {'extensions':22} {'converter':10} {'routing':21} state")
     for r in rows:
         state = "ok" if r["supported"] else ("recognised only" if r["converter"] else "no converter")
         click.echo(f"{r['format']:6} {', '.join(r['extensions']):22} {r['converter'] or '-':10} "
@@ -184,9 +185,13 @@ def files_show(ctx: click.Context, file_id: str, as_json: bool, tenant: str | No
     if rec is None:
         raise click.ClickException(f"no file {file_id!r}; `conveyor files add PATH` prints the id")
     d = file_json(app, rec)
+    latest = app.list_jobs(file_id=rec.id, kind="cad.convert", limit=1)
+    d["job_id"] = latest[0].id if latest else None
     if as_json:
         _echo_json(d)
         return
     _print_file(app, d)
+    if latest:
+        click.echo(f"  job:      {latest[0].id} ({latest[0].status.value}, attempt {latest[0].attempt_id})")
     if rec.attributes:
         click.echo("  attributes: " + json.dumps(rec.attributes, default=str)[:400])
