@@ -80,16 +80,6 @@ static ssize_t cg_read(const char *dir, const char *name, char *buf, size_t len)
     return n;
 }
 
-static int64_t cg_read_int(const char *dir, const char *name)
-{
-    char buf[64];
-    if (cg_read(dir, name, buf, sizeof buf) <= 0)
-        return -1;
-    if (strncmp(buf, "max", 3) == 0)
-        return -1;
-    return strtoll(buf, NULL, 10);
-}
-
 /* The value of "key N" in a flat keyed file such as cpu.stat, or -1. */
 static int64_t keyed_value(const char *text, const char *key)
 {
@@ -105,18 +95,27 @@ static int64_t keyed_value(const char *text, const char *key)
     return -1;
 }
 
-static int64_t cg_keyed(const char *dir, const char *name, const char *key)
-{
-    char buf[4096];
-    if (cg_read(dir, name, buf, sizeof buf) <= 0)
-        return -1;
-    return keyed_value(buf, key);
-}
-
 /* ---- run cgroups and namespaces: prepared ahead, removed after the run ---- */
 
 #define NCG 3 /* cgroup2, v1 memory, v1 pids */
 #define MAX_FDS 6
+
+/* cgroup limits of a run */
+struct limits {
+    int valid;
+    int64_t memory, pids;
+    int v2_memory, v2_pids;
+};
+
+/* the files the figures come from: (cgroup index, name) */
+enum { SF_CPU, SF_V2_PEAK, SF_V2_EVENTS, SF_V1_MAX, SF_V1_OOM, NSF };
+static const struct {
+    int cg;
+    const char *name;
+} stat_files[NSF] = {
+    {0, "cpu.stat"}, {0, "memory.peak"}, {0, "memory.events"},
+    {1, "memory.max_usage_in_bytes"}, {1, "memory.oom_control"},
+};
 
 /* The fresh resources of one box, and what has to go once it is done. */
 struct box_res {
@@ -127,15 +126,48 @@ struct box_res {
     pid_t pid;
     int pidfd, out, err, rep, req;
     unsigned long mount_gen; /* the caller's mount table it copied (see mounts_changed) */
+    struct limits lim;       /* written by the background thread (valid) */
+    int sfd[NSF];            /* figures files opened ahead, read with pread */
     struct box_res *next;
 };
 
 static struct box_res *box_new(void)
 {
     struct box_res *b = calloc(1, sizeof *b);
-    if (b)
+    if (b) {
         b->pidfd = b->out = b->err = b->rep = b->req = -1;
+        for (int i = 0; i < NSF; i++)
+            b->sfd[i] = -1;
+    }
     return b;
+}
+
+/* Read one of the figures files of the box into buf: the one opened ahead, or by path. */
+static ssize_t box_read(const struct box_res *b, int which, char *buf, size_t len)
+{
+    if (b->sfd[which] < 0)
+        return cg_read(b->cg[stat_files[which].cg], stat_files[which].name, buf, len);
+    ssize_t n = pread(b->sfd[which], buf, len - 1, 0);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+static int64_t box_read_int(const struct box_res *b, int which)
+{
+    char buf[64];
+    if (box_read(b, which, buf, sizeof buf) <= 0 || strncmp(buf, "max", 3) == 0)
+        return -1;
+    return strtoll(buf, NULL, 10);
+}
+
+static int64_t box_keyed(const struct box_res *b, int which, const char *key)
+{
+    char buf[4096];
+    if (box_read(b, which, buf, sizeof buf) <= 0)
+        return -1;
+    return keyed_value(buf, key);
 }
 
 /* Remove a run cgroup; right after the last task exits the kernel may still say EBUSY. */
@@ -168,6 +200,9 @@ static void box_release(struct box_res *b)
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (own[i] >= 0)
             close(own[i]);
+    for (int i = 0; i < NSF; i++)
+        if (b->sfd[i] >= 0)
+            close(b->sfd[i]);
     for (int i = 0; i < b->nfds; i++)
         close(b->fds[i]);
     if (present(b->cg[0]))
@@ -309,6 +344,7 @@ static int n_spare_net;
 static struct box_res *jobs_head, *jobs_tail;
 /* prepared boxes: a helper already in its fresh namespaces and cgroups, waiting (-P) */
 static int pool_want_ready, pool_ready_failed, pool_ready_flags;
+static struct limits pool_lim; /* of the last run: prepared boxes get them ahead */
 static char pool_ready_parents[NCG][PATH_MAX];
 static char pool_helper[PATH_MAX];
 static struct box_res *ready_box[MAX_SPARES];
@@ -331,9 +367,46 @@ static void mounts_changed_locked(void)
         mount_gen++;
 }
 
+/* Write the limits into the box's cgroups.  over: limits were written before, so
+ * "none" is written out too, and v1 memsw goes around memory (it may not be lower). */
+static int write_limits(struct box_res *b, const struct limits *l, int over)
+{
+    char num[32];
+    int e;
+    if (present(b->cg[0])) {
+        if (l->v2_memory && (l->memory > 0 || over)) {
+            snprintf(num, sizeof num, l->memory > 0 ? "%lld" : "max", (long long)l->memory);
+            if ((e = cg_write(b->cg[0], "memory.max", num)) < 0)
+                return e;
+            cg_write(b->cg[0], "memory.swap.max", "0");
+        }
+        if (l->v2_pids && (l->pids > 0 || over)) {
+            snprintf(num, sizeof num, l->pids > 0 ? "%lld" : "max", (long long)l->pids);
+            if ((e = cg_write(b->cg[0], "pids.max", num)) < 0)
+                return e;
+        }
+    }
+    if (present(b->cg[1]) && (l->memory > 0 || over)) {
+        snprintf(num, sizeof num, "%lld", (long long)(l->memory > 0 ? l->memory : -1));
+        if (over) /* absent without swap accounting; harmless then */
+            cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
+        if ((e = cg_write(b->cg[1], "memory.limit_in_bytes", num)) < 0)
+            return e;
+        cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
+    }
+    if (present(b->cg[2]) && (l->pids > 0 || over)) {
+        snprintf(num, sizeof num, l->pids > 0 ? "%lld" : "max", (long long)l->pids);
+        if ((e = cg_write(b->cg[2], "pids.max", num)) < 0)
+            return e;
+    }
+    b->lim = *l;
+    return 0;
+}
+
 /* Fresh cgroups, a fresh network namespace if flags ask for one, and a helper started
  * in them with -P: everything of a box but what the run brings. NULL on failure. */
-static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const char *helper, int home)
+static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const char *helper, int home,
+                                  const struct limits *lim)
 {
     struct box_res *b = box_new();
     if (!b)
@@ -345,6 +418,15 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1}, req[2] = {-1, -1};
     if (box_make_cgroups(b, parents) < 0)
         goto fail;
+    if (lim->valid && write_limits(b, lim, 0) < 0)
+        b->lim.valid = 0; /* the run writes them and reports why */
+    for (int i = 0; i < NSF; i++) {
+        char path[PATH_MAX + 64];
+        if (!present(b->cg[stat_files[i].cg]))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", b->cg[stat_files[i].cg], stat_files[i].name);
+        b->sfd[i] = open(path, O_RDONLY | O_CLOEXEC);
+    }
     for (int i = 0; i < NCG; i++) {
         if (!present(b->cg[i]))
             continue;
@@ -413,11 +495,12 @@ static void *pool_main(void *unused)
             char parents[NCG][PATH_MAX], helper[PATH_MAX];
             int flags = pool_ready_flags;
             unsigned long gen = mount_gen;
+            struct limits lim = pool_lim;
             memcpy(parents, pool_ready_parents, sizeof parents);
             memcpy(helper, pool_helper, sizeof helper);
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
-            struct box_res *b = make_ready(parents, flags, helper, home);
+            struct box_res *b = make_ready(parents, flags, helper, home, &lim);
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
             if (b)
@@ -505,6 +588,9 @@ static void pool_atfork_child(void)
                 close(own[j]);
         for (int j = 0; j < b->nfds; j++)
             close(b->fds[j]);
+        for (int j = 0; j < NSF; j++)
+            if (b->sfd[j] >= 0)
+                close(b->sfd[j]);
         free(b);
     }
     n_ready = 0;
@@ -618,6 +704,7 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
             pool_ready_failed = 0;
         }
         pool_want_ready = 1;
+        pool_lim = (struct limits){1, cfg->memory_limit, cfg->pids_limit, cfg->cg_v2_memory, cfg->cg_v2_pids};
         mounts_changed_locked();
         while (n_ready > 0 && !b) {
             struct box_res *r = ready_box[--n_ready];
@@ -709,36 +796,13 @@ static void box_done(struct box_res *b)
         box_release(b);
 }
 
-static int setup_cgroups(const struct sbx_config *cfg, const struct box_res *b)
+static int setup_cgroups(const struct sbx_config *cfg, struct box_res *b)
 {
-    char num[32];
-    int e;
-    if (present(b->cg[0])) {
-        if (cfg->cg_v2_memory && cfg->memory_limit > 0) {
-            snprintf(num, sizeof num, "%lld", (long long)cfg->memory_limit);
-            if ((e = cg_write(b->cg[0], "memory.max", num)) < 0)
-                return e;
-            cg_write(b->cg[0], "memory.swap.max", "0");
-        }
-        if (cfg->cg_v2_pids && cfg->pids_limit > 0) {
-            snprintf(num, sizeof num, "%lld", (long long)cfg->pids_limit);
-            if ((e = cg_write(b->cg[0], "pids.max", num)) < 0)
-                return e;
-        }
-    }
-    if (present(b->cg[1]) && cfg->memory_limit > 0) {
-        snprintf(num, sizeof num, "%lld", (long long)cfg->memory_limit);
-        if ((e = cg_write(b->cg[1], "memory.limit_in_bytes", num)) < 0)
-            return e;
-        /* absent without swap accounting; harmless then */
-        cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
-    }
-    if (present(b->cg[2]) && cfg->pids_limit > 0) {
-        snprintf(num, sizeof num, "%lld", (long long)cfg->pids_limit);
-        if ((e = cg_write(b->cg[2], "pids.max", num)) < 0)
-            return e;
-    }
-    return 0;
+    struct limits want = {1, cfg->memory_limit, cfg->pids_limit, cfg->cg_v2_memory, cfg->cg_v2_pids};
+    if (b->lim.valid && b->lim.memory == want.memory && b->lim.pids == want.pids &&
+        b->lim.v2_memory == want.v2_memory && b->lim.v2_pids == want.v2_pids)
+        return 0; /* written ahead */
+    return write_limits(b, &want, b->lim.valid);
 }
 
 static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
@@ -778,7 +842,7 @@ static int64_t cpu_usage_us(const struct box_res *b)
 {
     if (!b || !present(b->cg[0]))
         return -1;
-    return cg_keyed(b->cg[0], "cpu.stat", "usage_usec");
+    return box_keyed(b, SF_CPU, "usage_usec");
 }
 
 static long online_cpus(void)
@@ -1064,14 +1128,14 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     }
 
     if (present(box->cg[0]) && cfg->cg_v2_memory) {
-        res->peak_bytes = cg_read_int(box->cg[0], "memory.peak");
+        res->peak_bytes = box_read_int(box, SF_V2_PEAK);
         res->mem_source = res->peak_bytes >= 0 ? SBX_MEM_V2_PEAK : SBX_MEM_NONE;
-        res->oom_killed = cg_keyed(box->cg[0], "memory.events", "oom_kill") > 0;
+        res->oom_killed = box_keyed(box, SF_V2_EVENTS, "oom_kill") > 0;
     }
     if (res->mem_source == SBX_MEM_NONE && present(box->cg[1])) {
-        res->peak_bytes = cg_read_int(box->cg[1], "memory.max_usage_in_bytes");
+        res->peak_bytes = box_read_int(box, SF_V1_MAX);
         res->mem_source = res->peak_bytes >= 0 ? SBX_MEM_V1_MAX_USAGE : SBX_MEM_NONE;
-        res->oom_killed = cg_keyed(box->cg[1], "memory.oom_control", "oom_kill") > 0;
+        res->oom_killed = box_keyed(box, SF_V1_OOM, "oom_kill") > 0;
     }
     if (res->mem_source == SBX_MEM_NONE && res->maxrss_kib > 0) {
         res->peak_bytes = res->maxrss_kib * 1024;

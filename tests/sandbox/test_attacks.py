@@ -190,3 +190,16 @@ def test_prepared_boxes_see_mounts_made_after_them(c_sandbox: CSandbox, workdir:
         subprocess.run(["umount", str(target)], check=True)
     assert r.status is Status.OK, r
     assert r.stdout.split() == [b"over"], r.stdout
+
+
+def test_prepared_boxes_take_each_runs_memory_limit(c_sandbox: CSandbox, bindir: Path, workdir: Path) -> None:
+    """Prepared boxes get the last run's limits ahead; a run with other limits must get its own."""
+    from conveyor_sandbox.native import flush
+
+    small = Limits(cpu_ms=2000, wall_ms=4000, memory_kib=64 * 1024)
+    large = Limits(cpu_ms=2000, wall_ms=4000, memory_kib=512 * 1024)
+    for before, lim, expected in ((small, large, Status.OK), (large, small, Status.MEMORY_LIMIT)):
+        c_sandbox.run(["/bin/true"], limits=before, workdir=workdir)
+        flush(drop_spares=False)  # prepared boxes now carry the limits of `before`
+        r = c_sandbox.run([str(bindir / "memory_touch"), "100"], limits=lim, workdir=workdir, readonly_paths=[bindir])
+        assert r.status is expected, r
