@@ -74,3 +74,45 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
                         + (f"; converter output: {err['output'][-400:]!r}" if err.get("output") else ""),
                         None, conversion_status=rec.conversion_status))
     return out
+
+
+LIBRARIES = (("trimesh", "trimesh"), ("cascadio", "cascadio"), ("ezdxf", "ezdxf"), ("matplotlib", "matplotlib"),
+             ("numpy", "numpy"), ("PIL", "pillow"), ("lxml", "lxml"), ("networkx", "networkx"))
+
+
+def doctor(app: Any) -> list[dict[str, Any]]:
+    """Findings for ``conveyor doctor``: the cad extra's libraries, the routing config, the connector."""
+    import importlib
+    import urllib.error
+    import urllib.request
+    from importlib import metadata
+
+    out = []
+    for module, dist in LIBRARIES:
+        try:
+            importlib.import_module(module)
+            version = metadata.version(dist)
+            out.append(_finding(f"cad library {dist}", True, f"{dist} {version}"))
+        except Exception as exc:
+            out.append(_finding(f"cad library {dist}", False, f"{dist} cannot be imported: {exc}",
+                                "pip install 'conveyor-jobs[cad]' on this host"))
+    try:
+        cfg = CadConfig.load()
+    except Exception as exc:
+        return [*out, _finding("cad config", False, str(exc), "fix the CONVEYOR_CAD_* variables or [cad] table")]
+    routes = ", ".join(f"{k}={v.value}" for k, v in cfg.routes.items()) or "every format local"
+    out.append(_finding("cad config", True, f"time limit {cfg.time_limit_s:g}s, memory {cfg.memory_mb} MB, "
+                        f"routing: {routes}"))
+    if cfg.connector_url:
+        t0 = time.perf_counter()
+        try:
+            urllib.request.urlopen(cfg.connector_url, timeout=min(5.0, cfg.connector_timeout_s)).close()
+            reachable, detail = True, "answered"
+        except urllib.error.HTTPError as exc:
+            reachable, detail = True, f"answered HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reachable, detail = False, f"unreachable: {getattr(exc, 'reason', exc)}"
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        out.append(_finding("cad connector", reachable, f"{cfg.connector_url} {detail} in {ms} ms",
+                            None if reachable else "check CONVEYOR_CAD_CONNECTOR_URL and the service's health"))
+    return out

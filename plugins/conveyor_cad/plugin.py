@@ -76,3 +76,11 @@ def conveyor_demo(app: Conveyor, console: Any) -> bool | None:
     from conveyor_cad.demo import run
 
     return run(app, console)
+
+
+@hookimpl
+def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]] | None:
+    """CAD libraries importable (with versions), routing valid, connector reachable when configured."""
+    from conveyor_cad.diagnose import doctor
+
+    return doctor(app)

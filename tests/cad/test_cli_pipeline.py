@@ -144,3 +144,14 @@ def test_demo_hook_converts_the_shipped_samples(cad_app, cad_pipeline):
     printed = out.getvalue()
     assert "bracket.step" in printed and "preview.png" in printed and "model.glb" in printed
     assert "60.0 x 45.0 x 30.0 mm" in printed
+
+
+def test_doctor_checks_the_cad_libraries_and_the_connector(tmp_path):
+    env = cli_env(f"sqlite:///{tmp_path}/c.db", tmp_path)
+    env["CONVEYOR_CAD_CONNECTOR_URL"] = "http://127.0.0.1:9"
+    proc = run_cli(env, "doctor", "--json")
+    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    for dist in ("trimesh", "cascadio", "ezdxf", "matplotlib"):
+        assert checks[f"cad library {dist}"]["ok"] is True
+    assert checks["cad connector"]["ok"] is False and "unreachable" in checks["cad connector"]["detail"]
+    assert checks["cad connector"]["next_step"]
