@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 
@@ -44,6 +46,22 @@ def _download(pkg: dict, dest: Path) -> Path:
     return deb
 
 
+def _download_sdist(sd: dict, dest: Path) -> Path:
+    archive = dest / sd["file"]
+    if archive.exists() and _sha256(archive) == sd["sha256"]:
+        return archive
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", f"{sd['name']}=={sd['version']}",
+                           "--no-binary", sd["name"], "--no-deps", "--disable-pip-version-check", "-d", str(dest)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    if proc.returncode != 0 or not archive.exists():
+        raise RuntimeError(f"pip download {sd['name']}=={sd['version']} failed: {proc.stderr[-800:]}")
+    got = _sha256(archive)
+    if got != sd["sha256"]:
+        archive.unlink()
+        raise RuntimeError(f"{sd['file']}: sha256 {got} does not match the manifest's {sd['sha256']}")
+    return archive
+
+
 def fetch_manifest_files(manifest: Path) -> dict[str, Path]:
     """Every file of the manifest as a verified local path (downloaded once into a cache keyed by the manifest)."""
     text = Path(manifest).read_text()
@@ -59,6 +77,16 @@ def fetch_manifest_files(manifest: Path) -> dict[str, Path]:
             shutil.rmtree(tree, ignore_errors=True)
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True, capture_output=True)
             marker.write_text(pkg["sha256"])
+    for sd in manifest.get("sdists", []):
+        tree = root / sd["name"]
+        marker = tree / ".extracted"
+        if not marker.exists():
+            archive = _download_sdist(sd, root)
+            shutil.rmtree(tree, ignore_errors=True)
+            with tarfile.open(archive) as tf:
+                members = [m for m in tf.getmembers() if m.name.startswith(sd["extract"])]
+                tf.extractall(tree, members=members, filter="data")
+            marker.write_text(sd["sha256"])
     for f in manifest["files"]:
         path = root / f["package"] / f["path"].lstrip("/")
         if not path.is_file():
