@@ -172,19 +172,20 @@ def add_file(app: Conveyor, data: bytes | IO[bytes] | str | Path, filename: str 
 
 
 def update_for_attempt(engine: Engine, file_id: str, job_id: str, attempt_id: int,
-                       values: Mapping[str, Any]) -> tuple[bool, int, int]:
+                       values: Mapping[str, Any], statuses: tuple[str, ...] = ("running",)) -> tuple[bool, int, int]:
     """Update a file row only while this job attempt is the live one (running, same attempt_id).
 
-    Returns (updated, attempts, max_attempts). A stale attempt (its lease was lost
+    ``statuses`` widens "live" for the one case that needs it: a cancelled job's own
+    attempt records why its file stopped. Returns (updated, attempts, max_attempts). A stale attempt (its lease was lost
     and another worker reclaimed the job) matches nothing, so it can never overwrite
     the paths the winning attempt records.
     """
     live = exists(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.attempt_id == attempt_id,
-                                          jobs.c.status == "running"))
+                                          jobs.c.status.in_(statuses)))
     with engine.begin() as conn:
         job = conn.execute(select(jobs.c.attempt_id, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts)
                            .where(jobs.c.id == job_id).with_for_update()).first()
-        if job is None or job.attempt_id != attempt_id or job.status != "running":
+        if job is None or job.attempt_id != attempt_id or job.status not in statuses:
             return False, 0, 0
         res = conn.execute(update(files).where(files.c.id == file_id, live)
                            .values(**values, updated_at=utcnow()))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigError, JobError
+from conveyor.errors import Cancelled, ConfigError, JobError
 from conveyor.kinds import JobContext
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.files import fetch_source, get_file, key_of_url, update_for_attempt
@@ -105,6 +105,9 @@ class _Attempt:
             except ConversionError as err:
                 self._fail(err)
                 raise AssertionError("unreachable") from None
+            except Cancelled as stop:
+                self._stopped(stop)
+                raise
 
     def _signed_url(self) -> str | None:
         key = key_of_url(self.app, self.rec.system_path)
@@ -213,6 +216,16 @@ class _Attempt:
         return {"file_id": self.rec.id, "status": status.value, "converter": conv.id,
                 "converter_version": conv.version, "format": fmt, "manifest": [d.as_dict() for d in manifest],
                 "warnings": all_warnings, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+
+    def _stopped(self, stop: Cancelled) -> None:
+        """The attempt was cancelled, timed out or lost its lease: never leave the file ``processing``."""
+        error = {"code": stop.code, "message": stop.message, "converter": self.converter_id, "stage": "read"}
+        _, attempts, max_attempts = update_for_attempt(self.app.engine, self.rec.id, self.ctx.job_id,
+                                                       self.ctx.attempt_id, {}, ("running", "cancelled"))
+        retries = stop.code in ("timeout", "lease_lost") and attempts < max_attempts
+        status = ConversionStatus.PENDING if retries else ConversionStatus.FAILED
+        update_for_attempt(self.app.engine, self.rec.id, self.ctx.job_id, self.ctx.attempt_id,
+                           {"conversion_status": status.value, "conversion_error": error}, ("running", "cancelled"))
 
     def _fail(self, err: ConversionError) -> None:
         error: dict[str, Any] = {"code": err.code, "message": err.message, "converter": self.converter_id,

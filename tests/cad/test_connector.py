@@ -88,12 +88,12 @@ def test_5xx_every_time_fails_after_max_attempts_with_a_body_excerpt(cad_app, ca
 
 
 def test_timeout_is_a_retryable_connector_failure(cad_app, cad_pipeline, connector, meshes, monkeypatch):
-    monkeypatch.setenv("CONVEYOR_CAD_CONNECTOR_TIMEOUT", "0.5")
-    connector.hang_seconds = 2.0
+    monkeypatch.setenv("CONVEYOR_CAD_CONNECTOR_TIMEOUT", "1.5")
+    connector.hang_seconds = 4.0
     connector.behaviours.append("hang")
     job, rec = convert(cad_app, cad_pipeline, meshes["box_binary.stl"])
     assert job.status.value == "succeeded" and job.attempts == 2
-    assert "did not answer within 0.5s" in job.error_history[0]["message"]
+    assert "did not answer within 1.5s" in job.error_history[0]["message"]
     assert rec.conversion_status == "done"
 
 

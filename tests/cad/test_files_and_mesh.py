@@ -225,3 +225,21 @@ def test_a_failed_stage_makes_the_result_partial(cad_app, cad_pipeline, meshes):
                                     "converter": "test.partial", "stage": "render"}
     preview = next(m for m in job.result["manifest"] if m["role"] == "preview")
     assert preview["status"] == "failed" and preview["messages"] == ["renderer unavailable"]
+
+
+def test_cancelling_a_conversion_kills_the_child_and_fails_the_file(cad_app, cad_pipeline, meshes, monkeypatch):
+    import time
+    monkeypatch.setenv("CONVEYOR_CAD_TIME_LIMIT", "60")
+    a = add_file(cad_app, meshes["box.off"], convert=False)
+    job_id = cad_app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.hang"}, file_id=a.file.id)
+    with cad_pipeline() as p:
+        deadline = time.monotonic() + 30
+        while get_file(cad_app.engine, a.file.id).conversion_status != "processing":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        cad_app.cancel(job_id, reason="user gave up")
+        (job,) = p.wait([job_id], timeout=30)
+    assert job.status.value == "cancelled" and time.monotonic() - t0 < 15
+    rec = get_file(cad_app.engine, a.file.id)
+    assert rec.conversion_status == "failed" and rec.conversion_error["code"] == "cancelled"
