@@ -93,3 +93,23 @@ def test_fallback_is_chosen_when_c_cannot_load(tmp_path: Path) -> None:
     assert chosen.id == "python-fallback"
     r = chosen.run(["/bin/echo", "x"], workdir=tmp_path, limits=Limits(cpu_ms=1000))
     assert r.backend == "python-fallback" and r.ok
+
+
+def test_concurrent_runs_each_get_their_own_box(c_sandbox: CSandbox, tmp_path: Path) -> None:
+    """Threads share the prepared boxes: every run gets its own stdin, work directory and uid."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, bytes, bytes]:
+        wd = tmp_path / f"w{i}"
+        wd.mkdir()
+        r = c_sandbox.run(["/bin/sh", "-c", "cat; echo; id -u; echo x > f; ls"], stdin=f"in{i}".encode(),
+                          workdir=wd, limits=Limits(cpu_ms=2000, wall_ms=10000))
+        assert r.status is Status.OK, r
+        return i, r.stdout, (wd / "f").read_bytes()
+
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(one, range(24)))
+    for i, out, f in results:
+        lines = out.split()
+        assert lines[0] == f"in{i}".encode() and lines[2:] == [b"f"], out
+        assert 60000 <= int(lines[1]) < 61000 and f == b"x\n"
