@@ -132,8 +132,12 @@ class MeshConverter(Converter):
         except ConversionError:
             raise
         except Exception as exc:
+            hint = ""
+            if options.format == "gltf" and isinstance(exc, (FileNotFoundError, KeyError, ValueError)):
+                hint = " (a .gltf whose buffers are separate files cannot be read alone: upload a .glb, or a " \
+                       ".gltf with embedded buffers)"
             raise ConversionError("conversion_failed", f"trimesh could not read this {options.format.upper()} "
-                                  f"file: {type(exc).__name__}: {str(exc)[:300]}", Stage.READ) from None
+                                  f"file: {type(exc).__name__}: {str(exc)[:300]}{hint}", Stage.READ) from None
         units = getattr(loaded, "units", None)
         return finish_scene(loaded, out_dir, options, units=units, warnings=tuple(warnings),
                             metadata={"format": options.format})

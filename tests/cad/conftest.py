@@ -66,6 +66,7 @@ def meshes(tmp_path) -> dict[str, Path]:
         "box.off": box.export(file_type="off"),
         "torus.glb": trimesh.Scene(torus).export(file_type="glb"),
         "box.3mf": box.export(file_type="3mf"),
+        "box_embedded.gltf": trimesh.Scene(box).export(file_type="gltf", embed_buffers=True)["model.gltf"],
     }
     paths = {}
     for name, data in files.items():

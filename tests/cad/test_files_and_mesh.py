@@ -243,3 +243,13 @@ def test_cancelling_a_conversion_kills_the_child_and_fails_the_file(cad_app, cad
     assert job.status.value == "cancelled" and time.monotonic() - t0 < 15
     rec = get_file(cad_app.engine, a.file.id)
     assert rec.conversion_status == "failed" and rec.conversion_error["code"] == "cancelled"
+
+
+def test_gltf_with_external_buffers_uploaded_alone_says_what_to_upload(cad_app, cad_pipeline):
+    import trimesh
+    files = trimesh.Scene(trimesh.creation.box()).export(file_type="gltf")
+    a = add_file(cad_app, files["model.gltf"], "model.gltf")
+    assert a.file.cad_format == "gltf"
+    with cad_pipeline() as p:
+        (job,) = p.wait([a.job_id])
+    assert job.error_code == "conversion_failed" and "upload a .glb" in job.last_error, job.last_error
