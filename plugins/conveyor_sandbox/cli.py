@@ -197,7 +197,7 @@ def run_attacks(sb: Any, src: Path) -> list[dict[str, Any]]:
                 if cp.returncode == 0:
                     progs.append(("c", [str(out), *args], [str(bindir)]))
             if os.path.exists(PY) and (src / "py" / f"{name}.py").exists():
-                progs.append(("python", [PY, "-I", str(src / "py" / f"{name}.py"), *args], []))
+                progs.append(("python", [PY, "-I", str(src / "py" / f"{name}.py"), *args], [str(src / "py")]))
             for lang, argv, ro in progs:
                 wd = Path(tempfile.mkdtemp(dir=tmp))
                 r = sb.run(argv, limits=limits, workdir=wd, readonly_paths=ro)
