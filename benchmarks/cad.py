@@ -48,8 +48,12 @@ def library_call(path: Path, fmt: str) -> None:
         import cascadio
         cascadio.load(path.read_bytes(), file_type=fmt, tol_linear=0.1, tol_relative=True, use_parallel=False)
     elif fmt == "dxf":
+        import ezdxf
         from ezdxf import recover
-        recover.readfile(str(path))
+        try:
+            recover.readfile(str(path))
+        except ezdxf.DXFStructureError:  # binary DXF
+            ezdxf.readfile(str(path))
     else:
         import trimesh
         trimesh.load(io.BytesIO(path.read_bytes()), file_type=fmt, force="scene")
