@@ -72,8 +72,22 @@ class NoPreviewConverter(Converter):
                              ({"stage": "render", "code": "conversion_failed", "message": "renderer unavailable"},))
 
 
+class SlowConverter(Converter):
+    """Converts a box after a pause (long enough for a test to take its job away)."""
+
+    id = "test.slow"
+    formats = ()
+
+    def convert(self, source: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
+        import trimesh
+
+        from conveyor_cad.mesh import finish_scene
+        time.sleep(float(os.environ.get("CAD_TEST_SLOW_SECONDS", "2")))
+        return finish_scene(trimesh.Scene(trimesh.creation.box()), out_dir, options)
+
+
 @hookimpl
 def conveyor_register_converters(registry):
     for conv in (HangingConverter(), CrashingConverter(), GreedyConverter(), RaisingConverter(),
-                 NoPreviewConverter()):
+                 NoPreviewConverter(), SlowConverter()):
         registry.add(conv)

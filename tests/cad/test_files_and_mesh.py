@@ -253,3 +253,25 @@ def test_gltf_with_external_buffers_uploaded_alone_says_what_to_upload(cad_app, 
     with cad_pipeline() as p:
         (job,) = p.wait([a.job_id])
     assert job.error_code == "conversion_failed" and "upload a .glb" in job.last_error, job.last_error
+
+
+def test_a_stale_attempt_finishing_late_leaves_the_file_row_alone(cad_app, cad_pipeline, meshes):
+    import time
+    a = add_file(cad_app, meshes["box.off"], convert=False)
+    job_id = cad_app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.slow"}, file_id=a.file.id)
+    with cad_pipeline() as p:
+        deadline = time.monotonic() + 30
+        while get_file(cad_app.engine, a.file.id).conversion_status != "processing":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # another worker reclaimed the job: attempt 2 is now the live one
+        with cad_app.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempt_id=2))
+        deadline = time.monotonic() + 30
+        while "stale_result" not in [e["action"] for e in cad_app.events(job_id)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p.worker.stop()
+    rec = get_file(cad_app.engine, a.file.id)
+    assert rec.preview_path is None and rec.geometry_path is None and rec.conversion_status == "processing"
+    assert cad_app.storage.exists(f"jobs/{job_id}/1/preview.png")  # the stale attempt's own files, left for gc
