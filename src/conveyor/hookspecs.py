@@ -96,7 +96,8 @@ def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict
     """Add findings to ``conveyor diagnose JOB``.
 
     :param job: the job row as plain JSON.
-    :param context: what the core gathered (events, outbox, queue, lease, settings).
+    :param context: what the core gathered: ``events``, ``outbox``, ``queue_held``,
+        ``settings`` (masked) and ``app`` (the ``Conveyor``, for database and storage).
     :return: a list of findings ``{"check", "ok", "detail", "next_step"}`` or None;
         every implementation's findings are shown.
     """
