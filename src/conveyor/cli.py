@@ -33,6 +33,13 @@ def _settings(ctx: click.Context) -> Settings:
     return obj["settings"]  # type: ignore[no-any-return]
 
 
+def _serve_metrics(app: Any) -> None:
+    """Start /metrics when CONVEYOR_METRICS_PORT is set (worker, dispatcher, scheduler, run)."""
+    if app.settings.metrics_port:
+        from conveyor.metrics import enable
+        enable(app.settings.metrics_port)
+
+
 def _app(ctx: click.Context, need_db: bool = True) -> Any:
     from conveyor.app import Conveyor
     from conveyor.db import missing_tables
@@ -265,6 +272,7 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, name: str |
     """Run jobs from the queue."""
     from conveyor.worker import Worker
     app = _app(ctx)
+    _serve_metrics(app)
     w = Worker(app, concurrency=concurrency, name=name, burst=burst, shutdown_grace_s=grace)
     stats = w.run()
     click.echo(f"worker {w.name} done: {stats.succeeded} succeeded, {stats.failed} failed, "
@@ -282,6 +290,7 @@ def dispatcher(ctx: click.Context, once: bool) -> None:
     from conveyor.outbox import Dispatcher, run_until_empty
     app = _app(ctx)
     s = app.settings
+    _serve_metrics(app)
     d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                    backoff_cap_s=s.dispatch_backoff_max_seconds)
     if once:
@@ -308,6 +317,7 @@ def scheduler(ctx: click.Context, once: bool, interval: float | None, gc_apply: 
 
     from conveyor.scheduler import Scheduler
     app = _app(ctx)
+    _serve_metrics(app)
     sched = Scheduler(app, interval_s=interval, gc_apply=gc_apply)
     if once:
         _json(sched.run_once())
@@ -352,6 +362,7 @@ def run(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
     """Dispatcher + scheduler + worker in one process (the embedded setup)."""
     from conveyor.runner import Runner
     app = _app(ctx)
+    _serve_metrics(app)
     stats = Runner(app, concurrency=concurrency, burst=burst).run()
     click.echo(f"done: {stats.succeeded} succeeded, {stats.failed} failed, {stats.retried} retried", err=True)
 

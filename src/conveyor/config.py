@@ -42,6 +42,7 @@ class Settings:
     repair_interval_seconds: float = 10.0
     gc_retention_days: float = 30.0
     idempotency_ttl_seconds: float = 86400.0
+    metrics_port: int = 0  # 0 → no /metrics endpoint
     plugins: str = ""
     pressure_max_length: int = 0  # 0 → never refuse submits
     pressure_max_age_seconds: float = 0.0

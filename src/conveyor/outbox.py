@@ -13,6 +13,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 
 from conveyor import observers
 from conveyor.db import utcnow
+from conveyor.metrics import get_metrics
 from conveyor.models import EventAction
 from conveyor.notify import OUTBOX_CHANNEL, Listener
 from conveyor.queue import Message, Queue
@@ -78,6 +79,9 @@ class Dispatcher:
                     [{"oid": r.id, "n": r.attempts + 1,
                       "due": now + timedelta(seconds=_backoff(r.attempts, self.backoff_cap_s))} for r in rows])
                 self.failures_total += len(rows)
+                m = get_metrics()
+                if m is not None:
+                    m.dispatch_failures.inc(len(rows))
                 log.warning("dispatch failed rows=%d error=%s", len(rows), err)
                 return DispatchRound(0, len(rows), err)
             conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(

@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select
 
 from conveyor import lease, observers, presence
 from conveyor.db import utcnow
+from conveyor.metrics import get_metrics
 from conveyor.models import FINAL, EventAction, Job, JobStatus
 from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
@@ -184,6 +185,14 @@ class Scheduler:
             holder = lease.current(self.app.engine, LEADER_LEASE)
             return {"leader": False, "holder": holder["holder"] if holder else None}
         rep = self.repair()
+        m = get_metrics()
+        if m is not None:
+            p = self.app.queue.pressure()
+            m.queue.labels("length").set(p.length)
+            m.queue.labels("pending").set(p.pending)
+            with self.app.engine.connect() as conn:
+                m.outbox_pending.set(conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar()
+                                     or 0)
         return {"leader": True, "token": self.token, "republished": len(rep.republished),
                 "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
 

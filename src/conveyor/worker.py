@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor import observers, presence, store
 from conveyor.errors import Cancelled, JobError
 from conveyor.kinds import CancelToken, JobContext, JobKind
+from conveyor.metrics import get_metrics
 from conveyor.queue import START_CURSOR, Entry
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class _Running:
     token: CancelToken
     deadline: float | None
     thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)
     outcome_sent: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -406,10 +408,17 @@ class Worker:
             if self.on_finalized is not None:
                 self.on_finalized(d)
         with self._lock:
-            for o in batch:
-                self._running.pop(o.job_id, None)
+            finished = {o.job_id: self._running.pop(o.job_id, None) for o in batch}
             self._lock.notify_all()
         self._progressed = True
+        m = get_metrics()
+        if m is not None:
+            now = time.monotonic()
+            for d in done:
+                run = finished.get(d.job_id)
+                if run is not None:
+                    m.attempts.labels(run.claimed.job.kind, d.action).observe(now - run.started)
+            m.in_flight.set(self.in_flight)
 
     def _ack(self, entry_ids: list[str]) -> None:
         try:

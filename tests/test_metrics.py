@@ -1,0 +1,64 @@
+"""Prometheus metrics: counters from committed events, attempt durations, a real /metrics endpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from conveyor.metrics import enable
+from conveyor.store import JobSpec
+
+from pipeline_support import TESTS
+
+
+def sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or (line.startswith(name + "{") and line.split(" ")[0] == name):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_events_and_attempts_are_counted(app, pipeline):
+    m = enable()
+    before = sample(m.render().decode(), 'conveyor_job_events_total{action="succeeded"}')
+    ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(5)])
+    fail = app.submit("conveyor.fail", {"code": "invalid_payload"})
+    with pipeline() as p:
+        p.wait([*ids, fail])
+    text = m.render().decode()
+    assert sample(text, 'conveyor_job_events_total{action="succeeded"}') - before == 5
+    assert sample(text, 'conveyor_job_events_total{action="job_failed"}') >= 1
+    assert 'conveyor_attempt_seconds_count{kind="conveyor.echo",outcome="succeeded"}' in text
+    assert "job_id" not in text  # labels stay low-cardinality
+
+
+def test_a_worker_serves_metrics_over_http(app, env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full = {**os.environ, **env, "CONVEYOR_METRICS_PORT": str(port)}
+    full["PYTHONPATH"] = os.pathsep.join([str(TESTS / "plugins"), full.get("PYTHONPATH", "")])
+    job = app.submit("conveyor.sleep", {"seconds": 3})
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor", "run", "-c", "2"], env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        body = ""
+        while time.monotonic() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                if 'action="claimed"' in body:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        assert "conveyor_job_events_total" in body and 'action="claimed"' in body
+        assert app.get(job).status.value in ("running", "succeeded")
+    finally:
+        proc.terminate()
+        proc.wait(30)
