@@ -21,10 +21,10 @@ from typing import Any
 from conveyor.sandbox import (
     Limits,
     RunResult,
-    SandboxArgumentError,
     Status,
     check_argv,
     check_env,
+    check_readonly_paths,
     check_workdir,
 )
 from conveyor_sandbox.common import (
@@ -78,9 +78,7 @@ class PythonSandbox:
         lim = limits or Limits()
         wd = check_workdir(workdir)
         environ = check_env(env, wd)
-        for p in readonly_paths:
-            if not os.path.exists(os.fspath(p)):
-                raise SandboxArgumentError(f"read-only path {os.fspath(p)!r} does not exist")
+        check_readonly_paths(readonly_paths)
         root = os.geteuid() == 0
         uid = uid_pool().acquire() if root else None
         try:

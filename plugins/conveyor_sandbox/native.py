@@ -17,6 +17,7 @@ from conveyor.sandbox import (
     Status,
     check_argv,
     check_env,
+    check_readonly_paths,
     check_workdir,
 )
 from conveyor_sandbox.common import (
@@ -272,12 +273,7 @@ class CSandbox:
         lim = limits or Limits()
         wd = check_workdir(workdir)
         environ = check_env(env, wd)
-        ro = []
-        for p in readonly_paths:
-            rp = os.path.abspath(os.fspath(p))
-            if not os.path.exists(rp):
-                raise SandboxArgumentError(f"read-only path {rp!r} does not exist")
-            ro.append(rp)
+        ro = check_readonly_paths(readonly_paths)
         ok, why = self.available()
         if not ok:
             return RunResult(Status.SANDBOX_ERROR, self.id, error_code="sandbox_unavailable", error_message=why)

@@ -214,6 +214,17 @@ def check_env(env: Mapping[str, str] | None, workdir: Path) -> dict[str, str]:
     return out
 
 
+def check_readonly_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Absolute forms of the read-only paths, or SandboxArgumentError naming one that is missing."""
+    out = []
+    for p in paths:
+        rp = os.path.abspath(os.fspath(p))
+        if not os.path.exists(rp):
+            raise SandboxArgumentError(f"read-only path {rp!r} does not exist")
+        out.append(rp)
+    return out
+
+
 def safe_read(workdir: str | os.PathLike[str], name: str, max_bytes: int = 1 << 20) -> bytes:
     """Read a file the program left in its work directory, refusing symlinks and escapes."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
