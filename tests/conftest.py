@@ -76,15 +76,12 @@ def engine(db_url):
 # ---------------------------------------------------------------- app fixtures
 
 import sys
-import threading
 
 from conveyor.app import Conveyor
 from conveyor.config import load_settings
-from conveyor.outbox import Dispatcher
 from conveyor.plugins import load_plugins
-from conveyor.worker import Worker
 
-from pipeline_support import TESTS, wait_for
+from pipeline_support import TESTS, Pipeline
 
 sys.path.insert(0, str(TESTS / "plugins"))
 TEST_PLUGINS = "conveyor_testkinds"
@@ -133,32 +130,6 @@ def app(env):
         if keys:
             client.delete(*keys)
         client.close()
-
-
-class Pipeline:
-    """A dispatcher and a worker running in threads of the test process."""
-
-    def __init__(self, app, concurrency=4, **worker_kw):
-        self.app = app
-        self.dispatcher = Dispatcher(app.engine, app.queue, batch=200)
-        self.worker = Worker(app, concurrency=concurrency, block_ms=100, **worker_kw)
-        self._threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
-                         threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.worker.stop()
-        self.dispatcher.stop()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def wait(self, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
-        """Wait until every job is in one of `statuses`; returns the jobs."""
-        return wait_for(self.app, job_ids, statuses, timeout)
 
 
 @pytest.fixture

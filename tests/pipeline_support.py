@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+
+from conveyor.outbox import Dispatcher
+from conveyor.worker import Worker
 
 TESTS = Path(__file__).parent
 
@@ -24,3 +28,29 @@ def wait_for(app, job_ids, statuses=("succeeded", "failed", "cancelled"), timeou
             bad = {i: rows.get(i) for i in ids if rows.get(i) not in statuses}
             raise AssertionError(f"{len(bad)} job(s) not in {statuses} after {timeout}s: {list(bad.items())[:5]}")
         time.sleep(0.05)
+
+
+class Pipeline:
+    """A dispatcher and a worker running in threads of the test process."""
+
+    def __init__(self, app, concurrency=4, **worker_kw):
+        self.app = app
+        self.dispatcher = Dispatcher(app.engine, app.queue, batch=200)
+        self.worker = Worker(app, concurrency=concurrency, block_ms=100, **worker_kw)
+        self._threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
+                         threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.worker.stop()
+        self.dispatcher.stop()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def wait(self, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
+        """Wait until every job is in one of `statuses`; returns the jobs."""
+        return wait_for(self.app, job_ids, statuses, timeout)

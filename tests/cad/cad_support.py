@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from sqlalchemy import select
 
-from conveyor.outbox import Dispatcher
 from conveyor.schema import jobs
-from conveyor.worker import Worker
+
+from pipeline_support import Pipeline
 
 FINAL = ("succeeded", "failed", "cancelled")
 TEST_PLUGINS = "conveyor_testkinds,cad_test_converters"
@@ -65,26 +64,11 @@ def wait_jobs(app, job_ids, timeout=120.0):
         time.sleep(0.05)
 
 
-class CadPipeline:
-    """A dispatcher and a worker running in threads of the test process."""
+class CadPipeline(Pipeline):
+    """The core suite's in-process dispatcher + worker, 2 slots by default."""
 
     def __init__(self, app, concurrency=2):
-        self.app = app
-        self.dispatcher = Dispatcher(app.engine, app.queue, batch=100)
-        self.worker = Worker(app, concurrency=concurrency, block_ms=100)
-        self._threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
-                         threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.worker.stop()
-        self.dispatcher.stop()
-        for t in self._threads:
-            t.join(timeout=30)
+        super().__init__(app, concurrency=concurrency)
 
     def wait(self, job_ids, timeout=120.0):
         return wait_jobs(self.app, job_ids, timeout)
