@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor import ErrorCode, hookimpl
 
@@ -35,3 +35,23 @@ def conveyor_add_commands(cli: click.Group) -> None:
 def conveyor_error_codes() -> Iterable[ErrorCode]:
     """Nothing beyond the core's ``sandbox_error``; the detail codes live in RunResult.error_code."""
     return ()
+
+
+@hookimpl
+def conveyor_doctor(app: Any) -> list[dict[str, Any]]:
+    """Which sandbox backend jobs will get here, and why (``conveyor sandbox doctor`` runs the attacks)."""
+    from conveyor.sandbox import SandboxUnavailable, choose_sandbox
+
+    registry = app.plugins.registry("sandboxes")
+    try:
+        chosen = choose_sandbox(registry)
+    except SandboxUnavailable as exc:
+        return [{"check": "sandbox", "ok": False, "detail": str(exc),
+                 "next_step": "run `conveyor sandbox doctor` on this host"}]
+    rows = []
+    for backend in registry:
+        ok, why = backend.available()
+        mark = " (chosen)" if backend is chosen else ""
+        rows.append({"check": f"sandbox {backend.id}", "ok": ok or backend is not chosen,
+                     "detail": f"{'available' if ok else 'unavailable'}{mark}: {why}", "next_step": None})
+    return rows

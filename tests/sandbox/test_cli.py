@@ -43,3 +43,17 @@ def test_doctor_runs_attacks() -> None:
     res = CliRunner().invoke(sandbox, ["doctor"])
     assert res.exit_code == 0, res.output
     assert "0 not contained" in res.output
+
+
+def test_conveyor_doctor_names_the_chosen_backend(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/d.db", "CONVEYOR_STORAGE_URL": f"file://{tmp_path}/s"}
+    subprocess.run([sys.executable, "-m", "conveyor", "db", "init"], env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "conveyor", "doctor", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    rows = {r["check"]: r for r in json.loads(out.stdout)}
+    assert "(chosen)" in rows["sandbox c-sandbox"]["detail"] and rows["sandbox c-sandbox"]["ok"]
+    assert "weak" in rows["sandbox python-fallback"]["detail"]
