@@ -228,9 +228,7 @@ def test_observers_see_every_committed_event(app, pipeline):
     job_id = app.submit("conveyor.echo", {"seen": True})
     with pipeline() as p:
         p.wait([job_id])
-    from conveyor import observers
     seen = [e["action"] for e in conveyor_testkinds.EVENTS if e["job_id"] == job_id]
-    assert len(observers._listeners) == 1, observers._listeners
     assert seen == ["submitted", "dispatched", "claimed", "succeeded"]
     assert all(isinstance(e["created_at"], str) for e in conveyor_testkinds.EVENTS)
 
