@@ -9,6 +9,9 @@ from typing import Any
 from conveyor_cad.converter import require
 
 MAX_PREVIEW_FACES = 150_000
+# painter's ordering is per triangle: long triangles are split first so concave corners sort right
+REFINE_TARGET_FACES = 20_000
+REFINE_EDGE_FRACTION = 0.08
 BACKGROUND = (1.0, 1.0, 1.0)
 BASE_COLOR = (0.35, 0.55, 0.8)
 
@@ -20,6 +23,26 @@ def _view_rotation(np: Any, azimuth_deg: float = 45.0, elevation_deg: float = 30
     # z-up model seen from the front-right, above: camera looks along -z of view space
     tilt = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]])
     return rx @ tilt @ rz
+
+
+def _refine(np: Any, tri: Any) -> Any:
+    """Split triangles longer than a fraction of the model's size into four, within a face budget."""
+    extent = np.linalg.norm(tri.reshape(-1, 3).max(axis=0) - tri.reshape(-1, 3).min(axis=0))
+    if extent == 0:
+        return tri
+    limit = extent * REFINE_EDGE_FRACTION
+    while len(tri) < REFINE_TARGET_FACES:
+        edges = np.stack([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)], axis=1)
+        long = edges.max(axis=1) > limit
+        n_long = int(long.sum())
+        if n_long == 0 or len(tri) + 3 * n_long > REFINE_TARGET_FACES:
+            break
+        t = tri[long]
+        a, b, c = t[:, 0], t[:, 1], t[:, 2]
+        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
+        split = np.concatenate([np.stack(s, axis=1) for s in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+        tri = np.concatenate([tri[~long], split])
+    return tri
 
 
 def render_triangles(triangles: Any, path: Path, size: int = 512) -> None:
@@ -34,6 +57,7 @@ def render_triangles(triangles: Any, path: Path, size: int = 512) -> None:
     if len(tri) > MAX_PREVIEW_FACES:
         keep = np.random.default_rng(0).choice(len(tri), MAX_PREVIEW_FACES, replace=False)
         tri = tri[np.sort(keep)]
+    tri = _refine(np, tri)
     centre = (tri.reshape(-1, 3).max(axis=0) + tri.reshape(-1, 3).min(axis=0)) / 2
     view = (tri - centre) @ _view_rotation(np).T
     normals = np.cross(view[:, 1] - view[:, 0], view[:, 2] - view[:, 0])
