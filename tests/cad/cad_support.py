@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import io
-import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import select
-
-from conveyor.schema import jobs
-
-from pipeline_support import Pipeline
+from pipeline_support import Pipeline, wait_for
 
 FINAL = ("succeeded", "failed", "cancelled")
 TEST_PLUGINS = "conveyor_testkinds,cad_test_converters"
@@ -50,20 +45,6 @@ def assert_png(data: bytes, size: int = 512) -> None:
     assert background < 0.995, f"preview is {background:.1%} background"
 
 
-def wait_jobs(app, job_ids, timeout=120.0):
-    """Poll until every job is final; returns the jobs."""
-    ids = list(job_ids)
-    deadline = time.monotonic() + timeout
-    while True:
-        with app.engine.connect() as conn:
-            rows = {r.id: r.status for r in conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(ids)))}
-        if all(rows.get(i) in FINAL for i in ids):
-            return [app.get(i) for i in ids]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"jobs not final after {timeout}s: {rows}")
-        time.sleep(0.05)
-
-
 class CadPipeline(Pipeline):
     """The core suite's in-process dispatcher + worker, 2 slots by default."""
 
@@ -71,4 +52,4 @@ class CadPipeline(Pipeline):
         super().__init__(app, concurrency=concurrency)
 
     def wait(self, job_ids, timeout=120.0):
-        return wait_jobs(self.app, job_ids, timeout)
+        return wait_for(self.app, job_ids, timeout=timeout)
