@@ -638,6 +638,7 @@ static int build_filter(struct filter *p, int socket_errno)
     r[nr++] = (struct rule){__NR_clone3, ACT_CLONE3};
     r[nr++] = (struct rule){__NR_clone, ACT_CLONE};
     r[nr++] = (struct rule){__NR_socket, ACT_SOCKET};
+    r[nr++] = (struct rule){__NR_socketpair, ACT_SOCKET}; /* the family is args[0] too */
     for (int i = 1; i < nr; i++) /* insertion sort */
         for (int j = i; j > 0 && r[j - 1].nr > r[j].nr; j--) {
             struct rule t = r[j];

@@ -122,6 +122,8 @@ struct box_res {
     char cg[NCG][PATH_MAX]; /* run cgroups, "" when absent */
     int fds[MAX_FDS];       /* namespaces kept alive past the helper, torn down later */
     int nfds;
+    int netfd;              /* its network namespace, or -1 */
+    int own_pidns;          /* it had its own pid namespace: the helper's death ends it all */
     /* a prepared helper (-P) waiting for its run, or pid 0 */
     pid_t pid;
     int pidfd, out, err, rep, req;
@@ -135,7 +137,7 @@ static struct box_res *box_new(void)
 {
     struct box_res *b = calloc(1, sizeof *b);
     if (b) {
-        b->pidfd = b->out = b->err = b->rep = b->req = -1;
+        b->pidfd = b->out = b->err = b->rep = b->req = b->netfd = -1;
         for (int i = 0; i < NSF; i++)
             b->sfd[i] = -1;
     }
@@ -186,8 +188,10 @@ static void cg_remove(const char *dir)
 }
 
 /* Kill what may be left, tear the namespaces down, remove the cgroups: rmdir fails
- * on a cgroup that still has a task, so a removed cgroup is an empty one. */
-static void box_release(struct box_res *b)
+ * on a cgroup that still has a task, so a removed cgroup is an empty one.
+ * keep_net: return the network namespace instead of closing it, when no process of
+ * the box can be left in it (its pid namespace died with the helper); else -1. */
+static int box_release(struct box_res *b, int keep_net)
 {
     if (b->req >= 0)
         close(b->req); /* an unused prepared helper exits on EOF */
@@ -209,7 +213,13 @@ static void box_release(struct box_res *b)
         cg_write(b->cg[0], "cgroup.kill", "1");
     for (int i = 0; i < NCG; i++)
         cg_remove(b->cg[i]);
+    int net = b->netfd;
+    if (net >= 0 && !(keep_net && b->own_pidns)) {
+        close(net);
+        net = -1;
+    }
     free(b);
+    return net;
 }
 
 static unsigned long cg_counter;
@@ -245,6 +255,29 @@ static int make_netns(int home)
     if (home >= 0)
         setns(home, CLONE_NEWNET); /* the thread goes back; a failure only strands the thread */
     return fd;
+}
+
+/* True when a network namespace holds no unix socket.  A box has no capability there
+ * (interfaces, routes and sysctls stay as made) and seccomp lets it create unix sockets
+ * only, so once every process of the box is gone an empty namespace is as good as a
+ * fresh one: no abstract name bound, nothing queued.  A socket that outlived the box
+ * (in flight, awaiting garbage collection, or handed to a process outside) shows here. */
+static int netns_empty(int fd, int home)
+{
+    if (home < 0 || setns(fd, CLONE_NEWNET) < 0)
+        return 0;
+    int list = open("/proc/thread-self/net/unix", O_RDONLY | O_CLOEXEC);
+    char buf[512];
+    ssize_t n = 0, got;
+    while (list >= 0 && n < (ssize_t)sizeof buf && (got = read(list, buf + n, sizeof buf - n)) > 0)
+        n += got;
+    if (list >= 0)
+        close(list);
+    setns(home, CLONE_NEWNET);
+    if (list < 0 || n <= 0 || n == (ssize_t)sizeof buf)
+        return 0;
+    const char *nl = memchr(buf, '\n', (size_t)n);
+    return nl != NULL && nl + 1 == buf + n; /* the header line alone */
 }
 
 struct spawn_args {
@@ -313,18 +346,22 @@ static pid_t spawn_helper(struct spawn_args *args, int flags, int *pidfd)
 #define SBX_PIDFD_GET_UTS_NAMESPACE 0xFF0A
 
 /* Hold the box's namespaces: their teardown then happens in the background thread
- * after the run, not in the helper's exit before the caller hears of it. */
-static void hold_namespaces(struct box_res *b, int pidfd, int have_net)
+ * after the run, not in the helper's exit before the caller hears of it.
+ * fetch_net: the helper made its own network namespace (not one we hold already). */
+static void hold_namespaces(struct box_res *b, int pidfd, int fetch_net)
 {
     static const unsigned long ns_req[] = {SBX_PIDFD_GET_MNT_NAMESPACE, SBX_PIDFD_GET_IPC_NAMESPACE,
                                            SBX_PIDFD_GET_UTS_NAMESPACE, SBX_PIDFD_GET_NET_NAMESPACE};
     for (size_t i = 0; i < sizeof ns_req / sizeof ns_req[0] && b->nfds < MAX_FDS; i++) {
-        if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE && have_net)
-            continue; /* already held */
+        if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE && !fetch_net)
+            continue; /* held already, or the caller's own */
         int fd = ioctl(pidfd, ns_req[i], 0);
         if (fd < 0)
             break; /* an older kernel: the helper's exit tears them down */
-        b->fds[b->nfds++] = fd;
+        if (ns_req[i] == SBX_PIDFD_GET_NET_NAMESPACE)
+            b->netfd = fd;
+        else
+            b->fds[b->nfds++] = fd;
     }
 }
 
@@ -341,6 +378,8 @@ static struct box_res *spare_cg[MAX_SPARES];
 static int n_spare_cg;
 static int spare_net[MAX_SPARES];
 static int n_spare_net;
+static int reuse_net[MAX_SPARES]; /* left empty by finished boxes (see netns_empty) */
+static int n_reuse_net;
 static struct box_res *jobs_head, *jobs_tail;
 /* prepared boxes: a helper already in its fresh namespaces and cgroups, waiting (-P) */
 static int pool_want_ready, pool_ready_failed, pool_ready_flags;
@@ -351,6 +390,35 @@ static struct box_res *ready_box[MAX_SPARES];
 static int n_ready;
 static unsigned long mount_gen; /* bumped whenever the caller's mount table changed */
 static int mounts_fd = -1;
+
+/* A network namespace for a box: one a finished box left empty, else a fresh one. */
+static int take_netns(int home)
+{
+    int fd = -1;
+    pthread_mutex_lock(&pool_mu);
+    if (n_reuse_net > 0)
+        fd = reuse_net[--n_reuse_net];
+    pthread_mutex_unlock(&pool_mu);
+    return fd >= 0 ? fd : make_netns(home);
+}
+
+/* Release a spent box in the background thread; its network namespace is kept for a
+ * later box when nothing of this one is left in it. */
+static void box_release_keep(struct box_res *b, int home)
+{
+    int net = box_release(b, 1);
+    if (net < 0)
+        return;
+    int keep = netns_empty(net, home);
+    pthread_mutex_lock(&pool_mu);
+    if (keep && !pool_paused && n_reuse_net < MAX_SPARES) {
+        reuse_net[n_reuse_net++] = net;
+        net = -1;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (net >= 0)
+        close(net);
+}
 
 /* A prepared box copied the caller's mount table when it was made: after a mount or
  * unmount in the caller's namespace it would show a stale view, so it is not used.
@@ -435,10 +503,11 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
         argv[k++] = procs[i];
     }
     argv[k] = NULL;
+    b->own_pidns = (flags & CLONE_NEWPID) != 0;
     if (flags & CLONE_NEWNET) {
-        if ((netfd = make_netns(home)) < 0)
+        if ((netfd = take_netns(home)) < 0)
             goto fail;
-        b->fds[b->nfds++] = netfd;
+        b->netfd = netfd;
     }
     devnull = open("/dev/null", O_RDONLY | O_CLOEXEC); /* stdin until the run's arrives */
     if (devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
@@ -450,7 +519,7 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
         b->pid = 0;
         goto fail;
     }
-    hold_namespaces(b, b->pidfd, netfd >= 0);
+    hold_namespaces(b, b->pidfd, 0);
     b->out = out[0];
     b->err = err[0];
     b->rep = rep[0];
@@ -468,7 +537,7 @@ fail:
     if (devnull >= 0)
         close(devnull);
     if (b->pid <= 0) {
-        box_release(b);
+        box_release(b, 0);
         return NULL;
     }
     return b;
@@ -537,7 +606,7 @@ static void *pool_main(void *unused)
         if (!pool_paused && pool_want_net && !pool_net_failed && n_spare_net < pool_spares) {
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
-            int fd = make_netns(home);
+            int fd = take_netns(home);
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
             if (fd < 0)
@@ -555,7 +624,7 @@ static void *pool_main(void *unused)
                 jobs_tail = NULL;
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
-            box_release(b);
+            box_release_keep(b, home);
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
             continue;
@@ -577,6 +646,9 @@ static void pool_atfork_child(void)
     for (int i = 0; i < n_spare_net; i++)
         close(spare_net[i]);
     n_spare_net = 0;
+    for (int i = 0; i < n_reuse_net; i++)
+        close(reuse_net[i]);
+    n_reuse_net = 0;
     for (int i = 0; i < n_spare_cg; i++)
         free(spare_cg[i]);
     n_spare_cg = 0;
@@ -588,6 +660,8 @@ static void pool_atfork_child(void)
                 close(own[j]);
         for (int j = 0; j < b->nfds; j++)
             close(b->fds[j]);
+        if (b->netfd >= 0)
+            close(b->netfd);
         for (int j = 0; j < NSF; j++)
             if (b->sfd[j] >= 0)
                 close(b->sfd[j]);
@@ -602,6 +676,8 @@ static void pool_atfork_child(void)
         jobs_head = b->next;
         for (int i = 0; i < b->nfds; i++)
             close(b->fds[i]);
+        if (b->netfd >= 0)
+            close(b->netfd);
         free(b);
     }
     jobs_tail = NULL;
@@ -646,7 +722,7 @@ void sbx_set_spares(int n)
 void sbx_flush(int drop_spares)
 {
     struct box_res *cgs[2 * MAX_SPARES];
-    int nets[MAX_SPARES], ncg = 0, nnet = 0;
+    int nets[2 * MAX_SPARES], ncg = 0, nnet = 0;
     pthread_mutex_lock(&pool_mu);
     if (drop_spares) {
         pool_paused = 1;
@@ -665,9 +741,14 @@ void sbx_flush(int drop_spares)
     /* the thread goes idle only with no job left and every wanted spare made */
     while (pool_started && (jobs_head || pool_busy || !pool_idle_flag))
         pthread_cond_wait(&pool_idle, &pool_mu);
+    if (drop_spares) { /* paused: no more are kept */
+        memcpy(nets + nnet, reuse_net, sizeof(nets[0]) * n_reuse_net);
+        nnet += n_reuse_net;
+        n_reuse_net = 0;
+    }
     pthread_mutex_unlock(&pool_mu);
     for (int i = 0; i < ncg; i++)
-        box_release(cgs[i]);
+        box_release(cgs[i], 0);
     for (int i = 0; i < nnet; i++)
         close(nets[i]);
 }
@@ -768,8 +849,8 @@ make:
             goto fail;
         }
     }
-    if (*netfd >= 0)
-        b->fds[b->nfds++] = *netfd;
+    b->netfd = *netfd;
+    b->own_pidns = (cfg->clone_flags & CLONE_NEWPID) != 0;
 #ifdef SBX_TRACE
     trace(spare_used ? "spare_cg" : "made_cg");
 #endif
@@ -793,7 +874,7 @@ static void box_done(struct box_res *b)
     }
     pthread_mutex_unlock(&pool_mu);
     if (b)
-        box_release(b);
+        box_release(b, 0);
 }
 
 static int setup_cgroups(const struct sbx_config *cfg, struct box_res *b)
@@ -1009,7 +1090,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
         fcntl(out[0], F_SETFL, O_NONBLOCK);
         fcntl(err[0], F_SETFL, O_NONBLOCK);
         if (__atomic_load_n(&pool_started, __ATOMIC_RELAXED))
-            hold_namespaces(box, pidfd, netfd >= 0);
+            hold_namespaces(box, pidfd, (cfg->clone_flags & CLONE_NEWNET) && netfd < 0);
     }
 
     int64_t deadline = cfg->wall_ms > 0 ? t0 + cfg->wall_ms * 1000000LL : 0;

@@ -1,0 +1,109 @@
+"""Network namespaces are reused by later boxes: nothing a box leaves may reach the next ones."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+from conveyor.sandbox import Limits, Status
+from conveyor_sandbox.native import CSandbox, flush
+
+from .conftest import PYTHON
+
+LIM = Limits(cpu_ms=2000, wall_ms=5000)
+NAME = "\\0conveyor-left-behind"
+
+# Binds an abstract listener, hands it to the caller through the socket at argv[1] and
+# leaves a second one only reachable from a cycle of in-flight descriptors (garbage the
+# kernel collects some time after the box is gone).
+LEAVE = f"""
+import os, socket, sys
+keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+keep.bind("{NAME}")
+keep.listen(8)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect(sys.argv[1])
+socket.send_fds(c, [b"x"], [keep.fileno()])
+c.recv(1)
+orphan = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+orphan.bind("{NAME}-orphan")
+orphan.listen(8)
+a, b = socket.socketpair()
+socket.send_fds(a, [b"x"], [b.fileno(), orphan.fileno()])
+print(os.readlink("/proc/self/ns/net"))
+"""
+
+PROBE = f"""
+import os, socket
+for name in ("{NAME}", "{NAME}-orphan"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(name)
+        print("CONNECTED")
+    except OSError:
+        print("refused")
+    s.close()
+print(os.readlink("/proc/self/ns/net"))
+print(sum(1 for _ in open("/proc/net/unix")))
+"""
+
+
+def _receive_one(server: socket.socket, out: list[int]) -> None:
+    conn, _ = server.accept()
+    with conn:
+        _, fds, _, _ = socket.recv_fds(conn, 1, 4)
+        out.extend(fds)
+        conn.sendall(b"k")
+
+
+def test_a_later_box_cannot_reach_sockets_a_box_left(c_sandbox: CSandbox, workdir: Path) -> None:
+    path = str(workdir / "handoff.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(1)
+    held: list[int] = []
+    t = threading.Thread(target=_receive_one, args=(server, held))
+    t.start()
+    try:
+        r = c_sandbox.run([PYTHON, "-I", "-c", LEAVE, path], limits=LIM, workdir=workdir)
+        t.join(5)
+        assert r.status is Status.OK, r
+        assert len(held) == 1  # the listener outlives its box, in this process
+        left_ns = r.stdout.split()[0]
+        seen = []
+        for _ in range(8):
+            flush(drop_spares=False)  # spent boxes released, their namespaces kept for reuse
+            p = c_sandbox.run([PYTHON, "-I", "-c", PROBE], limits=LIM, workdir=workdir)
+            assert p.status is Status.OK, p
+            a, b, ns, nsock = p.stdout.split()
+            assert (a, b) == (b"refused", b"refused"), p.stdout
+            assert nsock == b"1", p.stdout  # /proc/net/unix: the header alone
+            assert ns != left_ns, "a namespace with a socket still in it was reused"
+            seen.append(ns)
+        assert len(set(seen)) < len(seen), f"namespaces are not reused: {seen}"
+    finally:
+        for fd in held:
+            os.close(fd)
+        server.close()
+
+
+def test_namespaces_are_not_reused_across_a_flush(c_sandbox: CSandbox, workdir: Path) -> None:
+    """flush() removes everything kept for later boxes, reused namespaces included."""
+    c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
+    flush()
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
+    flush()
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_socketpair_of_another_family_is_denied_like_socket(c_sandbox: CSandbox, workdir: Path) -> None:
+    """Only unix sockets exist in a box, whichever call makes them."""
+    prog = "import socket; socket.socketpair(socket.AF_UNIX); print('unix ok', flush=True); " \
+           "socket.socketpair(socket.AF_INET)"
+    r = c_sandbox.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
+    assert r.status is Status.SYSCALL_DENIED and r.stdout == b"unix ok\n", r
