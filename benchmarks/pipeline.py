@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--peers", action="store_true", help="PostgreSQL + Redis against Celery, Dramatiq, RQ, arq")
+    ap.add_argument("--peer", action="append", choices=["celery", "dramatiq", "rq", "arq"],
+                    help="with --peers: run only these peers (repeatable)")
     a = ap.parse_args()
     if a.peers:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -151,7 +153,7 @@ def main() -> None:
         def pg() -> tuple[str, object]:
             url, schema = pg_schema_url()
             return url, lambda: drop_schema(schema)
-        run(pg, a.jobs, a.rate, a.seconds)  # type: ignore[arg-type]
+        run(pg, a.jobs, a.rate, a.seconds, only=a.peer)  # type: ignore[arg-type]
         return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

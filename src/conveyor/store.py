@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from conveyor import observers
+from conveyor import observers, store_postgres
 from conveyor.db import utcnow
 from conveyor.errors import ConveyorError, IllegalTransition, JobNotFound
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
@@ -99,6 +99,22 @@ def _tx(bind: Engine | Connection) -> Iterator[Connection]:
         else:
             with bind.begin():
                 yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+@contextmanager
+def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
+    """Like ``_own_tx``, but on PostgreSQL an engine gives an autocommit connection.
+
+    For single statements that commit as a whole: no BEGIN and COMMIT round trips.
+    """
+    if isinstance(bind, Connection):
+        yield bind
+    elif bind.dialect.name == "postgresql":
+        with bind.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
     else:
         with bind.begin() as conn:
             yield conn
@@ -294,7 +310,7 @@ _CLAIM_QUEUED = (update(jobs)
 
 def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: str, lease_s: float
           ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
-    """Claim jobs for queue entries ``(entry_id, job_id)`` in one transaction.
+    """Claim jobs for queue entries ``(entry_id, job_id)``.
 
     A job is claimed from ``queued`` (when due) or from ``running`` with an expired
     lease (a reclaim). ``attempt_id`` and ``attempts`` grow at claim time, so a job
@@ -314,42 +330,25 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
             by_job[job_id] = entry_id
     claimed: list[Claimed] = []
     ev: list[dict[str, Any]] = []
-    with _own_tx(bind) as conn:
-        rows = conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
-                                            "c_expires": expires}).mappings().all()
-        for r in rows:
-            job = Job.from_row(r)
-            claimed.append(Claimed(job, by_job[job.id], False))
-            ev.append(event_row(job.id, job.attempt_id, EventAction.CLAIMED, now, job.file_id, consumer=owner,
-                                entry_id=by_job[job.id]))
-        rest = [j for j in by_job if j not in {c.job.id for c in claimed}]
-        if rest:
-            expired = conn.execute(select(jobs).where(
-                jobs.c.id.in_(rest), jobs.c.status == JobStatus.RUNNING.value,
-                jobs.c.lease_expires_at < now)).mappings().all()
-            for r in expired:
-                old = Job.from_row(r)
-                history = old.error_history + [{
-                    "attempt": old.attempt_id, "code": "lease_lost", "at": now.isoformat() + "Z",
-                    "message": f"lease of {old.lease_owner} expired at {old.lease_expires_at}; worker presumed dead"}]
-                if old.attempts >= old.max_attempts:
-                    ev.extend(fail_exhausted(conn, old, now, by=owner))
-                    continue
-                new = conn.execute(
-                    update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
-                                       jobs.c.status == JobStatus.RUNNING.value)
-                    .values(attempt_id=jobs.c.attempt_id + 1, attempts=jobs.c.attempts + 1, lease_owner=owner,
-                            lease_expires_at=expires, started_at=now, updated_at=now, error_history=history,
-                            last_error=history[-1]["message"], error_code="lease_lost")
-                    .returning(*jobs.c)).mappings().first()
-                if new is not None:
-                    job = Job.from_row(new)
-                    claimed.append(Claimed(job, by_job[job.id], True))
-                    ev.append(event_row(job.id, job.attempt_id, EventAction.RECLAIMED, now, job.file_id,
-                                        consumer=owner, previous_owner=old.lease_owner,
-                                        previous_attempt=old.attempt_id, entry_id=by_job[job.id]))
-        if ev:
-            conn.execute(insert(events), ev)
+    with _fast_tx(bind) as conn:
+        if store_postgres.is_postgres(conn):
+            got_queued, ev = store_postgres.claim_queued(conn, by_job, owner, now, expires)
+            claimed = [Claimed(job, entry_id, False) for job, entry_id in got_queued]
+        else:
+            for r in conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
+                                                  "c_expires": expires}).mappings().all():
+                job = Job.from_row(r)
+                claimed.append(Claimed(job, by_job[job.id], False))
+                ev.append(event_row(job.id, job.attempt_id, EventAction.CLAIMED, now, job.file_id, consumer=owner,
+                                    entry_id=by_job[job.id]))
+            if ev:
+                conn.execute(insert(events), ev)
+    queued = {c.job.id for c in claimed}
+    rest = [j for j in by_job if j not in queued]
+    if rest:
+        reclaimed, more = _reclaim_expired(bind, rest, by_job, owner, now, expires)
+        claimed += reclaimed
+        ev += more
     if not isinstance(bind, Connection):
         observers.publish(ev)
     got = {c.job.id for c in claimed}
@@ -360,6 +359,41 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
         logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
                 stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
     return claimed, skip, ev
+
+
+def _reclaim_expired(bind: Engine | Connection, rest: Sequence[str], by_job: Mapping[str, str], owner: str,
+                     now: datetime, expires: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+    """Take over running jobs among ``rest`` whose lease expired (or fail them on their last attempt)."""
+    claimed: list[Claimed] = []
+    ev: list[dict[str, Any]] = []
+    with _own_tx(bind) as conn:
+        expired = conn.execute(select(jobs).where(
+            jobs.c.id.in_(rest), jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.lease_expires_at < now)).mappings().all()
+        for r in expired:
+            old = Job.from_row(r)
+            history = old.error_history + [{
+                "attempt": old.attempt_id, "code": "lease_lost", "at": now.isoformat() + "Z",
+                "message": f"lease of {old.lease_owner} expired at {old.lease_expires_at}; worker presumed dead"}]
+            if old.attempts >= old.max_attempts:
+                ev.extend(fail_exhausted(conn, old, now, by=owner))
+                continue
+            new = conn.execute(
+                update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
+                                   jobs.c.status == JobStatus.RUNNING.value)
+                .values(attempt_id=jobs.c.attempt_id + 1, attempts=jobs.c.attempts + 1, lease_owner=owner,
+                        lease_expires_at=expires, started_at=now, updated_at=now, error_history=history,
+                        last_error=history[-1]["message"], error_code="lease_lost")
+                .returning(*jobs.c)).mappings().first()
+            if new is not None:
+                job = Job.from_row(new)
+                claimed.append(Claimed(job, by_job[job.id], True))
+                ev.append(event_row(job.id, job.attempt_id, EventAction.RECLAIMED, now, job.file_id,
+                                    consumer=owner, previous_owner=old.lease_owner,
+                                    previous_attempt=old.attempt_id, entry_id=by_job[job.id]))
+        if ev:
+            conn.execute(insert(events), ev)
+    return claimed, ev
 
 
 def fail_exhausted(conn: Connection, job: Job, now: datetime, by: str) -> list[dict[str, Any]]:
@@ -447,6 +481,12 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     done: list[Finalized] = []
     ev: list[dict[str, Any]] = []
     succeed: list[dict[str, Any]] = []
+    if engine.dialect.name == "postgresql":
+        done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
+        if not outcomes:
+            observers.publish(ev)
+            return done, ev
+    fast_done, fast_ev = list(done), list(ev)
     with engine.begin() as conn:
         # the rows are locked (FOR UPDATE, or SQLite's write lock) until commit, so what we read is current
         stmt = _FIN_SELECT_PG if engine.dialect.name == "postgresql" else _FIN_SELECT
@@ -505,9 +545,9 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "job_failed"))
         if succeed:
             conn.execute(_SUCCEED, succeed)
-        conn.execute(insert(events), ev)
+        conn.execute(insert(events), ev[len(fast_ev):])
         if ack is not None:
-            ack(conn, [d.entry_id for d in done])
+            ack(conn, [d.entry_id for d in done[len(fast_done):]])
     observers.publish(ev)
     if log.isEnabledFor(logging.INFO):
         for d in done:
@@ -516,6 +556,30 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     if any(d.action == "retry_scheduled" for d in done):
         _outbox.wake()
     return done, ev
+
+
+def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: datetime,
+                        ack: Callable[[Connection, list[str]], object] | None
+                        ) -> tuple[list[Finalized], list[dict[str, Any]], list[Outcome]]:
+    """PostgreSQL: commit the fenced successes in one statement; returns what is left for the general path."""
+    ok: list[tuple[str, int, str | None]] = []
+    entry: dict[str, str] = {}
+    for o in outcomes:
+        if o.ok:
+            try:
+                ok.append((o.job_id, o.attempt_id, None if o.result is None else
+                           json.dumps(o.result, allow_nan=False)))
+                entry[o.job_id] = o.entry_id
+            except (TypeError, ValueError):
+                pass  # the general path records it as internal_error
+    if not ok:
+        return [], [], list(outcomes)
+    with (engine.begin() if ack is not None else _fast_tx(engine)) as conn:
+        got, ev = store_postgres.succeed(conn, ok, now)
+        done = [Finalized(j, a, entry[j], "succeeded") for j, a, _ in ok if j in got]
+        if ack is not None and done:
+            ack(conn, [d.entry_id for d in done])
+    return done, ev, [o for o in outcomes if not (o.ok and o.job_id in got)]
 
 
 # ---------------------------------------------------------------- cancel / transitions

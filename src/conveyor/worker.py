@@ -1,8 +1,9 @@
 """The worker: read → claim → run → finalize → ack, with N slots, a heartbeat and a reclaim loop.
 
-Threads: the caller's thread reads and claims; one thread per running job; one
-heartbeat thread renews leases, refreshes queue entries, fires timeouts and
-cancellations; one finalizer thread commits outcomes in batches, then acks.
+Threads: the caller's thread reads and claims; one thread per slot runs handlers
+(a slot whose handler is abandoned gets a fresh thread); one heartbeat thread renews
+leases, refreshes queue entries, fires timeouts and cancellations; one finalizer
+thread commits outcomes in batches, then acks.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Worker:
         self._cursor = START_CURSOR
         self._progressed = True
         self._threads: list[threading.Thread] = []
+        self._work: stdqueue.SimpleQueue[tuple[_Running, JobKind | None] | None] = stdqueue.SimpleQueue()
+        self._slot_threads: set[threading.Thread] = set()
+        self._retired: set[threading.Thread] = set()
 
     # ------------------------------------------------------------ public
 
@@ -107,6 +111,8 @@ class Worker:
                          threading.Thread(target=self._finalize_loop, name=f"{self.name}-finalizer", daemon=True)]
         for t in self._threads:
             t.start()
+        for _ in range(self.slots):
+            self._add_slot_thread()
         log.info("worker started name=%s slots=%d queue=%s", self.name, self.slots, self.app.settings.queue_url)
         try:
             self._read_loop()
@@ -237,9 +243,30 @@ class Worker:
         run.token.on_cancel(lambda _reason: run.extra.setdefault("stop_at", time.monotonic()))
         with self._lock:
             self._running[c.job.id] = run
-        t = threading.Thread(target=self._execute, args=(run, kind), name=f"job-{c.job.id[:8]}", daemon=True)
-        run.thread = t
+        self._work.put((run, kind))
+
+    def _add_slot_thread(self) -> None:
+        t = threading.Thread(target=self._slot_loop, name=f"{self.name}-slot", daemon=True)
+        with self._lock:
+            self._slot_threads.add(t)
         t.start()
+
+    def _slot_loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            item = self._work.get()
+            if item is None:
+                break
+            run, kind = item
+            run.thread = me
+            if not run.outcome_sent:  # else given up on (released, abandoned) before it started
+                self._execute(run, kind)
+            with self._lock:
+                if me in self._retired:  # its handler was abandoned; a fresh thread took the slot
+                    self._retired.discard(me)
+                    break
+        with self._lock:
+            self._slot_threads.discard(me)
 
     # ------------------------------------------------------------ execute
 
@@ -333,6 +360,10 @@ class Worker:
             if run.outcome_sent:
                 return
             run.outcome_sent = True
+            if run.thread is not None and run.thread in self._slot_threads:
+                self._retired.add(run.thread)
+        if run.thread is not None:
+            self._add_slot_thread()
         self.stats.abandoned += 1
         reason = run.token.reason or "cancelled"
         job = run.claimed.job
@@ -456,6 +487,10 @@ class Worker:
         while not self._outcomes.empty() and time.monotonic() < t_end:
             time.sleep(0.02)
         self._done.set()
+        with self._lock:
+            slot_threads = len(self._slot_threads)
+        for _ in range(slot_threads):
+            self._work.put(None)
         for t in self._threads:
             t.join(timeout=10)
         try:

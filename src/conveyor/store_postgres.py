@@ -1,0 +1,101 @@
+"""PostgreSQL's one-statement claim and finalize: the hot path of every job in one round trip each.
+
+``store.claim`` and ``store.finalize`` use these on PostgreSQL and fall back to their
+general code for whatever these leave undone (expired leases, stale results, failures),
+so the fencing rules live in one place and these only skip the round trips. Each
+statement updates the job rows and inserts their events in one CTE, so it commits
+(or fails) as a whole even outside a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, String, column, text
+
+from conveyor.models import EventAction, Job, JobStatus
+from conveyor.schema import events, jobs
+
+_EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
+
+# queued → running for every due job among :ids; one claimed event per job, same statement
+_CLAIM = text(f"""
+WITH e AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:entries AS varchar[])) AS e(id, entry_id)
+           ORDER BY id),
+c AS (
+  UPDATE {jobs.name} AS j
+     SET status = '{JobStatus.RUNNING.value}', attempt_id = j.attempt_id + 1, attempts = j.attempts + 1,
+         lease_owner = :owner, lease_expires_at = :expires, started_at = :now, updated_at = :now,
+         next_attempt_at = NULL
+    FROM e
+   WHERE j.id = e.id AND j.status = '{JobStatus.QUEUED.value}'
+     AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
+  RETURNING j.*, e.entry_id AS claim_entry_id
+),
+ev AS (
+  INSERT INTO {events.name} ({_EVENT_COLS})
+  SELECT c.id, c.file_id, c.attempt_id, '{EventAction.CLAIMED.value}',
+         json_build_object('consumer', CAST(:owner AS text), 'entry_id', c.claim_entry_id), :now
+    FROM c
+)
+SELECT * FROM c
+""").columns(*jobs.c, column("claim_entry_id", String))
+
+# running → succeeded for every outcome whose attempt still holds its job (the fence)
+_SUCCEED = text(f"""
+WITH v AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:attempts AS integer[]), CAST(:results AS text[]))
+             AS v(id, attempt_id, result)
+           ORDER BY id),
+u AS (
+  UPDATE {jobs.name} AS j
+     SET status = '{JobStatus.SUCCEEDED.value}', result = CAST(v.result AS json), error_code = NULL,
+         finished_at = :now, updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
+    FROM v
+   WHERE j.id = v.id AND j.attempt_id = v.attempt_id AND j.status = '{JobStatus.RUNNING.value}'
+  RETURNING j.id, j.attempt_id, j.file_id
+),
+ev AS (
+  INSERT INTO {events.name} ({_EVENT_COLS})
+  SELECT u.id, u.file_id, u.attempt_id, '{EventAction.SUCCEEDED.value}', CAST('{{}}' AS json), :now FROM u
+)
+SELECT id, file_id FROM u
+""")
+
+
+def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
+                 ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
+    """Claim the due, queued jobs among ``{job_id: entry_id}``; returns (job, entry id) pairs and their events."""
+    rows = conn.execute(_CLAIM, {"ids": list(by_job), "entries": list(by_job.values()), "owner": owner,
+                                 "now": now, "expires": expires}).mappings().all()
+    out: list[tuple[Job, str]] = []
+    ev: list[dict[str, Any]] = []
+    for r in rows:
+        job = Job.from_row(r)
+        entry = r["claim_entry_id"]
+        out.append((job, entry))
+        ev.append({"job_id": job.id, "attempt_id": job.attempt_id, "action": EventAction.CLAIMED.value,
+                   "payload": {"consumer": owner, "entry_id": entry}, "created_at": now, "file_id": job.file_id})
+    return out, ev
+
+
+def succeed(conn: Connection, done: Sequence[tuple[str, int, str | None]], now: datetime
+            ) -> tuple[set[str], list[dict[str, Any]]]:
+    """Record ``(job_id, attempt_id, result as JSON text)`` successes still fenced in.
+
+    Returns the job ids recorded and their events; the others' attempts no longer hold their job.
+    """
+    params = {"ids": [d[0] for d in done], "attempts": [d[1] for d in done], "results": [d[2] for d in done],
+              "now": now}
+    rows = conn.execute(_SUCCEED, params).all()
+    attempt = {d[0]: d[1] for d in done}
+    ev = [{"job_id": r.id, "attempt_id": attempt[r.id], "action": EventAction.SUCCEEDED.value, "payload": {},
+           "created_at": now, "file_id": r.file_id} for r in rows]
+    return {r.id for r in rows}, ev
+
+
+def is_postgres(conn: Connection) -> bool:
+    """Whether the one-statement paths apply."""
+    return conn.dialect.name == "postgresql"
+
