@@ -63,6 +63,12 @@
 #define OPEN_TREE_CLOEXEC O_CLOEXEC
 #define MOVE_MOUNT_F_EMPTY_PATH 0x4
 #endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 1
+#define FSMOUNT_CLOEXEC 1
+#define FSCONFIG_SET_STRING 1
+#define FSCONFIG_CMD_CREATE 6
+#endif
 #define SBX_AT_RECURSIVE 0x8000
 #define SBX_AF_UNIX 1
 
@@ -437,13 +443,17 @@ static void mount_common(void)
     S2(__NR_sethostname, "sandbox", 7);
 }
 
-/* What this run has: /tmp and /dev/shm of its size, its work dir writable, its paths. */
-static void mount_run(const struct opts *o, struct trees *t)
+#define DEFAULT_TMP_BYTES (16L << 20)
+
+static long tmp_size(const struct opts *o) { return o->tmp_bytes > 0 ? o->tmp_bytes : DEFAULT_TMP_BYTES; }
+
+/* A private /tmp and /dev/shm of this size, over whatever is there. */
+static void mount_tmp(long bytes)
 {
     char data[64];
     size_t n = 0;
     put_str(data, &n, "size=");
-    put_num(data, &n, o->tmp_bytes > 0 ? o->tmp_bytes : 16L << 20);
+    put_num(data, &n, bytes);
     put_str(data, &n, ",mode=1777");
     data[n] = '\0';
     if (sys_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
@@ -451,6 +461,63 @@ static void mount_run(const struct opts *o, struct trees *t)
     if (file_type(AT_FDCWD, "/dev/shm") >= 0 &&
         sys_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data) < 0)
         fail(SBX_STAGE_MOUNT);
+}
+
+/* A detached tmpfs of this size, made ahead and moved into place for the run; -1 on failure. */
+static int make_tmpfs(long bytes, unsigned attr)
+{
+    char num[24];
+    size_t n = 0;
+    put_num(num, &n, bytes);
+    num[n] = '\0';
+    int fs = (int)S2(__NR_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int mnt = -1;
+    if (S5(__NR_fsconfig, fs, FSCONFIG_SET_STRING, "size", num, 0) >= 0 &&
+        S5(__NR_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "1777", 0) >= 0 &&
+        S5(__NR_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) >= 0)
+        mnt = (int)S3(__NR_fsmount, fs, FSMOUNT_CLOEXEC, attr);
+    sys_close(fs);
+    return mnt;
+}
+
+/* The private /tmp and /dev/shm a prepared box made ahead, at the usual size. */
+struct spare_tmp {
+    int tmp, shm; /* detached tmpfs mounts, -1 when absent */
+};
+
+static void make_spare_tmp(struct spare_tmp *st)
+{
+    int shm = file_type(AT_FDCWD, "/dev/shm") >= 0;
+    st->tmp = make_tmpfs(DEFAULT_TMP_BYTES, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    st->shm = shm ? make_tmpfs(DEFAULT_TMP_BYTES, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC) : -1;
+    if (shm && st->shm < 0 && st->tmp >= 0) {
+        sys_close(st->tmp);
+        st->tmp = -1; /* the run mounts both itself */
+    }
+}
+
+/* /tmp and /dev/shm for the run: the ones made ahead when they have its size.  Only after
+ * open_trees: a work directory under /tmp must be found on the host's /tmp first. */
+static void place_tmp(const struct opts *o, struct spare_tmp *st)
+{
+    if (st->tmp >= 0 && tmp_size(o) == DEFAULT_TMP_BYTES) {
+        if (move_mount(st->tmp, "/tmp") < 0 || (st->shm >= 0 && move_mount(st->shm, "/dev/shm") < 0))
+            fail(SBX_STAGE_MOUNT);
+    } else {
+        mount_tmp(tmp_size(o));
+    }
+    if (st->tmp >= 0)
+        sys_close(st->tmp);
+    if (st->shm >= 0)
+        sys_close(st->shm);
+}
+
+/* What this run has: its work dir writable and its read-only paths, over its private /tmp
+ * and /dev/shm. */
+static void mount_run(const struct opts *o, struct trees *t)
+{
     /* the work directory may live under a path the tmpfs mounts above just hid */
     if (mkdir_p(o->workdir) < 0)
         fail(SBX_STAGE_MOUNT);
@@ -877,7 +944,9 @@ static int helper_main(int argc, char **argv, char **envp)
     trace("joined");
     struct trees t;
     if (prepared) {
+        struct spare_tmp st;
         mount_common();
+        make_spare_tmp(&st);
         int in_fd;
         int rargc = receive_run(&in_fd);
         if (rargc < 0)
@@ -893,10 +962,12 @@ static int helper_main(int argc, char **argv, char **envp)
         }
         o.envp = req_envp;
         open_trees(&o, &t);
+        place_tmp(&o, &st);
         mount_run(&o, &t);
     } else {
         open_trees(&o, &t);
         mount_common();
+        mount_tmp(tmp_size(&o));
         mount_run(&o, &t);
     }
     trace("mounted");

@@ -1,4 +1,4 @@
-"""Network namespaces are reused by later boxes: nothing a box leaves may reach the next ones."""
+"""What boxes prepared ahead or reusing a namespace share: nothing a box leaves may reach the next ones."""
 
 from __future__ import annotations
 
@@ -107,3 +107,30 @@ def test_socketpair_of_another_family_is_denied_like_socket(c_sandbox: CSandbox,
            "socket.socketpair(socket.AF_INET)"
     r = c_sandbox.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
     assert r.status is Status.SYSCALL_DENIED and r.stdout == b"unix ok\n", r
+
+
+TMP_PROBE = """
+for d in /tmp /dev/shm; do test -e $d/left && echo "found $d/left"; done
+echo left > /tmp/left; echo left > /dev/shm/left
+stat -f -c '%b %S' /tmp /dev/shm
+awk '$5 == "/tmp" || $5 == "/dev/shm" {print $5, $6}' /proc/self/mountinfo
+"""
+
+
+def _tmp_view(c_sandbox: CSandbox, workdir: Path, lim: Limits) -> list[str]:
+    r = c_sandbox.run(["/bin/sh", "-c", TMP_PROBE], limits=lim, workdir=workdir)
+    assert r.status is Status.OK, r
+    return r.stdout.decode().splitlines()
+
+
+def test_tmp_made_ahead_is_fresh_per_box_and_of_the_runs_size(c_sandbox: CSandbox, workdir: Path) -> None:
+    small = Limits(cpu_ms=2000, wall_ms=5000, tmp_kib=1024)
+    for lim, kib in ((LIM, LIM.tmp_kib), (LIM, LIM.tmp_kib), (small, 1024), (LIM, LIM.tmp_kib), (small, 1024)):
+        flush(drop_spares=False)  # the next box is a prepared one
+        lines = _tmp_view(c_sandbox, workdir, lim)
+        assert not [line for line in lines if line.startswith("found")], lines
+        sizes = [int(b) * int(s) // 1024 for b, s in (line.split() for line in lines if line[0].isdigit())]
+        assert sizes == [kib, kib], lines
+        opts = dict(line.split(" ", 1) for line in lines if line.startswith("/") and not line.endswith(":"))
+        assert {"nosuid", "nodev"} <= set(opts["/tmp"].split(",")), opts
+        assert {"nosuid", "nodev", "noexec"} <= set(opts["/dev/shm"].split(",")), opts
