@@ -99,6 +99,10 @@ static int64_t keyed_value(const char *text, const char *key)
 
 #define NCG 3 /* cgroup2, v1 memory, v1 pids */
 #define MAX_FDS 6
+#define MAX_SPARES 8
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static int pool_paused; /* keep nothing for later boxes */
 
 /* cgroup limits of a run */
 struct limits {
@@ -124,6 +128,8 @@ struct box_res {
     int nfds;
     int netfd;              /* its network namespace, or -1 */
     int own_pidns;          /* it had its own pid namespace: the helper's death ends it all */
+    int reused_cg;          /* one of its cgroups served an earlier box */
+    int64_t cpu_base_us;    /* usage_usec of a reused cgroup2 cgroup before this box */
     /* a prepared helper (-P) waiting for its run, or pid 0 */
     pid_t pid;
     int pidfd, out, err, rep, req;
@@ -187,11 +193,64 @@ static void cg_remove(const char *dir)
     }
 }
 
+/* Run cgroups emptied by finished boxes, kept for later ones, per hierarchy.  Only
+ * those whose figures can be made per-run are: cgroup2 without the memory controller
+ * (cpu.stat is read against a base) and v1 pids (nothing is read).  A memory cgroup
+ * keeps charges (page cache, kernel objects) past its tasks and its peak cannot be
+ * reset below them, so it is always fresh. */
+static char reuse_cg[NCG][MAX_SPARES][PATH_MAX];
+static int n_reuse_cg[NCG];
+
+static int cg_reusable(const struct box_res *b, int i)
+{
+    return (i == 0 && b->lim.valid && !b->lim.v2_memory) || i == 2;
+}
+
+/* No task in the cgroup (its cgroup.procs reads empty). */
+static int cg_empty(const char *dir)
+{
+    char buf[16];
+    return cg_read(dir, "cgroup.procs", buf, sizeof buf) == 0;
+}
+
+/* Keep an emptied run cgroup for a later box; 0 when it is not wanted. */
+static int keep_cgroup(int i, const char *dir)
+{
+    int kept = 0;
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_paused && n_reuse_cg[i] < MAX_SPARES) {
+        snprintf(reuse_cg[i][n_reuse_cg[i]++], PATH_MAX, "%s", dir);
+        kept = 1;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return kept;
+}
+
+/* A kept run cgroup under parent into dir; 0 when there is none. */
+static int take_cgroup(int i, const char *parent, char *dir)
+{
+    int found = 0;
+    size_t pl = strlen(parent);
+    pthread_mutex_lock(&pool_mu);
+    for (int k = n_reuse_cg[i] - 1; k >= 0 && !found; k--) {
+        const char *c = reuse_cg[i][k];
+        if (strncmp(c, parent, pl) == 0 && strncmp(c + pl, "/conveyor-sbx-", 14) == 0 && !strchr(c + pl + 1, '/')) {
+            snprintf(dir, PATH_MAX, "%s", c);
+            memmove(reuse_cg[i][k], reuse_cg[i][k + 1], (size_t)(n_reuse_cg[i] - k - 1) * PATH_MAX);
+            n_reuse_cg[i]--;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return found;
+}
+
 /* Kill what may be left, tear the namespaces down, remove the cgroups: rmdir fails
  * on a cgroup that still has a task, so a removed cgroup is an empty one.
- * keep_net: return the network namespace instead of closing it, when no process of
- * the box can be left in it (its pid namespace died with the helper); else -1. */
-static int box_release(struct box_res *b, int keep_net)
+ * keep: keep what a later box may reuse: emptied cgroups (see reuse_cg), and the
+ * network namespace, returned instead of closed when no process of the box can be
+ * left in it (its pid namespace died with the helper); else -1 is returned. */
+static int box_release(struct box_res *b, int keep)
 {
     if (b->req >= 0)
         close(b->req); /* an unused prepared helper exits on EOF */
@@ -211,10 +270,14 @@ static int box_release(struct box_res *b, int keep_net)
         close(b->fds[i]);
     if (present(b->cg[0]))
         cg_write(b->cg[0], "cgroup.kill", "1");
-    for (int i = 0; i < NCG; i++)
-        cg_remove(b->cg[i]);
+    for (int i = 0; i < NCG; i++) {
+        if (!present(b->cg[i]))
+            continue;
+        if (!(keep && b->own_pidns && cg_reusable(b, i) && cg_empty(b->cg[i]) && keep_cgroup(i, b->cg[i])))
+            cg_remove(b->cg[i]);
+    }
     int net = b->netfd;
-    if (net >= 0 && !(keep_net && b->own_pidns)) {
+    if (net >= 0 && !(keep && b->own_pidns)) {
         close(net);
         net = -1;
     }
@@ -224,14 +287,26 @@ static int box_release(struct box_res *b, int keep_net)
 
 static unsigned long cg_counter;
 
-/* Make a fresh, never-used cgroup under each present parent. */
-static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX])
+/* A run cgroup under each present parent: an emptied one kept for reuse where the
+ * figures allow it (v2_memory: the cgroup2 one has the memory controller), else a
+ * fresh one.  Limits written before stay: write them all (write_limits with over). */
+static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int v2_memory)
 {
     unsigned long n = __atomic_add_fetch(&cg_counter, 1, __ATOMIC_RELAXED);
+    b->cpu_base_us = 0;
     for (int i = 0; i < NCG; i++) {
         b->cg[i][0] = '\0';
         if (!present(parents[i]))
             continue;
+        if ((i == 2 || (i == 0 && !v2_memory)) && take_cgroup(i, parents[i], b->cg[i])) {
+            b->reused_cg = 1;
+            if (i == 0) {
+                char buf[4096];
+                int64_t base = cg_read(b->cg[0], "cpu.stat", buf, sizeof buf) > 0 ? keyed_value(buf, "usage_usec") : -1;
+                b->cpu_base_us = base > 0 ? base : 0;
+            }
+            continue;
+        }
         snprintf(b->cg[i], PATH_MAX, "%s/conveyor-sbx-%d-%lu", parents[i], (int)getpid(), n);
         if (mkdir(b->cg[i], 0755) < 0) {
             int e = errno;
@@ -365,15 +440,13 @@ static void hold_namespaces(struct box_res *b, int pidfd, int fetch_net)
     }
 }
 
-#define MAX_SPARES 8
-
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;
 static int pool_spares = 2;         /* target per kind */
-static int pool_started, pool_busy, pool_paused, pool_idle_flag;
+static int pool_started, pool_busy, pool_idle_flag;
 static char pool_parents[NCG][PATH_MAX];
 static int pool_want_cg, pool_cg_failed, pool_want_net, pool_net_failed;
+static int pool_cg_v2_memory = 1; /* of the spare cgroups' layout */
 static struct box_res *spare_cg[MAX_SPARES];
 static int n_spare_cg;
 static int spare_net[MAX_SPARES];
@@ -484,9 +557,9 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
     char *envp[] = {NULL};
     int k = 2, netfd = -1, devnull = -1;
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1}, req[2] = {-1, -1};
-    if (box_make_cgroups(b, parents) < 0)
+    if (box_make_cgroups(b, parents, !lim->valid || lim->v2_memory) < 0)
         goto fail;
-    if (lim->valid && write_limits(b, lim, 0) < 0)
+    if (lim->valid && write_limits(b, lim, b->reused_cg) < 0)
         b->lim.valid = 0; /* the run writes them and reports why */
     for (int i = 0; i < NSF; i++) {
         char path[PATH_MAX + 64];
@@ -586,10 +659,11 @@ static void *pool_main(void *unused)
         if (!pool_paused && pool_want_cg && !pool_cg_failed && n_spare_cg < pool_spares) {
             char parents[NCG][PATH_MAX];
             memcpy(parents, pool_parents, sizeof parents);
+            int v2_memory = pool_cg_v2_memory;
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
             struct box_res *b = box_new();
-            int e = b ? box_make_cgroups(b, parents) : -ENOMEM;
+            int e = b ? box_make_cgroups(b, parents, v2_memory) : -ENOMEM;
             pthread_mutex_lock(&pool_mu);
             pool_busy = 0;
             if (e < 0) {
@@ -649,6 +723,8 @@ static void pool_atfork_child(void)
     for (int i = 0; i < n_reuse_net; i++)
         close(reuse_net[i]);
     n_reuse_net = 0;
+    for (int i = 0; i < NCG; i++)
+        n_reuse_cg[i] = 0; /* the parent's to reuse or remove */
     for (int i = 0; i < n_spare_cg; i++)
         free(spare_cg[i]);
     n_spare_cg = 0;
@@ -745,6 +821,10 @@ void sbx_flush(int drop_spares)
         memcpy(nets + nnet, reuse_net, sizeof(nets[0]) * n_reuse_net);
         nnet += n_reuse_net;
         n_reuse_net = 0;
+        for (int i = 0; i < NCG; i++) {
+            while (n_reuse_cg[i] > 0)
+                cg_remove(reuse_cg[i][--n_reuse_cg[i]]); /* empty: no wait */
+        }
     }
     pthread_mutex_unlock(&pool_mu);
     for (int i = 0; i < ncg; i++)
@@ -817,6 +897,11 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
             memcpy(pool_parents, parents, sizeof parents);
             pool_cg_failed = 0;
         }
+        if (pool_cg_v2_memory != cfg->cg_v2_memory) {
+            while (n_spare_cg > 0)
+                push_job(spare_cg[--n_spare_cg]);
+            pool_cg_v2_memory = cfg->cg_v2_memory;
+        }
         pool_want_cg = 1;
         if (n_spare_cg > 0)
             b = spare_cg[--n_spare_cg];
@@ -841,7 +926,7 @@ make:
             *err = ENOMEM;
             goto fail;
         }
-        int e = want_cg ? box_make_cgroups(b, parents) : 0;
+        int e = want_cg ? box_make_cgroups(b, parents, cfg->cg_v2_memory) : 0;
         if (e < 0) {
             *err = -e;
             free(b);
@@ -883,7 +968,7 @@ static int setup_cgroups(const struct sbx_config *cfg, struct box_res *b)
     if (b->lim.valid && b->lim.memory == want.memory && b->lim.pids == want.pids &&
         b->lim.v2_memory == want.v2_memory && b->lim.v2_pids == want.v2_pids)
         return 0; /* written ahead */
-    return write_limits(b, &want, b->lim.valid);
+    return write_limits(b, &want, b->lim.valid || b->reused_cg);
 }
 
 static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
@@ -923,7 +1008,8 @@ static int64_t cpu_usage_us(const struct box_res *b)
 {
     if (!b || !present(b->cg[0]))
         return -1;
-    return box_keyed(b, SF_CPU, "usage_usec");
+    int64_t used = box_keyed(b, SF_CPU, "usage_usec");
+    return used < 0 ? used : used - b->cpu_base_us;
 }
 
 static long online_cpus(void)

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from conveyor.sandbox import Limits, Status
-from conveyor_sandbox.native import CSandbox, flush
+from conveyor_sandbox.native import CSandbox, cgroup_layout, flush
 
 from .conftest import PYTHON
 
@@ -134,3 +134,65 @@ def test_tmp_made_ahead_is_fresh_per_box_and_of_the_runs_size(c_sandbox: CSandbo
         opts = dict(line.split(" ", 1) for line in lines if line.startswith("/") and not line.endswith(":"))
         assert {"nosuid", "nodev"} <= set(opts["/tmp"].split(",")), opts
         assert {"nosuid", "nodev", "noexec"} <= set(opts["/dev/shm"].split(",")), opts
+
+
+def _cgroups(text: str) -> dict[str, str]:
+    """The box's cgroups from its /proc/self/cgroup: 'v2', 'memory', 'pids' → path."""
+    out = {}
+    for line in text.splitlines():
+        _, ctrls, path = line.split(":", 2)
+        for c in ctrls.split(",") if ctrls else ["v2"]:
+            out[c] = path
+    return {k: v for k, v in out.items() if k in ("v2", "memory", "pids")}
+
+
+def test_reused_cgroups_give_each_run_its_own_figures(c_sandbox: CSandbox, bindir: Path, workdir: Path) -> None:
+    """cpu time and peak memory are the run's own even in a cgroup an earlier box used."""
+    lim = Limits(cpu_ms=3000, wall_ms=6000, memory_kib=256 * 1024)
+    busy = f"cat /proc/self/cgroup; {bindir}/cpu_known 300; {bindir}/memory_touch 100"
+    first = c_sandbox.run(["/bin/sh", "-c", busy], limits=lim, workdir=workdir, readonly_paths=[bindir])
+    assert first.status is Status.OK and first.cpu_ms >= 300, first
+    assert first.memory_kib is not None and first.memory_kib >= 100 * 1024, first
+    seen = [_cgroups(first.stdout.decode())]
+    for _ in range(6):
+        flush(drop_spares=False)  # the spent box is released, its cgroups kept for reuse
+        r = c_sandbox.run(["/bin/sh", "-c", f"cat /proc/self/cgroup; exec {bindir}/memory_touch 20"],
+                          limits=lim, workdir=workdir, readonly_paths=[bindir])
+        assert r.status is Status.OK, r
+        assert r.cpu_ms < 100, r
+        assert r.memory_kib is not None and abs(r.memory_kib - 20 * 1024) <= 2 * 1024, r
+        seen.append(_cgroups(r.stdout.decode()))
+    layout = cgroup_layout()
+    reused = {"v2": bool(layout.v2_dir) and not layout.v2_memory, "pids": bool(layout.v1_pids_dir)}
+    for kind, expected in reused.items():
+        paths = [s[kind] for s in seen if kind in s]
+        if expected:
+            assert paths.count(paths[0]) > 1, f"the first box's {kind} cgroup was not reused: {paths}"
+    if layout.v1_memory_dir:
+        memory = [s["memory"] for s in seen]
+        assert len(set(memory)) == len(memory), f"a memory cgroup was reused: {memory}"
+
+
+FORK_12 = """
+import os, time
+pids = []
+for _ in range(12):
+    try:
+        p = os.fork()
+    except OSError:
+        break
+    if p == 0:
+        time.sleep(5)
+        os._exit(0)
+    pids.append(p)
+print(len(pids))
+"""
+
+
+def test_reused_pids_cgroup_takes_each_runs_limit(c_sandbox: CSandbox, workdir: Path) -> None:
+    for pids, ok in ((4, False), (64, True), (4, False), (64, True)):
+        flush(drop_spares=False)  # the next box reuses the last one's pids cgroup
+        lim = Limits(cpu_ms=2000, wall_ms=5000, pids=pids)
+        r = c_sandbox.run([PYTHON, "-I", "-c", FORK_12], limits=lim, workdir=workdir)
+        assert r.status is Status.OK, r
+        assert (int(r.stdout) == 12) is ok, (pids, r.stdout)
