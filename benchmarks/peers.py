@@ -227,7 +227,7 @@ def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, se
         while (got := finished())[0] < total:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"conveyor: only {got[0]}/{total} jobs done")
-            time.sleep(0.05)
+            time.sleep(0.1)
         return got[1]
 
     try:

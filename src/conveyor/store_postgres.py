@@ -13,47 +13,48 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, column, text
+from sqlalchemy import Connection, text
 
 from conveyor.models import EventAction, Job, JobStatus
 from conveyor.schema import events, jobs
 
 _EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
 
-# queued → running for every due job among :ids; one claimed event per job, same statement
+# queued → running for every due job among :ids; one claimed event per job, same statement.
+# status is compared through an expression on purpose: the rows must be found by primary key.
+# A planner without fresh statistics otherwise walks the status index, i.e. every queued job.
 _CLAIM = text(f"""
-WITH e AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:entries AS varchar[])) AS e(id, entry_id)
-           ORDER BY id),
-c AS (
+WITH c AS (
   UPDATE {jobs.name} AS j
      SET status = '{JobStatus.RUNNING.value}', attempt_id = j.attempt_id + 1, attempts = j.attempts + 1,
          lease_owner = :owner, lease_expires_at = :expires, started_at = :now, updated_at = :now,
          next_attempt_at = NULL
-    FROM e
-   WHERE j.id = e.id AND j.status = '{JobStatus.QUEUED.value}'
+   WHERE j.id = ANY(CAST(:ids AS varchar[])) AND (j.status || '') = '{JobStatus.QUEUED.value}'
      AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
-  RETURNING j.*, e.entry_id AS claim_entry_id
+  RETURNING j.*
 ),
+e AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:entries AS varchar[])) AS e(id, entry_id)),
 ev AS (
   INSERT INTO {events.name} ({_EVENT_COLS})
   SELECT c.id, c.file_id, c.attempt_id, '{EventAction.CLAIMED.value}',
-         json_build_object('consumer', CAST(:owner AS text), 'entry_id', c.claim_entry_id), :now
-    FROM c
+         json_build_object('consumer', CAST(:owner AS text), 'entry_id', e.entry_id), :now
+    FROM c JOIN e ON e.id = c.id
 )
 SELECT * FROM c
-""").columns(*jobs.c, column("claim_entry_id", String))
+""").columns(*jobs.c)
 
-# running → succeeded for every outcome whose attempt still holds its job (the fence)
+# running → succeeded for every outcome whose attempt still holds its job (the fence);
+# found by primary key, as in _CLAIM
 _SUCCEED = text(f"""
 WITH v AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:attempts AS integer[]), CAST(:results AS text[]))
-             AS v(id, attempt_id, result)
-           ORDER BY id),
+             AS v(id, attempt_id, result)),
 u AS (
   UPDATE {jobs.name} AS j
      SET status = '{JobStatus.SUCCEEDED.value}', result = CAST(v.result AS json), error_code = NULL,
          finished_at = :now, updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
     FROM v
-   WHERE j.id = v.id AND j.attempt_id = v.attempt_id AND j.status = '{JobStatus.RUNNING.value}'
+   WHERE j.id = ANY(CAST(:ids AS varchar[])) AND j.id = v.id AND j.attempt_id = v.attempt_id
+     AND (j.status || '') = '{JobStatus.RUNNING.value}'
   RETURNING j.id, j.attempt_id, j.file_id
 ),
 ev AS (
@@ -62,7 +63,6 @@ ev AS (
 )
 SELECT id, file_id FROM u
 """)
-
 
 def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                  ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
@@ -73,7 +73,7 @@ def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: d
     ev: list[dict[str, Any]] = []
     for r in rows:
         job = Job.from_row(r)
-        entry = r["claim_entry_id"]
+        entry = by_job[job.id]
         out.append((job, entry))
         ev.append({"job_id": job.id, "attempt_id": job.attempt_id, "action": EventAction.CLAIMED.value,
                    "payload": {"consumer": owner, "entry_id": entry}, "created_at": now, "file_id": job.file_id})
