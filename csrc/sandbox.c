@@ -50,12 +50,21 @@ static void trace(const char *step)
 
 static int present(const char *s) { return s != NULL && s[0] != '\0'; }
 
-/* Write a short value to dir/name; returns 0 or -errno. */
-static int cg_write(const char *dir, const char *name, const char *value)
+/* Open name in a cgroup directory: relative to its descriptor dfd when there is one
+ * (no walk down the whole path), else by path. */
+static int cg_open(int dfd, const char *dir, const char *name, int flags)
 {
+    if (dfd >= 0)
+        return openat(dfd, name, flags | O_CLOEXEC);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    return open(path, flags | O_CLOEXEC);
+}
+
+/* Write a short value to dir/name; returns 0 or -errno. */
+static int cg_write(int dfd, const char *dir, const char *name, const char *value)
+{
+    int fd = cg_open(dfd, dir, name, O_WRONLY);
     if (fd < 0)
         return -errno;
     ssize_t n = write(fd, value, strlen(value));
@@ -65,11 +74,9 @@ static int cg_write(const char *dir, const char *name, const char *value)
 }
 
 /* Read dir/name into buf; returns bytes read or -1. */
-static ssize_t cg_read(const char *dir, const char *name, char *buf, size_t len)
+static ssize_t cg_read(int dfd, const char *dir, const char *name, char *buf, size_t len)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = cg_open(dfd, dir, name, O_RDONLY);
     if (fd < 0)
         return -1;
     ssize_t n = read(fd, buf, len - 1);
@@ -124,11 +131,12 @@ static const struct {
 /* The fresh resources of one box, and what has to go once it is done. */
 struct box_res {
     char cg[NCG][PATH_MAX]; /* run cgroups, "" when absent */
+    int cgdir[NCG];         /* their directories (O_PATH), or -1 */
     int fds[MAX_FDS];       /* namespaces kept alive past the helper, torn down later */
     int nfds;
     int netfd;              /* its network namespace, or -1 */
     int own_pidns;          /* it had its own pid namespace: the helper's death ends it all */
-    int reused_cg;          /* one of its cgroups served an earlier box */
+    unsigned reused;        /* bit i: cg[i] served an earlier box (its limits stay written) */
     int64_t cpu_base_us;    /* usage_usec of a reused cgroup2 cgroup before this box */
     /* a prepared helper (-P) waiting for its run, or pid 0 */
     pid_t pid;
@@ -146,6 +154,8 @@ static struct box_res *box_new(void)
         b->pidfd = b->out = b->err = b->rep = b->req = b->netfd = -1;
         for (int i = 0; i < NSF; i++)
             b->sfd[i] = -1;
+        for (int i = 0; i < NCG; i++)
+            b->cgdir[i] = -1;
     }
     return b;
 }
@@ -154,7 +164,7 @@ static struct box_res *box_new(void)
 static ssize_t box_read(const struct box_res *b, int which, char *buf, size_t len)
 {
     if (b->sfd[which] < 0)
-        return cg_read(b->cg[stat_files[which].cg], stat_files[which].name, buf, len);
+        return cg_read(b->cgdir[stat_files[which].cg], b->cg[stat_files[which].cg], stat_files[which].name, buf, len);
     ssize_t n = pread(b->sfd[which], buf, len - 1, 0);
     if (n < 0)
         return -1;
@@ -198,45 +208,69 @@ static void cg_remove(const char *dir)
  * (cpu.stat is read against a base) and v1 pids (nothing is read).  A memory cgroup
  * keeps charges (page cache, kernel objects) past its tasks and its peak cannot be
  * reset below them, so it is always fresh. */
-static char reuse_cg[NCG][MAX_SPARES][PATH_MAX];
+struct kept_cg {
+    char path[PATH_MAX];
+    int dir;  /* its directory (O_PATH) */
+    int stat; /* its cpu.stat (cgroup2), or -1 */
+};
+static struct kept_cg reuse_cg[NCG][MAX_SPARES];
 static int n_reuse_cg[NCG];
+
+static void kept_cg_remove(struct kept_cg *k)
+{
+    if (k->stat >= 0)
+        close(k->stat);
+    close(k->dir);
+    cg_remove(k->path);
+}
 
 static int cg_reusable(const struct box_res *b, int i)
 {
     return (i == 0 && b->lim.valid && !b->lim.v2_memory) || i == 2;
 }
 
-/* No task in the cgroup (its cgroup.procs reads empty). */
-static int cg_empty(const char *dir)
+/* No task in the box's cgroup i (its cgroup.procs reads empty). */
+static int cg_empty(const struct box_res *b, int i)
 {
     char buf[16];
-    return cg_read(dir, "cgroup.procs", buf, sizeof buf) == 0;
+    return cg_read(b->cgdir[i], b->cg[i], "cgroup.procs", buf, sizeof buf) == 0;
 }
 
-/* Keep an emptied run cgroup for a later box; 0 when it is not wanted. */
-static int keep_cgroup(int i, const char *dir)
+/* Keep the box's emptied cgroup i (and its descriptors) for a later box; 0 when it is
+ * not wanted. */
+static int keep_cgroup(struct box_res *b, int i)
 {
     int kept = 0;
     pthread_mutex_lock(&pool_mu);
-    if (!pool_paused && n_reuse_cg[i] < MAX_SPARES) {
-        snprintf(reuse_cg[i][n_reuse_cg[i]++], PATH_MAX, "%s", dir);
+    if (!pool_paused && n_reuse_cg[i] < MAX_SPARES && b->cgdir[i] >= 0) {
+        struct kept_cg *k = &reuse_cg[i][n_reuse_cg[i]++];
+        snprintf(k->path, PATH_MAX, "%s", b->cg[i]);
+        k->dir = b->cgdir[i];
+        k->stat = i == stat_files[SF_CPU].cg ? b->sfd[SF_CPU] : -1;
+        b->cgdir[i] = -1;
+        if (k->stat >= 0)
+            b->sfd[SF_CPU] = -1;
         kept = 1;
     }
     pthread_mutex_unlock(&pool_mu);
     return kept;
 }
 
-/* A kept run cgroup under parent into dir; 0 when there is none. */
-static int take_cgroup(int i, const char *parent, char *dir)
+/* Give the box a kept cgroup i under parent; 0 when there is none. */
+static int take_cgroup(struct box_res *b, int i, const char *parent)
 {
     int found = 0;
     size_t pl = strlen(parent);
     pthread_mutex_lock(&pool_mu);
     for (int k = n_reuse_cg[i] - 1; k >= 0 && !found; k--) {
-        const char *c = reuse_cg[i][k];
-        if (strncmp(c, parent, pl) == 0 && strncmp(c + pl, "/conveyor-sbx-", 14) == 0 && !strchr(c + pl + 1, '/')) {
-            snprintf(dir, PATH_MAX, "%s", c);
-            memmove(reuse_cg[i][k], reuse_cg[i][k + 1], (size_t)(n_reuse_cg[i] - k - 1) * PATH_MAX);
+        struct kept_cg *c = &reuse_cg[i][k];
+        if (strncmp(c->path, parent, pl) == 0 && strncmp(c->path + pl, "/conveyor-sbx-", 14) == 0 &&
+            !strchr(c->path + pl + 1, '/')) {
+            snprintf(b->cg[i], PATH_MAX, "%s", c->path);
+            b->cgdir[i] = c->dir;
+            if (c->stat >= 0)
+                b->sfd[SF_CPU] = c->stat;
+            memmove(c, c + 1, (size_t)(n_reuse_cg[i] - k - 1) * sizeof *c);
             n_reuse_cg[i]--;
             found = 1;
         }
@@ -263,19 +297,22 @@ static int box_release(struct box_res *b, int keep)
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (own[i] >= 0)
             close(own[i]);
-    for (int i = 0; i < NSF; i++)
-        if (b->sfd[i] >= 0)
-            close(b->sfd[i]);
     for (int i = 0; i < b->nfds; i++)
         close(b->fds[i]);
     if (present(b->cg[0]))
-        cg_write(b->cg[0], "cgroup.kill", "1");
+        cg_write(b->cgdir[0], b->cg[0], "cgroup.kill", "1");
     for (int i = 0; i < NCG; i++) {
         if (!present(b->cg[i]))
             continue;
-        if (!(keep && b->own_pidns && cg_reusable(b, i) && cg_empty(b->cg[i]) && keep_cgroup(i, b->cg[i])))
-            cg_remove(b->cg[i]);
+        if (keep && b->own_pidns && cg_reusable(b, i) && cg_empty(b, i) && keep_cgroup(b, i))
+            continue;
+        if (b->cgdir[i] >= 0)
+            close(b->cgdir[i]);
+        cg_remove(b->cg[i]);
     }
+    for (int i = 0; i < NSF; i++)
+        if (b->sfd[i] >= 0)
+            close(b->sfd[i]);
     int net = b->netfd;
     if (net >= 0 && !(keep && b->own_pidns)) {
         close(net);
@@ -298,11 +335,10 @@ static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int 
         b->cg[i][0] = '\0';
         if (!present(parents[i]))
             continue;
-        if ((i == 2 || (i == 0 && !v2_memory)) && take_cgroup(i, parents[i], b->cg[i])) {
-            b->reused_cg = 1;
+        if ((i == 2 || (i == 0 && !v2_memory)) && take_cgroup(b, i, parents[i])) {
+            b->reused |= 1u << i;
             if (i == 0) {
-                char buf[4096];
-                int64_t base = cg_read(b->cg[0], "cpu.stat", buf, sizeof buf) > 0 ? keyed_value(buf, "usage_usec") : -1;
+                int64_t base = box_keyed(b, SF_CPU, "usage_usec");
                 b->cpu_base_us = base > 0 ? base : 0;
             }
             continue;
@@ -312,11 +348,15 @@ static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int 
             int e = errno;
             b->cg[i][0] = '\0';
             for (int j = 0; j < i; j++) {
+                if (b->cgdir[j] >= 0)
+                    close(b->cgdir[j]);
+                b->cgdir[j] = -1;
                 rmdir(b->cg[j]);
                 b->cg[j][0] = '\0';
             }
             return -e;
         }
+        b->cgdir[i] = open(b->cg[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
     }
     return 0;
 }
@@ -508,36 +548,38 @@ static void mounts_changed_locked(void)
         mount_gen++;
 }
 
-/* Write the limits into the box's cgroups.  over: limits were written before, so
- * "none" is written out too, and v1 memsw goes around memory (it may not be lower). */
+/* Write the limits into the box's cgroups.  over: limits were written before (as in
+ * a cgroup an earlier box used), so "none" is written out too, and v1 memsw goes around
+ * memory (it may not be lower). */
 static int write_limits(struct box_res *b, const struct limits *l, int over)
 {
     char num[32];
     int e;
     if (present(b->cg[0])) {
-        if (l->v2_memory && (l->memory > 0 || over)) {
+        int o = over || (b->reused & 1u);
+        if (l->v2_memory && (l->memory > 0 || o)) {
             snprintf(num, sizeof num, l->memory > 0 ? "%lld" : "max", (long long)l->memory);
-            if ((e = cg_write(b->cg[0], "memory.max", num)) < 0)
+            if ((e = cg_write(b->cgdir[0], b->cg[0], "memory.max", num)) < 0)
                 return e;
-            cg_write(b->cg[0], "memory.swap.max", "0");
+            cg_write(b->cgdir[0], b->cg[0], "memory.swap.max", "0");
         }
-        if (l->v2_pids && (l->pids > 0 || over)) {
+        if (l->v2_pids && (l->pids > 0 || o)) {
             snprintf(num, sizeof num, l->pids > 0 ? "%lld" : "max", (long long)l->pids);
-            if ((e = cg_write(b->cg[0], "pids.max", num)) < 0)
+            if ((e = cg_write(b->cgdir[0], b->cg[0], "pids.max", num)) < 0)
                 return e;
         }
     }
-    if (present(b->cg[1]) && (l->memory > 0 || over)) {
+    if (present(b->cg[1]) && (l->memory > 0 || over)) { /* never reused */
         snprintf(num, sizeof num, "%lld", (long long)(l->memory > 0 ? l->memory : -1));
         if (over) /* absent without swap accounting; harmless then */
-            cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
-        if ((e = cg_write(b->cg[1], "memory.limit_in_bytes", num)) < 0)
+            cg_write(b->cgdir[1], b->cg[1], "memory.memsw.limit_in_bytes", num);
+        if ((e = cg_write(b->cgdir[1], b->cg[1], "memory.limit_in_bytes", num)) < 0)
             return e;
-        cg_write(b->cg[1], "memory.memsw.limit_in_bytes", num);
+        cg_write(b->cgdir[1], b->cg[1], "memory.memsw.limit_in_bytes", num);
     }
-    if (present(b->cg[2]) && (l->pids > 0 || over)) {
+    if (present(b->cg[2]) && (l->pids > 0 || over || (b->reused & 4u))) {
         snprintf(num, sizeof num, l->pids > 0 ? "%lld" : "max", (long long)l->pids);
-        if ((e = cg_write(b->cg[2], "pids.max", num)) < 0)
+        if ((e = cg_write(b->cgdir[2], b->cg[2], "pids.max", num)) < 0)
             return e;
     }
     b->lim = *l;
@@ -555,18 +597,18 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
     char procs[NCG][PATH_MAX + 16];
     char *argv[3 + 2 * NCG] = {(char *)helper, "-P"};
     char *envp[] = {NULL};
-    int k = 2, netfd = -1, devnull = -1;
+    static int devnull = -1; /* stdin until the run's arrives; only this thread uses it */
+    int k = 2, netfd = -1;
     int out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1}, req[2] = {-1, -1};
     if (box_make_cgroups(b, parents, !lim->valid || lim->v2_memory) < 0)
         goto fail;
-    if (lim->valid && write_limits(b, lim, b->reused_cg) < 0)
+    if (lim->valid && write_limits(b, lim, 0) < 0)
         b->lim.valid = 0; /* the run writes them and reports why */
     for (int i = 0; i < NSF; i++) {
-        char path[PATH_MAX + 64];
-        if (!present(b->cg[stat_files[i].cg]))
+        int cg = stat_files[i].cg;
+        if (!present(b->cg[cg]) || b->sfd[i] >= 0 || (lim->valid && !lim->v2_memory && (i == SF_V2_PEAK || i == SF_V2_EVENTS)))
             continue;
-        snprintf(path, sizeof path, "%s/%s", b->cg[stat_files[i].cg], stat_files[i].name);
-        b->sfd[i] = open(path, O_RDONLY | O_CLOEXEC);
+        b->sfd[i] = cg_open(b->cgdir[cg], b->cg[cg], stat_files[i].name, O_RDONLY);
     }
     for (int i = 0; i < NCG; i++) {
         if (!present(b->cg[i]))
@@ -582,7 +624,8 @@ static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const 
             goto fail;
         b->netfd = netfd;
     }
-    devnull = open("/dev/null", O_RDONLY | O_CLOEXEC); /* stdin until the run's arrives */
+    if (devnull < 0)
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, req) < 0)
         goto fail;
@@ -607,8 +650,6 @@ fail:
             if (fds[j] >= 0)
                 close(fds[j]);
     }
-    if (devnull >= 0)
-        close(devnull);
     if (b->pid <= 0) {
         box_release(b, 0);
         return NULL;
@@ -723,8 +764,14 @@ static void pool_atfork_child(void)
     for (int i = 0; i < n_reuse_net; i++)
         close(reuse_net[i]);
     n_reuse_net = 0;
-    for (int i = 0; i < NCG; i++)
-        n_reuse_cg[i] = 0; /* the parent's to reuse or remove */
+    for (int i = 0; i < NCG; i++) {
+        for (int k = 0; k < n_reuse_cg[i]; k++) { /* the parent's to reuse or remove */
+            close(reuse_cg[i][k].dir);
+            if (reuse_cg[i][k].stat >= 0)
+                close(reuse_cg[i][k].stat);
+        }
+        n_reuse_cg[i] = 0;
+    }
     for (int i = 0; i < n_spare_cg; i++)
         free(spare_cg[i]);
     n_spare_cg = 0;
@@ -823,7 +870,7 @@ void sbx_flush(int drop_spares)
         n_reuse_net = 0;
         for (int i = 0; i < NCG; i++) {
             while (n_reuse_cg[i] > 0)
-                cg_remove(reuse_cg[i][--n_reuse_cg[i]]); /* empty: no wait */
+                kept_cg_remove(&reuse_cg[i][--n_reuse_cg[i]]); /* empty: no wait */
         }
     }
     pthread_mutex_unlock(&pool_mu);
@@ -968,7 +1015,7 @@ static int setup_cgroups(const struct sbx_config *cfg, struct box_res *b)
     if (b->lim.valid && b->lim.memory == want.memory && b->lim.pids == want.pids &&
         b->lim.v2_memory == want.v2_memory && b->lim.v2_pids == want.v2_pids)
         return 0; /* written ahead */
-    return write_limits(b, &want, b->lim.valid || b->reused_cg);
+    return write_limits(b, &want, b->lim.valid);
 }
 
 static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
@@ -998,7 +1045,7 @@ static void drain(int *fd, char *buf, int64_t cap, int64_t *len)
 
 static void kill_box(const struct box_res *b, int pidfd, struct sbx_result *res)
 {
-    if (b && present(b->cg[0]) && cg_write(b->cg[0], "cgroup.kill", "1") == 0)
+    if (b && present(b->cg[0]) && cg_write(b->cgdir[0], b->cg[0], "cgroup.kill", "1") == 0)
         res->used_cgroup_kill = 1;
     /* the helper is pid 1 of the box: its death takes every process in it along */
     syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
