@@ -275,13 +275,15 @@ def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: floa
                 results[name] = bench_peer(name, srv, n, rate, seconds)
         finally:
             srv.stop()
-    fastest = max(results, key=lambda k: results[k]["jobs_s"])
-    lowest = min(results, key=lambda k: results[k]["p50_ms"])
+    c = results["conveyor pg+redis"]
+    peers = {k: v for k, v in results.items() if k != "conveyor pg+redis"}
     print(f"\nno-op jobs, 4 slots, {n} burst jobs, {rate:.0f}/s offered for {seconds:.0f}s, one Redis")
     print(f"{'system':<20}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for k, v in results.items():
         print(f"{k:<20}{v['jobs_s']:>10.0f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}")
-    c = results["conveyor pg+redis"]
-    print(f"\nConveyor / fastest ({fastest}) jobs/s: {c['jobs_s'] / results[fastest]['jobs_s']:.2f}x; "
-          f"p50 / lowest ({lowest}): {c['p50_ms'] / results[lowest]['p50_ms']:.2f}x")
+    if peers:
+        fastest = max(peers, key=lambda k: peers[k]["jobs_s"])
+        lowest = min(peers, key=lambda k: peers[k]["p50_ms"])
+        print(f"\nConveyor / fastest peer ({fastest}) jobs/s: {c['jobs_s'] / peers[fastest]['jobs_s']:.2f}x; "
+              f"p50 / lowest peer ({lowest}): {c['p50_ms'] / peers[lowest]['p50_ms']:.2f}x")
     return results

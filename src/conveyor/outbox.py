@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 
-from conveyor import observers
+from conveyor import observers, store_postgres
 from conveyor.db import utcnow
 from conveyor.metrics import get_metrics
 from conveyor.models import EventAction
@@ -84,14 +84,17 @@ class Dispatcher:
                     m.dispatch_failures.inc(len(rows))
                 log.warning("dispatch failed rows=%d error=%s", len(rows), err)
                 return DispatchRound(0, len(rows), err)
-            conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
-                status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"),
-                attempts=bindparam("n")),
-                [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
             ev = [{"job_id": r.job_id, "attempt_id": 0, "action": EventAction.DISPATCHED.value,
                    "payload": {"stream_entry_id": e, "outbox_id": r.id}, "created_at": now, "file_id": None}
                   for r, e in zip(rows, entry_ids)]
-            conn.execute(insert(events), ev)
+            if store_postgres.is_postgres(conn):
+                store_postgres.mark_dispatched(conn, [(r.id, e) for r, e in zip(rows, entry_ids)], now)
+            else:
+                conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
+                    status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"),
+                    attempts=bindparam("n")),
+                    [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
+                conn.execute(insert(events), ev)
         observers.publish(ev)
         wake_readers = getattr(self.queue, "wake", None)
         if callable(wake_readers):

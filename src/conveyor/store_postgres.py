@@ -1,10 +1,10 @@
-"""PostgreSQL's one-statement claim and finalize: the hot path of every job in one round trip each.
+"""PostgreSQL's one-statement dispatch, claim and finalize: each step of a job's hot path in one round trip.
 
 ``store.claim`` and ``store.finalize`` use these on PostgreSQL and fall back to their
 general code for whatever these leave undone (expired leases, stale results, failures),
 so the fencing rules live in one place and these only skip the round trips. Each
-statement updates the job rows and inserts their events in one CTE, so it commits
-(or fails) as a whole even outside a transaction.
+statement updates its rows and inserts their events in one CTE, so it commits (or
+fails) as a whole even outside a transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from conveyor.models import EventAction, Job, JobStatus
-from conveyor.schema import events, jobs
+from conveyor.schema import events, jobs, outbox
 
 _EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
 
@@ -63,6 +63,26 @@ ev AS (
 )
 SELECT id, file_id FROM u
 """)
+# pending → dispatched for outbox rows the caller has locked and published
+_DISPATCHED = text(f"""
+WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:entries AS varchar[])) AS v(id, entry_id)),
+u AS (
+  UPDATE {outbox.name} AS o
+     SET status = 'dispatched', dispatched_at = :now, stream_entry_id = v.entry_id, attempts = o.attempts + 1
+    FROM v
+   WHERE o.id = ANY(CAST(:ids AS bigint[])) AND o.id = v.id
+  RETURNING o.id, o.job_id, v.entry_id
+)
+INSERT INTO {events.name} ({_EVENT_COLS})
+SELECT u.job_id, NULL, 0, '{EventAction.DISPATCHED.value}',
+       json_build_object('stream_entry_id', u.entry_id, 'outbox_id', u.id), :now FROM u
+""")
+
+
+def mark_dispatched(conn: Connection, rows: Sequence[tuple[int, str]], now: datetime) -> None:
+    """Stamp locked outbox rows ``(outbox id, stream entry id)`` dispatched and add their events."""
+    conn.execute(_DISPATCHED, {"ids": [r[0] for r in rows], "entries": [r[1] for r in rows], "now": now})
+
 
 def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                  ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
