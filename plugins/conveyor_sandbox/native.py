@@ -173,6 +173,7 @@ NO_CGROUPS = CgroupLayout(None, False, False, None, None)
 SPARES = int(os.environ.get("CONVEYOR_SANDBOX_SPARES", "2"))
 _LIB_LOCK = threading.Lock()
 _LIB: Any = None
+_new_uncleared: Any = None
 
 
 def _library() -> tuple[Any, Any]:
@@ -182,6 +183,8 @@ def _library() -> tuple[Any, Any]:
         if _LIB is None:
             from conveyor_sandbox._csandbox import ffi, lib
 
+            global _new_uncleared
+            _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
             lib.sbx_set_spares(SPARES)
             atexit.register(lib.sbx_flush, 1)
             _LIB = (ffi, lib)
@@ -356,8 +359,15 @@ class CSandbox:
             return b
 
         def carr(items: list[str]) -> Any:
-            arr = ffi.new("char *[]", [cstr(x) for x in items] + [ffi.NULL])
-            keep.append(arr)
+            # one buffer for all the strings, and the pointers into it
+            encoded = [os.fsencode(x) for x in items]
+            blob = ffi.new("char[]", b"\0".join(encoded))
+            arr = ffi.new("char *[]", len(items) + 1)
+            at = 0
+            for i, e in enumerate(encoded):
+                arr[i] = blob + at
+                at += len(e) + 1
+            keep.append((blob, arr))
             return arr
 
         cap = lim.output_bytes
@@ -370,8 +380,8 @@ class CSandbox:
         cfg.wall_ms = lim.effective_wall_ms
         cfg.cpu_ms = lim.cpu_ms or 0
         cfg.output_cap = cap
-        out_buf = ffi.new("char[]", cap)
-        err_buf = ffi.new("char[]", cap)
+        out_buf = _new_uncleared("char[]", cap)  # only the first out_len bytes are read
+        err_buf = _new_uncleared("char[]", cap)
         cfg.out_buf, cfg.err_buf = out_buf, err_buf
         cfg.cg_v2 = cstr(cg_v2)
         cfg.cg_v2_memory = int(layout.v2_memory)
