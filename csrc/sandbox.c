@@ -357,6 +357,8 @@ static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int 
             return -e;
         }
         b->cgdir[i] = open(b->cg[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (i != 1)
+            chmod(b->cg[i], 0700); /* may be reused: its counters (cpu.stat) are not the box's to read */
     }
     return 0;
 }

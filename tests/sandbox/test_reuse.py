@@ -196,3 +196,35 @@ def test_reused_pids_cgroup_takes_each_runs_limit(c_sandbox: CSandbox, workdir: 
         r = c_sandbox.run([PYTHON, "-I", "-c", FORK_12], limits=lim, workdir=workdir)
         assert r.status is Status.OK, r
         assert (int(r.stdout) == 12) is ok, (pids, r.stdout)
+
+
+COUNTERS = """
+import sys
+own = {}
+for line in open("/proc/self/cgroup"):
+    _, ctrls, path = line.rstrip("\\n").split(":", 2)
+    own[ctrls or "v2"] = path
+for kind, mount, name in (a.split(",") for a in sys.argv[1:]):
+    try:
+        print(kind, open(mount + own[kind] + "/" + name).read().split()[:2])
+    except OSError as e:
+        print(kind, "denied", e.errno)
+"""
+
+
+def test_a_box_cannot_read_the_counters_of_a_cgroup_it_may_share(c_sandbox: CSandbox, workdir: Path) -> None:
+    """A reused cgroup's cumulative counters hold earlier boxes' figures: the box may not read them."""
+    layout = cgroup_layout()
+    own = _cgroups(Path("/proc/self/cgroup").read_text())
+    probes = []
+    if layout.v2_dir:
+        probes.append(f"v2,{layout.v2_dir.removesuffix(own['v2'].rstrip('/'))},cpu.stat")
+    if layout.v1_pids_dir:
+        probes.append(f"pids,{layout.v1_pids_dir.removesuffix(own['pids'].rstrip('/'))},pids.max")
+    assert probes, "no reusable cgroup on this host"
+    c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
+    flush(drop_spares=False)
+    r = c_sandbox.run([PYTHON, "-I", "-c", COUNTERS, *probes], limits=LIM, workdir=workdir)
+    assert r.status is Status.OK, r
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == len(probes) and all(" denied 13" in line for line in lines), lines
