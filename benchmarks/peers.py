@@ -252,32 +252,38 @@ def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, se
 
 
 def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: float, seconds: float,
-        only: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run Conveyor and every installed peer; print one table with Conveyor's ratio to the fastest."""
-    results: dict[str, dict[str, Any]] = {}
+        only: list[str] | None = None, rounds: int = 1) -> dict[str, dict[str, Any]]:
+    """Run Conveyor and every installed peer, ``rounds`` times in turn; print medians and Conveyor's ratios."""
+    names = ["conveyor pg+redis"]
+    for name in only or PEERS:
+        try:
+            __import__(name)
+            names.append(name)
+        except ImportError:
+            print(f"{name}: not installed (pip install -r benchmarks/requirements.txt); skipped", file=sys.stderr)
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory() as tmp:
         srv = PrivateRedis(Path(tmp))
         try:
-            print("conveyor (postgresql + redis) ...", file=sys.stderr)
-            url, drop = pg_url()
-            try:
-                results["conveyor pg+redis"] = bench_conveyor(url, srv, n, rate, seconds, Path(tmp))
-            finally:
-                drop()
-            for name in only or PEERS:
-                try:
-                    __import__(name)
-                except ImportError:
-                    print(f"{name}: not installed (pip install -r benchmarks/requirements.txt); skipped",
-                          file=sys.stderr)
-                    continue
-                print(f"{name} ...", file=sys.stderr)
-                results[name] = bench_peer(name, srv, n, rate, seconds)
+            # systems take turns, so a slow spell of a shared machine hits every one of them alike
+            for rnd in range(rounds):
+                for name in names:
+                    print(f"round {rnd + 1}/{rounds}: {name} ...", file=sys.stderr)
+                    if name == "conveyor pg+redis":
+                        url, drop = pg_url()
+                        try:
+                            runs[name].append(bench_conveyor(url, srv, n, rate, seconds, Path(tmp)))
+                        finally:
+                            drop()
+                    else:
+                        runs[name].append(bench_peer(name, srv, n, rate, seconds))
         finally:
             srv.stop()
+    results = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
     c = results["conveyor pg+redis"]
     peers = {k: v for k, v in results.items() if k != "conveyor pg+redis"}
-    print(f"\nno-op jobs, 4 slots, {n} burst jobs, {rate:.0f}/s offered for {seconds:.0f}s, one Redis")
+    print(f"\nno-op jobs, 4 slots, {n} burst jobs, {rate:.0f}/s offered for {seconds:.0f}s, one Redis"
+          + (f"; median of {rounds} rounds" if rounds > 1 else ""))
     print(f"{'system':<20}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for k, v in results.items():
         print(f"{k:<20}{v['jobs_s']:>10.0f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}")

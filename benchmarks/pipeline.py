@@ -12,7 +12,8 @@ For each database (SQLite file, PostgreSQL on 127.0.0.1) it measures:
 Prints one table and each figure's ratio PostgreSQL / SQLite.
 
 With ``--peers`` it instead runs Conveyor on PostgreSQL + Redis against Celery, Dramatiq,
-RQ and arq on one private Redis (see benchmarks/peers.py and benchmarks/requirements.txt).
+RQ and arq on one private Redis (see benchmarks/peers.py and benchmarks/requirements.txt),
+every system `--rounds` times in turn, and prints the medians.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="PostgreSQL + Redis against Celery, Dramatiq, RQ, arq")
     ap.add_argument("--peer", action="append", choices=["celery", "dramatiq", "rq", "arq"],
                     help="with --peers: run only these peers (repeatable)")
+    ap.add_argument("--rounds", type=int, default=3, help="with --peers: every system runs this many times, in turn")
     a = ap.parse_args()
     if a.peers:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -153,7 +155,7 @@ def main() -> None:
         def pg() -> tuple[str, object]:
             url, schema = pg_schema_url()
             return url, lambda: drop_schema(schema)
-        run(pg, a.jobs, a.rate, a.seconds, only=a.peer)  # type: ignore[arg-type]
+        run(pg, a.jobs, a.rate, a.seconds, only=a.peer, rounds=a.rounds)  # type: ignore[arg-type]
         return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,86 +13,101 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from conveyor.models import EventAction, Job, JobStatus
 from conveyor.schema import events, jobs, outbox
 
 _EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
 
+# the claim returns a whole Job; naming the columns saves building cursor.description per claim
+_JOB_NAMES = tuple(Job.__dataclass_fields__)
+_JOB_COLS = ", ".join(f"j.{c}" for c in _JOB_NAMES)
+
 # queued → running for every due job among :ids; one claimed event per job, same statement.
 # status is compared through an expression on purpose: the rows must be found by primary key.
 # A planner without fresh statistics otherwise walks the status index, i.e. every queued job.
-_CLAIM = text(f"""
+_CLAIM = f"""
 WITH c AS (
   UPDATE {jobs.name} AS j
      SET status = '{JobStatus.RUNNING.value}', attempt_id = j.attempt_id + 1, attempts = j.attempts + 1,
-         lease_owner = :owner, lease_expires_at = :expires, started_at = :now, updated_at = :now,
+         lease_owner = %(owner)s, lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,
          next_attempt_at = NULL
-   WHERE j.id = ANY(CAST(:ids AS varchar[])) AND (j.status || '') = '{JobStatus.QUEUED.value}'
-     AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
-  RETURNING j.*
+   WHERE j.id = ANY(%(ids)s::varchar[]) AND (j.status || '') = '{JobStatus.QUEUED.value}'
+     AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= %(now)s)
+  RETURNING {_JOB_COLS}
 ),
-e AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:entries AS varchar[])) AS e(id, entry_id)),
+e AS (SELECT * FROM unnest(%(ids)s::varchar[], %(entries)s::varchar[]) AS e(id, entry_id)),
 ev AS (
   INSERT INTO {events.name} ({_EVENT_COLS})
   SELECT c.id, c.file_id, c.attempt_id, '{EventAction.CLAIMED.value}',
-         json_build_object('consumer', CAST(:owner AS text), 'entry_id', e.entry_id), :now
+         json_build_object('consumer', %(owner)s::text, 'entry_id', e.entry_id), %(now)s
     FROM c JOIN e ON e.id = c.id
 )
 SELECT * FROM c
-""").columns(*jobs.c)
+"""
 
 # running → succeeded for every outcome whose attempt still holds its job (the fence);
 # found by primary key, as in _CLAIM
-_SUCCEED = text(f"""
-WITH v AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:attempts AS integer[]), CAST(:results AS text[]))
+_SUCCEED = f"""
+WITH v AS (SELECT * FROM unnest(%(ids)s::varchar[], %(attempts)s::integer[], %(results)s::text[])
              AS v(id, attempt_id, result)),
 u AS (
   UPDATE {jobs.name} AS j
      SET status = '{JobStatus.SUCCEEDED.value}', result = CAST(v.result AS json), error_code = NULL,
-         finished_at = :now, updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
+         finished_at = %(now)s, updated_at = %(now)s, lease_owner = NULL, lease_expires_at = NULL
     FROM v
-   WHERE j.id = ANY(CAST(:ids AS varchar[])) AND j.id = v.id AND j.attempt_id = v.attempt_id
+   WHERE j.id = ANY(%(ids)s::varchar[]) AND j.id = v.id AND j.attempt_id = v.attempt_id
      AND (j.status || '') = '{JobStatus.RUNNING.value}'
   RETURNING j.id, j.attempt_id, j.file_id
 ),
 ev AS (
   INSERT INTO {events.name} ({_EVENT_COLS})
-  SELECT u.id, u.file_id, u.attempt_id, '{EventAction.SUCCEEDED.value}', CAST('{{}}' AS json), :now FROM u
+  SELECT u.id, u.file_id, u.attempt_id, '{EventAction.SUCCEEDED.value}', CAST('{{}}' AS json), %(now)s FROM u
 )
 SELECT id, file_id FROM u
-""")
+"""
 # pending → dispatched for outbox rows the caller has locked and published
-_DISPATCHED = text(f"""
-WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:entries AS varchar[])) AS v(id, entry_id)),
+_DISPATCHED = f"""
+WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(entries)s::varchar[]) AS v(id, entry_id)),
 u AS (
   UPDATE {outbox.name} AS o
-     SET status = 'dispatched', dispatched_at = :now, stream_entry_id = v.entry_id, attempts = o.attempts + 1
+     SET status = 'dispatched', dispatched_at = %(now)s, stream_entry_id = v.entry_id, attempts = o.attempts + 1
     FROM v
-   WHERE o.id = ANY(CAST(:ids AS bigint[])) AND o.id = v.id
+   WHERE o.id = ANY(%(ids)s::bigint[]) AND o.id = v.id
   RETURNING o.id, o.job_id, v.entry_id
 )
 INSERT INTO {events.name} ({_EVENT_COLS})
 SELECT u.job_id, NULL, 0, '{EventAction.DISPATCHED.value}',
-       json_build_object('stream_entry_id', u.entry_id, 'outbox_id', u.id), :now FROM u
-""")
+       json_build_object('stream_entry_id', u.entry_id, 'outbox_id', u.id), %(now)s FROM u
+"""
+
+
+def _execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> Any:
+    """Run on the connection's psycopg cursor, in its transaction if one is open.
+
+    These statements run for every job; SQLAlchemy's per-execution work (result
+    metadata, row processors) was most of their client-side cost.
+    """
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur.execute(sql, params)
+    return cur
 
 
 def mark_dispatched(conn: Connection, rows: Sequence[tuple[int, str]], now: datetime) -> None:
     """Stamp locked outbox rows ``(outbox id, stream entry id)`` dispatched and add their events."""
-    conn.execute(_DISPATCHED, {"ids": [r[0] for r in rows], "entries": [r[1] for r in rows], "now": now})
+    _execute(conn, _DISPATCHED, {"ids": [r[0] for r in rows], "entries": [r[1] for r in rows], "now": now})
 
 
 def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                  ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
     """Claim the due, queued jobs among ``{job_id: entry_id}``; returns (job, entry id) pairs and their events."""
-    rows = conn.execute(_CLAIM, {"ids": list(by_job), "entries": list(by_job.values()), "owner": owner,
-                                 "now": now, "expires": expires}).mappings().all()
+    cur = _execute(conn, _CLAIM, {"ids": list(by_job), "entries": list(by_job.values()), "owner": owner,
+                                  "now": now, "expires": expires})
     out: list[tuple[Job, str]] = []
     ev: list[dict[str, Any]] = []
-    for r in rows:
-        job = Job.from_row(r)
+    for row in cur.fetchall():
+        job = Job.from_row(dict(zip(_JOB_NAMES, row)))
         entry = by_job[job.id]
         out.append((job, entry))
         ev.append({"job_id": job.id, "attempt_id": job.attempt_id, "action": EventAction.CLAIMED.value,
@@ -108,11 +123,11 @@ def succeed(conn: Connection, done: Sequence[tuple[str, int, str | None]], now: 
     """
     params = {"ids": [d[0] for d in done], "attempts": [d[1] for d in done], "results": [d[2] for d in done],
               "now": now}
-    rows = conn.execute(_SUCCEED, params).all()
+    rows = _execute(conn, _SUCCEED, params).fetchall()
     attempt = {d[0]: d[1] for d in done}
-    ev = [{"job_id": r.id, "attempt_id": attempt[r.id], "action": EventAction.SUCCEEDED.value, "payload": {},
-           "created_at": now, "file_id": r.file_id} for r in rows]
-    return {r.id for r in rows}, ev
+    ev = [{"job_id": job_id, "attempt_id": attempt[job_id], "action": EventAction.SUCCEEDED.value, "payload": {},
+           "created_at": now, "file_id": file_id} for job_id, file_id in rows]
+    return {r[0] for r in rows}, ev
 
 
 def is_postgres(conn: Connection) -> bool:
