@@ -884,9 +884,6 @@ static int child(void *p)
         set_limit(fd, RLIMIT_NOFILE, o->nofile, o->nofile);
     if (o->stack > 0)
         set_limit(fd, RLIMIT_STACK, o->stack, o->stack);
-    set_limit(fd, RLIMIT_CORE, 0, 0);
-    set_limit(fd, RLIMIT_MEMLOCK, 0, 0);
-    set_limit(fd, RLIMIT_MSGQUEUE, 0, 0);
     long id = o->uid;
     if (S2(__NR_setgroups, 0, NULL) < 0 || S3(__NR_setresgid, id, id, id) < 0 || S3(__NR_setresuid, id, id, id) < 0)
         fail_to(fd, SBX_STAGE_CREDS);
@@ -942,6 +939,18 @@ static int helper_main(int argc, char **argv, char **envp)
         sys_close(fd);
     }
     trace("joined");
+    /* the same for every run: set here, ahead in a prepared box, and inherited */
+    set_limit(report_fd, RLIMIT_CORE, 0, 0);
+    set_limit(report_fd, RLIMIT_MEMLOCK, 0, 0);
+    set_limit(report_fd, RLIMIT_MSGQUEUE, 0, 0);
+    static struct filter flt; /* the filter without -E, built ahead too */
+    if (build_filter(&flt, 0) < 0) {
+        err_no = EINVAL;
+        fail(SBX_STAGE_SECCOMP);
+    }
+    int ep[2]; /* the program's failure report; EOF once it has exec'd */
+    if (S2(__NR_pipe2, ep, O_CLOEXEC) < 0)
+        fail(SBX_STAGE_FORK);
     struct trees t;
     if (prepared) {
         struct spare_tmp st;
@@ -972,14 +981,10 @@ static int helper_main(int argc, char **argv, char **envp)
     }
     trace("mounted");
 
-    static struct filter flt;
-    if (build_filter(&flt, o.socket_errno) < 0) {
+    if (o.socket_errno && build_filter(&flt, 1) < 0) {
         err_no = EINVAL;
         fail(SBX_STAGE_SECCOMP);
     }
-    int ep[2];
-    if (S2(__NR_pipe2, ep, O_CLOEXEC) < 0)
-        fail(SBX_STAGE_FORK);
     int64_t t0 = now_ns();
     trace("fork");
     static char child_stack[32 * 1024];

@@ -1364,6 +1364,13 @@ cleanup:
         kill_box(box, pidfd, res);
         wait4(pid, NULL, __WALL, NULL);
     }
+    if (box) { /* closed with the box, off the caller's path */
+        box->pidfd = pidfd;
+        box->out = out[0];
+        box->err = err[0];
+        box->rep = rep[0];
+        pidfd = out[0] = err[0] = rep[0] = -1;
+    }
     if (pidfd >= 0)
         close(pidfd);
     for (int i = 0; i < 2; i++) {

@@ -228,3 +228,13 @@ def test_a_box_cannot_read_the_counters_of_a_cgroup_it_may_share(c_sandbox: CSan
     assert r.status is Status.OK, r
     lines = r.stdout.decode().splitlines()
     assert len(lines) == len(probes) and all(" denied 13" in line for line in lines), lines
+
+
+def test_rlimits_set_ahead_reach_the_program(c_sandbox: CSandbox, workdir: Path) -> None:
+    """Core dumps, locked memory and POSIX message queues are off in every box, prepared or not."""
+    prog = "import resource as r; print(*[r.getrlimit(x) for x in (r.RLIMIT_CORE, r.RLIMIT_MEMLOCK, " \
+           "r.RLIMIT_MSGQUEUE)])"
+    for sb in (c_sandbox, CSandbox(use_cgroups=False)):
+        flush(drop_spares=False)
+        r = sb.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
+        assert r.status is Status.OK and r.stdout == b"(0, 0) (0, 0) (0, 0)\n", r
