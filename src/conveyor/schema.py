@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,12 +15,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
 
 _BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's predicate, for both dialects."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
+_OPEN = "status IN ('queued', 'running')"
 
 
 def define_tables(md: MetaData) -> dict[str, Table]:
@@ -43,16 +53,21 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("lease_expires_at", DateTime),
         Column("next_attempt_at", DateTime),
         Column("idempotency_key", String(200)),
-        Column("file_id", String(36), index=True),
+        Column("file_id", String(36)),
         Column("trace_id", String(64)),
         Column("created_at", DateTime, nullable=False),
         Column("updated_at", DateTime, nullable=False),
         Column("started_at", DateTime),
         Column("finished_at", DateTime),
-        UniqueConstraint("tenant_id", "idempotency_key", name="uq_conveyor_jobs_idem"),
-        Index("ix_conveyor_jobs_status_lease", "status", "lease_expires_at"),
-        Index("ix_conveyor_jobs_kind_status", "kind", "status"),
-        Index("ix_conveyor_jobs_finished", "finished_at"),
+        # Partial indexes: a job row is rewritten at claim and at finalize, and each write
+        # inserts into every index whose predicate the new row meets, so an index only
+        # holds the rows its queries look for (open jobs, finished jobs, set keys).
+        Index("uq_conveyor_jobs_idem", "tenant_id", "idempotency_key", unique=True,
+              **_where("idempotency_key IS NOT NULL")),
+        Index("ix_conveyor_jobs_file_id", "file_id", **_where("file_id IS NOT NULL")),
+        Index("ix_conveyor_jobs_status_lease", "status", "lease_expires_at", **_where(_OPEN)),
+        Index("ix_conveyor_jobs_kind_status", "kind", "status", **_where(_OPEN)),
+        Index("ix_conveyor_jobs_finished", "finished_at", **_where("finished_at IS NOT NULL")),
     )
     outbox = Table(
         "conveyor_outbox", md,
@@ -67,7 +82,7 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("created_at", DateTime, nullable=False),
         Column("dispatched_at", DateTime),
         Column("stream_entry_id", String(64)),
-        Index("ix_conveyor_outbox_pending", "status", "next_attempt_at"),
+        Index("ix_conveyor_outbox_pending", "status", "next_attempt_at", **_where("status = 'pending'")),
         sqlite_autoincrement=True,  # ids are identities (entry ids, cursors): never reuse one
     )
     events = Table(
