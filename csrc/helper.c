@@ -995,12 +995,8 @@ static int helper_main(int argc, char **argv, char **envp)
         fail(SBX_STAGE_FORK);
     }
     sys_close(ep[1]);
-#ifdef SBX_TRACE
-    trace_fd = (int)S3(__NR_fcntl, 2, F_DUPFD_CLOEXEC, 4);
-#endif
-    sys_close(0);
-    sys_close(1);
-    sys_close(2);
+    /* stdout and stderr stay open until we exit: the caller sees their end and ours at
+     * once, and wakes once */
 
     struct sbx_report early;
     long n = sys_read(ep[0], &early, sizeof early);
