@@ -485,6 +485,8 @@ static void hold_namespaces(struct box_res *b, int pidfd, int fetch_net)
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;
 static int pool_spares = 2;         /* target per kind */
+static int caller_nice;             /* of the thread that asked for the last run */
+#define POOL_NICE 10
 static int pool_started, pool_busy, pool_idle_flag;
 static char pool_parents[NCG][PATH_MAX];
 static int pool_want_cg, pool_cg_failed, pool_want_net, pool_net_failed;
@@ -674,6 +676,8 @@ static void *pool_main(void *unused)
 {
     (void)unused;
     int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    /* background work (and prepared helpers until taken) yields to the runs */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), caller_nice + POOL_NICE);
     pthread_mutex_lock(&pool_mu);
     for (;;) {
         if (!pool_paused && pool_want_ready && !pool_ready_failed && n_ready < pool_spares) {
@@ -814,6 +818,9 @@ static void pool_atfork_child(void)
 
 static void pool_start_locked(void)
 {
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, 0); /* the calling thread's */
+    caller_nice = errno ? 0 : n;
     static int atfork_done;
     if (pool_started || pool_spares <= 0)
         return;
@@ -919,7 +926,9 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
         while (n_ready > 0 && !b) {
             struct box_res *r = ready_box[--n_ready];
             struct pollfd pf = {r->pidfd, POLLIN, 0};
-            if (r->mount_gen == mount_gen && poll(&pf, 1, 0) == 0)
+            /* made by the niced thread: the run gets the caller's priority */
+            if (r->mount_gen == mount_gen && poll(&pf, 1, 0) == 0 &&
+                setpriority(PRIO_PROCESS, (id_t)r->pid, caller_nice) == 0)
                 b = r;
             else
                 push_job(r); /* stale view of the mounts, or its helper died waiting */

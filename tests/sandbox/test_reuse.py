@@ -238,3 +238,14 @@ def test_rlimits_set_ahead_reach_the_program(c_sandbox: CSandbox, workdir: Path)
         flush(drop_spares=False)
         r = sb.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
         assert r.status is Status.OK and r.stdout == b"(0, 0) (0, 0) (0, 0)\n", r
+
+
+def test_the_program_runs_at_the_callers_priority(c_sandbox: CSandbox, workdir: Path) -> None:
+    """Boxes are prepared by a lower-priority thread; the program still gets the caller's nice value."""
+    c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
+    flush(drop_spares=False)  # the next box is a prepared one
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    for sb in (c_sandbox, CSandbox(use_cgroups=False)):
+        r = sb.run([PYTHON, "-I", "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"], limits=LIM,
+                   workdir=workdir)
+        assert r.status is Status.OK and int(r.stdout) == mine, r
