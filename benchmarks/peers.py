@@ -277,6 +277,9 @@ def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: floa
                             drop()
                     else:
                         runs[name].append(bench_peer(name, srv, n, rate, seconds))
+                    r = runs[name][-1]
+                    print(f"  {r['jobs_s']:.0f} jobs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                          file=sys.stderr)
         finally:
             srv.stop()
     results = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
