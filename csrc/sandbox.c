@@ -485,8 +485,11 @@ static void hold_namespaces(struct box_res *b, int pidfd, int fetch_net)
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;
 static int pool_spares = 2;         /* target per kind */
-static int caller_nice;             /* of the thread that asked for the last run */
-#define POOL_NICE 10
+static pid_t pool_tid;              /* the thread, once it runs as SCHED_IDLE; else 0 */
+static int pool_flushers;           /* sbx_flush calls waiting for it: it runs normally */
+/* scheduling of the thread that asked for the last run: a prepared helper gets it */
+static int caller_policy, caller_nice;
+static struct sched_param caller_param;
 static int pool_started, pool_busy, pool_idle_flag;
 static char pool_parents[NCG][PATH_MAX];
 static int pool_want_cg, pool_cg_failed, pool_want_net, pool_net_failed;
@@ -498,6 +501,8 @@ static int n_spare_net;
 static int reuse_net[MAX_SPARES]; /* left empty by finished boxes (see netns_empty) */
 static int n_reuse_net;
 static struct box_res *jobs_head, *jobs_tail;
+static int n_jobs;
+#define MAX_JOBS (4 * MAX_SPARES) /* spent boxes waiting; past that, runs release their own */
 /* prepared boxes: a helper already in its fresh namespaces and cgroups, waiting (-P) */
 static int pool_want_ready, pool_ready_failed, pool_ready_flags;
 static struct limits pool_lim; /* of the last run: prepared boxes get them ahead */
@@ -663,6 +668,7 @@ fail:
 
 static void push_job(struct box_res *b)
 {
+    n_jobs++;
     b->next = NULL;
     if (jobs_tail)
         jobs_tail->next = b;
@@ -676,8 +682,11 @@ static void *pool_main(void *unused)
 {
     (void)unused;
     int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    /* background work (and prepared helpers until taken) yields to the runs */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), caller_nice + POOL_NICE);
+    /* background work (and prepared helpers until taken) only uses otherwise idle cpu:
+     * a waking run preempts it at once */
+    struct sched_param none = {0};
+    if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &none) == 0)
+        pool_tid = (pid_t)syscall(SYS_gettid);
     pthread_mutex_lock(&pool_mu);
     for (;;) {
         if (!pool_paused && pool_want_ready && !pool_ready_failed && n_ready < pool_spares) {
@@ -743,6 +752,7 @@ static void *pool_main(void *unused)
             jobs_head = b->next;
             if (!jobs_head)
                 jobs_tail = NULL;
+            n_jobs--;
             pool_busy = 1;
             pthread_mutex_unlock(&pool_mu);
             box_release_keep(b, home);
@@ -811,9 +821,31 @@ static void pool_atfork_child(void)
     }
     jobs_tail = NULL;
     pool_started = pool_busy = 0;
+    pool_tid = 0;
+    pool_flushers = n_jobs = 0;
     pthread_mutex_init(&pool_mu, NULL);
     pthread_cond_init(&pool_work, NULL);
     pthread_cond_init(&pool_idle, NULL);
+}
+
+/* A prepared helper, made by the idle-priority thread, gets the caller's scheduling. */
+static int give_caller_sched(pid_t pid)
+{
+    if (!pool_tid)
+        return 0; /* made at the caller's already */
+    if (sched_setscheduler(pid, caller_policy, &caller_param) < 0)
+        return -1;
+    return setpriority(PRIO_PROCESS, (id_t)pid, caller_nice);
+}
+
+/* While someone waits for the thread, it runs as a normal thread: a busy host must not
+ * starve a flush.  Called with pool_mu held. */
+static void pool_boost_locked(int on)
+{
+    struct sched_param none = {0};
+    pool_flushers += on ? 1 : -1;
+    if (pool_tid && pool_flushers == (on ? 1 : 0))
+        sched_setscheduler(pool_tid, on ? SCHED_OTHER : SCHED_IDLE, &none);
 }
 
 static void pool_start_locked(void)
@@ -821,6 +853,11 @@ static void pool_start_locked(void)
     errno = 0;
     int n = getpriority(PRIO_PROCESS, 0); /* the calling thread's */
     caller_nice = errno ? 0 : n;
+    caller_policy = sched_getscheduler(0) & ~SCHED_RESET_ON_FORK;
+    if (caller_policy < 0 || sched_getparam(0, &caller_param) < 0) {
+        caller_policy = SCHED_OTHER;
+        caller_param.sched_priority = 0;
+    }
     static int atfork_done;
     if (pool_started || pool_spares <= 0)
         return;
@@ -870,9 +907,11 @@ void sbx_flush(int drop_spares)
     }
     pool_idle_flag = 0;
     pthread_cond_signal(&pool_work);
+    pool_boost_locked(1);
     /* the thread goes idle only with no job left and every wanted spare made */
     while (pool_started && (jobs_head || pool_busy || !pool_idle_flag))
         pthread_cond_wait(&pool_idle, &pool_mu);
+    pool_boost_locked(0);
     if (drop_spares) { /* paused: no more are kept */
         memcpy(nets + nnet, reuse_net, sizeof(nets[0]) * n_reuse_net);
         nnet += n_reuse_net;
@@ -926,9 +965,7 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
         while (n_ready > 0 && !b) {
             struct box_res *r = ready_box[--n_ready];
             struct pollfd pf = {r->pidfd, POLLIN, 0};
-            /* made by the niced thread: the run gets the caller's priority */
-            if (r->mount_gen == mount_gen && poll(&pf, 1, 0) == 0 &&
-                setpriority(PRIO_PROCESS, (id_t)r->pid, caller_nice) == 0)
+            if (r->mount_gen == mount_gen && poll(&pf, 1, 0) == 0 && give_caller_sched(r->pid) == 0)
                 b = r;
             else
                 push_job(r); /* stale view of the mounts, or its helper died waiting */
@@ -1009,7 +1046,7 @@ fail:
 static void box_done(struct box_res *b)
 {
     pthread_mutex_lock(&pool_mu);
-    if (pool_started) {
+    if (pool_started && n_jobs < MAX_JOBS) { /* the thread may be starved by a busy host */
         push_job(b);
         pool_idle_flag = 0;
         pthread_cond_signal(&pool_work);

@@ -241,11 +241,19 @@ def test_rlimits_set_ahead_reach_the_program(c_sandbox: CSandbox, workdir: Path)
 
 
 def test_the_program_runs_at_the_callers_priority(c_sandbox: CSandbox, workdir: Path) -> None:
-    """Boxes are prepared by a lower-priority thread; the program still gets the caller's nice value."""
+    """Boxes are prepared by an idle-priority thread; the program still gets the caller's scheduling."""
+    prog = "import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))"
+    mine = f"{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}\n".encode()
     c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
-    flush(drop_spares=False)  # the next box is a prepared one
-    mine = os.getpriority(os.PRIO_PROCESS, 0)
     for sb in (c_sandbox, CSandbox(use_cgroups=False)):
-        r = sb.run([PYTHON, "-I", "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"], limits=LIM,
-                   workdir=workdir)
-        assert r.status is Status.OK and int(r.stdout) == mine, r
+        flush(drop_spares=False)  # the next box is a prepared one
+        r = sb.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
+        assert r.status is Status.OK and r.stdout == mine, r
+    os.setpriority(os.PRIO_PROCESS, 0, 5)  # a caller that is itself niced passes it on
+    try:
+        c_sandbox.run(["/bin/true"], limits=LIM, workdir=workdir)
+        flush(drop_spares=False)
+        r = c_sandbox.run([PYTHON, "-I", "-c", prog], limits=LIM, workdir=workdir)
+        assert r.status is Status.OK and r.stdout == f"{os.SCHED_OTHER} 5\n".encode(), r
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
