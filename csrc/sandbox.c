@@ -1010,6 +1010,8 @@ static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, i
             *netfd = spare_net[--n_spare_net];
     }
 make:
+    if (want_net && *netfd < 0 && n_reuse_net > 0)
+        *netfd = reuse_net[--n_reuse_net]; /* rather than a new one on the caller's path */
     if (pool_started) {
         pool_idle_flag = 0;
         pthread_cond_signal(&pool_work);
