@@ -1,7 +1,8 @@
 /* Helper executable of the Conveyor sandbox: pid 1 of the box.
  *
- * Started by sbx_run() in fresh pid, mount, ipc, uts (and network) namespaces with
- * fd 0..2 = the program's stdio and fd 3 = the report pipe.  It makes the whole
+ * Started by sbx_run() in fresh pid, mount, ipc and uts namespaces (and an empty
+ * network namespace) with fd 0..2 = the program's stdio and fd 3 = the report pipe.
+ * It makes the whole
  * filesystem read-only, mounts a private /proc, /tmp and /dev/shm, puts the work
  * directory back writable (noexec unless -x), forks the program, reaps every
  * process of the box, and writes one struct sbx_report to fd 3.  Its exit kills
@@ -13,7 +14,8 @@
  *        helper -P [-c cgroup.procs]...
  *
  * With -P it prepares a box ahead of its run (fd 4 is then a stream socket): it joins
- * the cgroups, makes the tree read-only and mounts /proc, then waits for one request
+ * the cgroups, makes the tree read-only, mounts /proc, makes a detached /tmp and
+ * /dev/shm of the default size, then waits for one request
  * on fd 4 (struct sbx_request, the argv above from "-u" on and the environment, with
  * the program's stdin as SCM_RIGHTS) and goes on as if it had been started with it.
  * EOF instead of a request: the box was not needed, and the helper exits.

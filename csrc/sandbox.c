@@ -128,7 +128,7 @@ static const struct {
     {1, "memory.max_usage_in_bytes"}, {1, "memory.oom_control"},
 };
 
-/* The fresh resources of one box, and what has to go once it is done. */
+/* The resources of one box, and what has to go once it is done. */
 struct box_res {
     char cg[NCG][PATH_MAX]; /* run cgroups, "" when absent */
     int cgdir[NCG];         /* their directories (O_PATH), or -1 */
@@ -435,7 +435,7 @@ static pid_t spawn_helper(struct spawn_args *args, int flags, int *pidfd)
     if (!stack)
         return -1;
     if (args->netfd >= 0)
-        flags &= ~CLONE_NEWNET; /* a prepared, never-used one is entered instead */
+        flags &= ~CLONE_NEWNET; /* a prepared, empty one is entered instead */
     sigset_t all, old;
     sigfillset(&all);
     /* no signal handler of the caller may run on the child's borrowed stack */
@@ -503,7 +503,7 @@ static int n_reuse_net;
 static struct box_res *jobs_head, *jobs_tail;
 static int n_jobs;
 #define MAX_JOBS (4 * MAX_SPARES) /* spent boxes waiting; past that, runs release their own */
-/* prepared boxes: a helper already in its fresh namespaces and cgroups, waiting (-P) */
+/* prepared boxes: a helper already in its namespaces and cgroups, waiting (-P) */
 static int pool_want_ready, pool_ready_failed, pool_ready_flags;
 static struct limits pool_lim; /* of the last run: prepared boxes get them ahead */
 static char pool_ready_parents[NCG][PATH_MAX];
@@ -595,7 +595,7 @@ static int write_limits(struct box_res *b, const struct limits *l, int over)
     return 0;
 }
 
-/* Fresh cgroups, a fresh network namespace if flags ask for one, and a helper started
+/* Run cgroups, an empty network namespace if flags ask for one, and a helper started
  * in them with -P: everything of a box but what the run brings. NULL on failure. */
 static struct box_res *make_ready(char parents[NCG][PATH_MAX], int flags, const char *helper, int home,
                                   const struct limits *lim)
@@ -928,7 +928,7 @@ void sbx_flush(int drop_spares)
         close(nets[i]);
 }
 
-/* Take this run's fresh cgroups (and network namespace) from the spares, or make them. */
+/* Take this run's cgroups (and network namespace) from the spares, or make them. */
 static struct box_res *box_acquire(const struct sbx_config *cfg, int want_net, int allow_ready, int *netfd, int *err)
 {
     char parents[NCG][PATH_MAX];

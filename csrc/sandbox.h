@@ -1,11 +1,12 @@
 /* Conveyor sandbox: run one untrusted program in a fresh box and measure it.
  *
  * The library side (sandbox.c) is linked into the Python extension: it takes the
- * run's fresh cgroups and network namespace (prepared ahead by a background thread,
- * or made on the spot), starts the helper executable (helper.c) with
+ * run's cgroups and network namespace (prepared ahead by a background thread, or made
+ * on the spot; an empty network namespace and emptied cgroup2 and pids cgroups may be
+ * ones an earlier box used), starts the helper executable (helper.c) with
  * clone(CLONE_VFORK) into new namespaces, drains stdout/stderr, enforces the wall and
  * cpu limits, kills the whole box, reads the figures and hands the spent cgroups and
- * namespaces to the background thread for removal.  The helper becomes pid 1 of the
+ * namespaces to the background thread for removal or reuse.  The helper becomes pid 1 of the
  * box, mounts the read-only view, forks the program, drops privileges, installs
  * seccomp and execs.
  */
@@ -67,7 +68,7 @@ struct sbx_config {
     char *const *envp;           /* program environment, NULL-terminated */
     int stdin_fd;                /* becomes the program's stdin */
     int clone_flags;             /* namespace flags for the helper; CLONE_NEWNET may be
-                                    served by a prepared, never-used network namespace */
+                                    served by a prepared, empty network namespace */
     int64_t wall_ms;             /* 0: none */
     int64_t cpu_ms;              /* 0: none; polled from cgroup cpu.stat when present */
     int64_t output_cap;          /* bytes kept of each of stdout and stderr */
@@ -114,9 +115,10 @@ struct sbx_result {
  * Run cgroups are named "conveyor-sbx-<pid>-<n>" under the configured parents. */
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
 
-/* How many fresh cgroup sets and network namespaces the background thread keeps
- * ready (0: none, and every run makes and removes its own before it returns).
- * Each is used by exactly one box; spent ones are removed after sbx_run returns. */
+/* How many boxes (and cgroup sets and network namespaces) the background thread keeps
+ * ready (0: none, and every run makes and removes its own before it returns).  Each
+ * is used by one box at a time; spent ones are removed, or kept for a later box when
+ * nothing of the spent box is left in them, after sbx_run returns. */
 void sbx_set_spares(int n);
 
 /* Wait until every spent box is cleaned up and the background thread is idle.

@@ -169,7 +169,7 @@ def cgroup_layout() -> CgroupLayout:
 
 NO_CGROUPS = CgroupLayout(None, False, False, None, None)
 
-#: fresh cgroup sets and network namespaces kept ready by the library's background thread
+#: boxes kept ready by the library's background thread
 SPARES = int(os.environ.get("CONVEYOR_SANDBOX_SPARES", "2"))
 _LIB_LOCK = threading.Lock()
 _LIB: Any = None
@@ -207,8 +207,9 @@ def flush(drop_spares: bool = True) -> None:
     """Wait until every finished box's cgroups and namespaces are gone.
 
     Runs hand their spent cgroups and namespaces to a background thread that removes
-    them right after ``run()`` returns, and that thread keeps fresh ones ready for the
-    next runs.  With ``drop_spares`` (the default) those are removed too, until the
+    them (or keeps the empty ones for later boxes) right after ``run()`` returns, and
+    that thread keeps boxes ready for the next runs.  With ``drop_spares`` (the
+    default) those and the kept ones are removed too, until the
     next run; call this where nothing may be left (it also runs at exit).  Without it,
     this waits until the thread is idle with the spares ready (benchmarks use that).
     """
