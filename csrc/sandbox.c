@@ -335,7 +335,8 @@ static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int 
         b->cg[i][0] = '\0';
         if (!present(parents[i]))
             continue;
-        if ((i == 2 || (i == 0 && !v2_memory)) && take_cgroup(b, i, parents[i])) {
+        int reusable = i == 2 || (i == 0 && !v2_memory);
+        if (reusable && take_cgroup(b, i, parents[i])) {
             b->reused |= 1u << i;
             if (i == 0) {
                 int64_t base = box_keyed(b, SF_CPU, "usage_usec");
@@ -357,8 +358,8 @@ static int box_make_cgroups(struct box_res *b, char parents[NCG][PATH_MAX], int 
             return -e;
         }
         b->cgdir[i] = open(b->cg[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (i != 1)
-            chmod(b->cg[i], 0700); /* may be reused: its counters (cpu.stat) are not the box's to read */
+        if (reusable)
+            chmod(b->cg[i], 0700); /* its counters (cpu.stat) will hold earlier boxes' figures */
     }
     return 0;
 }
@@ -685,9 +686,13 @@ static void *pool_main(void *unused)
     /* background work (and prepared helpers until taken) only uses otherwise idle cpu:
      * a waking run preempts it at once */
     struct sched_param none = {0};
-    if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &none) == 0)
-        pool_tid = (pid_t)syscall(SYS_gettid);
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     pthread_mutex_lock(&pool_mu);
+    if (sched_setscheduler(tid, SCHED_IDLE, &none) == 0) {
+        pool_tid = tid;
+        if (pool_flushers)
+            sched_setscheduler(tid, SCHED_OTHER, &none);
+    }
     for (;;) {
         if (!pool_paused && pool_want_ready && !pool_ready_failed && n_ready < pool_spares) {
             char parents[NCG][PATH_MAX], helper[PATH_MAX];
