@@ -2,10 +2,9 @@
  *
  * Started by sbx_run() in fresh pid, mount, ipc and uts namespaces (and an empty
  * network namespace) with fd 0..2 = the program's stdio and fd 3 = the report pipe.
- * It makes the whole
- * filesystem read-only, mounts a private /proc, /tmp and /dev/shm, puts the work
- * directory back writable (noexec unless -x), forks the program, reaps every
- * process of the box, and writes one struct sbx_report to fd 3.  Its exit kills
+ * It makes the whole filesystem read-only, mounts a private /proc, /tmp and /dev/shm,
+ * puts the work directory back writable (noexec unless -x), forks the program, reaps
+ * every process of the box, and writes one struct sbx_report to fd 3.  Its exit kills
  * whatever is left in the box, because it is the namespace's init.
  *
  * usage: helper [-u uid] [-t cpu_s] [-m as_bytes] [-f fsize] [-n nproc] [-o nofile]
@@ -15,9 +14,9 @@
  *
  * With -P it prepares a box ahead of its run (fd 4 is then a stream socket): it joins
  * the cgroups, makes the tree read-only, mounts /proc, makes a detached /tmp and
- * /dev/shm of the default size, then waits for one request
- * on fd 4 (struct sbx_request, the argv above from "-u" on and the environment, with
- * the program's stdin as SCM_RIGHTS) and goes on as if it had been started with it.
+ * /dev/shm of the default size, then waits for one request on fd 4 (struct
+ * sbx_request, the argv above from "-u" on and the environment, with the program's
+ * stdin as SCM_RIGHTS) and goes on as if it had been started with it.
  * EOF instead of a request: the box was not needed, and the helper exits.
  *
  * It is built without a C library (-nostdlib -ffreestanding, raw system calls): a
@@ -209,7 +208,6 @@ static int64_t now_ns(void)
 /* Debug builds (-DSBX_TRACE) write "helper step monotonic_ns" lines to the program's
  * stderr; a file would stop the root from turning read-only (EBUSY). */
 #ifdef SBX_TRACE
-static int trace_fd = 2;
 static void trace(const char *step)
 {
     char line[96];
@@ -220,7 +218,7 @@ static void trace(const char *step)
     line[n++] = ' ';
     put_num(line, &n, t);
     line[n++] = '\n';
-    sys_write(trace_fd, line, (long)n);
+    sys_write(2, line, (long)n);
 }
 #else
 #define trace(step) ((void)0)
