@@ -195,6 +195,17 @@ def test_heartbeat_keeps_a_long_job_and_detects_a_lost_lease(app):
     assert "lease_lost" in actions(app, job_id)
 
 
+def test_a_heartbeat_racing_its_own_finalize_loses_nothing(app):
+    """The heartbeat snapshots held jobs, then the attempt commits: no lease_lost, no cancel."""
+    ok_id, retry_id = app.submit("conveyor.echo"), app.submit("conveyor.echo")
+    store.claim(app.engine, [("e1", ok_id), ("e2", retry_id)], "worker-a", lease_s=30)
+    store.finalize(app.engine, [store.Outcome(ok_id, 1, "e1", ok=True, result={"x": 1}),
+                                store.Outcome(retry_id, 1, "e2", ok=False, error_code="internal_error",
+                                              error_message="boom", retryable=True, retry_delay_s=60)])
+    assert store.renew(app.engine, "worker-a", {ok_id: 1, retry_id: 1}, lease_s=30) == {}
+    assert "lease_lost" not in actions(app, ok_id) + actions(app, retry_id)
+
+
 def test_a_result_that_is_not_json_fails_the_attempt_and_the_worker_goes_on(app, pipeline):
     bad = app.submit("test.not_json")
     good = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(5)])

@@ -321,34 +321,52 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
         return [], [], []
     now = utcnow()
     expires = now + timedelta(seconds=lease_s)
+    by_job, dup_entries = _by_job(entries)
+    with _fast_tx(bind) as conn:
+        claimed, ev = _claim_queued(conn, by_job, owner, now, expires)
+    return _claim_rest(bind, by_job, dup_entries, claimed, ev, owner, now, expires)
+
+
+def _by_job(entries: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """``{job_id: entry_id}``, and the entries naming a job already in the read (run once, acked)."""
     by_job: dict[str, str] = {}
     dup_entries: list[str] = []
     for entry_id, job_id in entries:
         if job_id in by_job:
-            dup_entries.append(entry_id)  # the same job twice in one read: run once
+            dup_entries.append(entry_id)
         else:
             by_job[job_id] = entry_id
+    return by_job, dup_entries
+
+
+def _claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
+                  ) -> tuple[list[Claimed], list[dict[str, Any]]]:
+    if store_postgres.is_postgres(conn):
+        got, ev = store_postgres.claim_queued(conn, by_job, owner, now, expires)
+        return [Claimed(job, entry_id, False) for job, entry_id in got], ev
     claimed: list[Claimed] = []
-    ev: list[dict[str, Any]] = []
-    with _fast_tx(bind) as conn:
-        if store_postgres.is_postgres(conn):
-            got_queued, ev = store_postgres.claim_queued(conn, by_job, owner, now, expires)
-            claimed = [Claimed(job, entry_id, False) for job, entry_id in got_queued]
-        else:
-            for r in conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
-                                                  "c_expires": expires}).mappings().all():
-                job = Job.from_row(r)
-                claimed.append(Claimed(job, by_job[job.id], False))
-                ev.append(event_row(job.id, job.attempt_id, EventAction.CLAIMED, now, job.file_id, consumer=owner,
-                                    entry_id=by_job[job.id]))
-            if ev:
-                conn.execute(insert(events), ev)
+    ev = []
+    for r in conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
+                                          "c_expires": expires}).mappings().all():
+        job = Job.from_row(r)
+        claimed.append(Claimed(job, by_job[job.id], False))
+        ev.append(event_row(job.id, job.attempt_id, EventAction.CLAIMED, now, job.file_id, consumer=owner,
+                            entry_id=by_job[job.id]))
+    if ev:
+        conn.execute(insert(events), ev)
+    return claimed, ev
+
+
+def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entries: list[str],
+                claimed: list[Claimed], ev: list[dict[str, Any]], owner: str, now: datetime, expires: datetime
+                ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
+    """After the queued jobs are claimed: take over expired leases, publish, and name the entries to skip."""
     queued = {c.job.id for c in claimed}
     rest = [j for j in by_job if j not in queued]
     if rest:
         reclaimed, more = _reclaim_expired(bind, rest, by_job, owner, now, expires)
-        claimed += reclaimed
-        ev += more
+        claimed = claimed + reclaimed
+        ev = ev + more
     if not isinstance(bind, Connection):
         observers.publish(ev)
     got = {c.job.id for c in claimed}
@@ -359,6 +377,38 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
         logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
                 stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
     return claimed, skip, ev
+
+
+def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
+                       outcomes: Sequence[Outcome]
+                       ) -> tuple[list[Claimed], list[str], list[Finalized], list[Outcome]]:
+    """PostgreSQL: record the fenced successes among ``outcomes`` and claim ``entries`` in one statement.
+
+    The same rules as ``succeed`` then ``claim``, in one round trip and one commit.
+    Returns (claimed, entry ids to acknowledge without running, finalized, outcomes
+    left for ``finalize``: failures, stale attempts, results that are not JSON).
+    """
+    if engine.dialect.name != "postgresql":
+        raise ValueError("claim_and_finalize needs PostgreSQL; use finalize and claim")
+    ok, entry_of = _success_rows(outcomes)
+    if not ok or not entries:
+        claimed, skip, _ = claim(engine, entries, owner, lease_s)
+        return claimed, skip, [], list(outcomes)
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_s)
+    by_job, dup_entries = _by_job(entries)
+    with _fast_tx(engine) as conn:
+        got_done, ev_done, got_claimed, ev_claimed = store_postgres.succeed_and_claim(
+            conn, ok, now, by_job, owner, expires)
+    observers.publish(ev_done)
+    done = [Finalized(j, a, entry_of[j], "succeeded") for j, a, _ in ok if j in got_done]
+    left = [o for o in outcomes if not (o.ok and o.job_id in got_done)]
+    claimed = [Claimed(job, entry_id, False) for job, entry_id in got_claimed]
+    claimed, skip, _ = _claim_rest(engine, by_job, dup_entries, claimed, ev_claimed, owner, now, expires)
+    if log.isEnabledFor(logging.INFO):
+        for d in done:
+            logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
+    return claimed, skip, done, left
 
 
 def _reclaim_expired(bind: Engine | Connection, rest: Sequence[str], by_job: Mapping[str, str], owner: str,
@@ -434,10 +484,13 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
         if not lost:
             return {}
         reasons: dict[str, str] = {}
-        rows = conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.file_id)
+        rows = conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.file_id, jobs.c.error_code)
                             .where(jobs.c.id.in_(list(lost)))).all()
         ev = []
         for r in rows:
+            if (r.attempt_id == lost[r.id] and r.error_code != "lease_lost"
+                    and r.status not in (JobStatus.RUNNING.value, JobStatus.CANCELLED.value)):
+                continue  # this attempt's own finalize committed after the heartbeat looked: nothing lost
             reasons[r.id] = "cancelled" if r.status == JobStatus.CANCELLED.value else "lease_lost"
             if reasons[r.id] == "lease_lost":
                 ev.append(event_row(r.id, lost[r.id], EventAction.LEASE_LOST, now, r.file_id, consumer=owner,
@@ -558,10 +611,11 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     return done, ev
 
 
-def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: datetime,
-                        ack: Callable[[Connection, list[str]], object] | None
-                        ) -> tuple[list[Finalized], list[dict[str, Any]], list[Outcome]]:
-    """PostgreSQL: commit the fenced successes in one statement; returns what is left for the general path."""
+def _success_rows(outcomes: Sequence[Outcome]) -> tuple[list[tuple[str, int, str | None]], dict[str, str]]:
+    """The successes as ``(job_id, attempt_id, result as JSON text)``, and each one's entry id.
+
+    A result that is not plain JSON is left out: the general path records it as internal_error.
+    """
     ok: list[tuple[str, int, str | None]] = []
     entry: dict[str, str] = {}
     for o in outcomes:
@@ -571,7 +625,15 @@ def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: dateti
                            json.dumps(o.result, allow_nan=False)))
                 entry[o.job_id] = o.entry_id
             except (TypeError, ValueError):
-                pass  # the general path records it as internal_error
+                pass
+    return ok, entry
+
+
+def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: datetime,
+                        ack: Callable[[Connection, list[str]], object] | None
+                        ) -> tuple[list[Finalized], list[dict[str, Any]], list[Outcome]]:
+    """PostgreSQL: commit the fenced successes in one statement; returns what is left for the general path."""
+    ok, entry = _success_rows(outcomes)
     if not ok:
         return [], [], list(outcomes)
     with (engine.begin() if ack is not None else _fast_tx(engine)) as conn:
@@ -580,7 +642,6 @@ def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: dateti
         if ack is not None and done:
             ack(conn, [d.entry_id for d in done])
     return done, ev, [o for o in outcomes if not (o.ok and o.job_id in got)]
-
 
 # ---------------------------------------------------------------- cancel / transitions
 

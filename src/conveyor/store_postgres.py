@@ -24,7 +24,7 @@ _EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
 _JOB_NAMES = tuple(Job.__dataclass_fields__)
 _JOB_COLS = ", ".join(f"j.{c}" for c in _JOB_NAMES)
 
-# queued → running for every due job among :ids; one claimed event per job, same statement.
+# queued → running for every due job among :claim_ids; one claimed event per job, same statement.
 # status is compared through an expression on purpose: the rows must be found by primary key.
 # A planner without fresh statistics otherwise walks the status index, i.e. every queued job.
 _CLAIM = f"""
@@ -33,12 +33,12 @@ WITH c AS (
      SET status = '{JobStatus.RUNNING.value}', attempt_id = j.attempt_id + 1, attempts = j.attempts + 1,
          lease_owner = %(owner)s, lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,
          next_attempt_at = NULL
-   WHERE j.id = ANY(%(ids)s::varchar[]) AND (j.status || '') = '{JobStatus.QUEUED.value}'
+   WHERE j.id = ANY(%(claim_ids)s::varchar[]) AND (j.status || '') = '{JobStatus.QUEUED.value}'
      AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= %(now)s)
   RETURNING {_JOB_COLS}
 ),
-e AS (SELECT * FROM unnest(%(ids)s::varchar[], %(entries)s::varchar[]) AS e(id, entry_id)),
-ev AS (
+e AS (SELECT * FROM unnest(%(claim_ids)s::varchar[], %(entries)s::varchar[]) AS e(id, entry_id)),
+ev_c AS (
   INSERT INTO {events.name} ({_EVENT_COLS})
   SELECT c.id, c.file_id, c.attempt_id, '{EventAction.CLAIMED.value}',
          json_build_object('consumer', %(owner)s::text, 'entry_id', e.entry_id), %(now)s
@@ -61,7 +61,7 @@ u AS (
      AND (j.status || '') = '{JobStatus.RUNNING.value}'
   RETURNING j.id, j.attempt_id, j.file_id
 ),
-ev AS (
+ev_s AS (
   INSERT INTO {events.name} ({_EVENT_COLS})
   SELECT u.id, u.file_id, u.attempt_id, '{EventAction.SUCCEEDED.value}', CAST('{{}}' AS json), %(now)s FROM u
 )
@@ -80,6 +80,22 @@ u AS (
 INSERT INTO {events.name} ({_EVENT_COLS})
 SELECT u.job_id, NULL, 0, '{EventAction.DISPATCHED.value}',
        json_build_object('stream_entry_id', u.entry_id, 'outbox_id', u.id), %(now)s FROM u
+"""
+
+
+def _cte_body(sql: str) -> str:
+    """The WITH list of one of the statements above, without the final SELECT."""
+    head, _, _ = sql.strip().rpartition("\nSELECT ")
+    return head.strip()[len("WITH "):]
+
+
+# _SUCCEED and _CLAIM in one statement: one row per claimed job (or one all-NULL row),
+# each carrying the list of [job id, file id] that succeeded
+_SUCCEED_AND_CLAIM = f"""
+WITH {_cte_body(_SUCCEED)},
+{_cte_body(_CLAIM)}
+SELECT d.done, {", ".join(f"c.{n}" for n in _JOB_NAMES)}
+  FROM (SELECT json_agg(json_build_array(u.id, u.file_id)) AS done FROM u) AS d LEFT JOIN c ON true
 """
 
 
@@ -102,11 +118,16 @@ def mark_dispatched(conn: Connection, rows: Sequence[tuple[int, str]], now: date
 def claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                  ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
     """Claim the due, queued jobs among ``{job_id: entry_id}``; returns (job, entry id) pairs and their events."""
-    cur = _execute(conn, _CLAIM, {"ids": list(by_job), "entries": list(by_job.values()), "owner": owner,
+    cur = _execute(conn, _CLAIM, {"claim_ids": list(by_job), "entries": list(by_job.values()), "owner": owner,
                                   "now": now, "expires": expires})
+    return _claimed(cur.fetchall(), by_job, owner, now)
+
+
+def _claimed(rows: Sequence[Sequence[Any]], by_job: Mapping[str, str], owner: str, now: datetime
+             ) -> tuple[list[tuple[Job, str]], list[dict[str, Any]]]:
     out: list[tuple[Job, str]] = []
     ev: list[dict[str, Any]] = []
-    for row in cur.fetchall():
+    for row in rows:
         job = Job.from_row(dict(zip(_JOB_NAMES, row)))
         entry = by_job[job.id]
         out.append((job, entry))
@@ -123,11 +144,31 @@ def succeed(conn: Connection, done: Sequence[tuple[str, int, str | None]], now: 
     """
     params = {"ids": [d[0] for d in done], "attempts": [d[1] for d in done], "results": [d[2] for d in done],
               "now": now}
-    rows = _execute(conn, _SUCCEED, params).fetchall()
+    return _succeeded(_execute(conn, _SUCCEED, params).fetchall(), done, now)
+
+
+def _succeeded(rows: Sequence[Sequence[Any]], done: Sequence[tuple[str, int, str | None]], now: datetime
+               ) -> tuple[set[str], list[dict[str, Any]]]:
     attempt = {d[0]: d[1] for d in done}
     ev = [{"job_id": job_id, "attempt_id": attempt[job_id], "action": EventAction.SUCCEEDED.value, "payload": {},
            "created_at": now, "file_id": file_id} for job_id, file_id in rows]
     return {r[0] for r in rows}, ev
+
+
+def succeed_and_claim(conn: Connection, done: Sequence[tuple[str, int, str | None]], now: datetime,
+                      by_job: Mapping[str, str], owner: str, expires: datetime
+                      ) -> tuple[set[str], list[dict[str, Any]], list[tuple[Job, str]], list[dict[str, Any]]]:
+    """``succeed`` and ``claim_queued`` in one statement: one round trip, one commit.
+
+    Returns (job ids recorded, their events, claimed (job, entry id) pairs, their events).
+    """
+    rows = _execute(conn, _SUCCEED_AND_CLAIM, {
+        "ids": [d[0] for d in done], "attempts": [d[1] for d in done], "results": [d[2] for d in done],
+        "claim_ids": list(by_job), "entries": list(by_job.values()), "owner": owner, "now": now,
+        "expires": expires}).fetchall()
+    got, ev_done = _succeeded(rows[0][0] or [], done, now)
+    claimed, ev_claimed = _claimed([r[1:] for r in rows if r[1] is not None], by_job, owner, now)
+    return got, ev_done, claimed, ev_claimed
 
 
 def is_postgres(conn: Connection) -> bool:

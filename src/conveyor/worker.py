@@ -8,6 +8,7 @@ thread commits outcomes in batches, then acks.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue as stdqueue
 import signal
@@ -86,9 +87,16 @@ class Worker:
         self.max_held = 4 * self.slots
         q = app.queue
         self._ack_in_tx = (lambda conn, ids: q.ack(ids, conn=conn)) if q.transactional else None
+        # on PostgreSQL with a queue outside the database, a claim also commits what finished meanwhile
+        self._combine = app.engine.dialect.name == "postgresql" and not q.transactional
         self._running: dict[str, _Running] = {}
         self._lock = threading.Condition()
-        self._outcomes: stdqueue.Queue[store.Outcome] = stdqueue.Queue()
+        # finished attempts awaiting their commit; guarded by _lock, which is notified on every change
+        self._outcomes: collections.deque[store.Outcome] = collections.deque()
+        # set while the reader is between a read that may bring work and its claim: it will commit
+        # the outcomes waiting then with that claim, so the finalizer leaves them to it
+        self._reader_cycling = False
+        self.reader_defer_s = 0.005
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._cursor = START_CURSOR
@@ -117,6 +125,7 @@ class Worker:
         try:
             self._read_loop()
         finally:
+            self._cycling(False)
             self._shutdown()
         return self.stats
 
@@ -154,6 +163,8 @@ class Worker:
             free = self._free()
             if free <= 0:
                 with self._lock:
+                    # a slot frees when a handler ends: its outcome can ride on the claim that refills it
+                    self._reader_cycling = self._combine
                     self._lock.wait(0.5)
                 continue
             try:
@@ -167,6 +178,7 @@ class Worker:
                     if r.entries:
                         self._claim_and_start(r.entries, reclaim=True)
                         continue
+                entries: list[Entry] = []
                 if q.transactional:
                     # the queue lives in the job database: take and claim in one transaction
                     if self._take_and_claim(free):
@@ -174,15 +186,24 @@ class Worker:
                         idle = 0.002
                         self._progressed = True
                         continue
-                    entries = []
                     if not self.burst:
                         # other processes' publishes are only seen by polling: a short, growing wait
                         q.wait(idle)  # type: ignore[attr-defined]
                         idle = min(idle * 2, getattr(q, "poll_max_s", 0.05), self.block_ms / 1000.0)
+                elif self._combine:
+                    self._cycling(True)
+                    try:
+                        entries = q.read(self.name, free, block_ms=0)
+                    finally:
+                        if not entries:
+                            self._cycling(False)
+                    if not entries and not self.burst:
+                        entries = q.read(self.name, free, block_ms=self.block_ms)
                 else:
                     entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
                 backoff = 0.0
             except Exception as exc:  # broker down: back off instead of spinning, resume by itself
+                self._cycling(False)
                 self.stats.queue_errors += 1
                 backoff = min(30.0, max(0.2, backoff * 2))
                 log.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
@@ -192,7 +213,7 @@ class Worker:
             if entries:
                 self._claim_and_start(entries, reclaim=False)
             elif self.burst:
-                if self.in_flight == 0 and self._outcomes.empty():
+                if self.in_flight == 0 and not self._outcomes:
                     return
                 with self._lock:
                     self._lock.wait(0.05)
@@ -217,19 +238,43 @@ class Worker:
             self._start(c)
         return len(entries)
 
+    def _cycling(self, on: bool) -> None:
+        with self._lock:
+            self._reader_cycling = on
+            self._lock.notify_all()
+
     def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
         self.stats.read += len(entries)
+        with self._lock:
+            # what finished meanwhile is committed with this claim, in the same statement
+            outcomes = self._take_outcomes() if self._reader_cycling else []
+            self._reader_cycling = False
+            self._lock.notify_all()
+        pairs = [(e.entry_id, e.job_id) for e in entries]
+        done: list[store.Finalized] = []
+        left: list[store.Outcome] = []
         try:
-            claimed, skip, _events = store.claim(self.app.engine, [(e.entry_id, e.job_id) for e in entries],
-                                                self.name, self.lease_s)
+            if outcomes:
+                claimed, skip, done, left = store.claim_and_finalize(self.app.engine, pairs, self.name,
+                                                                     self.lease_s, outcomes)
+            else:
+                claimed, skip, _events = store.claim(self.app.engine, pairs, self.name, self.lease_s)
         except Exception as exc:
             # the entries stay pending in the queue; the reclaim loop retries them
             log.error("claim failed for %d entries: %s", len(entries), exc)
+            if outcomes:
+                with self._lock:
+                    self._outcomes.extendleft(reversed(outcomes))
+                    self._lock.notify_all()
             self._stopping.wait(0.5)
             return
-        if skip:
+        for o in left:  # failures and stale attempts: the finalizer's general path
+            self._put_outcome(o)
+        if skip or done:
             self.stats.skipped += len(skip)
-            self._ack(skip)
+            self._ack(skip + [d.entry_id for d in done])
+        if done:
+            self._finalized([o for o in outcomes if o not in left], done)
         for c in claimed:
             self.stats.claimed += 1
             if c.reclaimed:
@@ -310,7 +355,7 @@ class Worker:
             if run.outcome_sent:
                 return  # the watchdog already gave up on this attempt
             run.outcome_sent = True
-            self._outcomes.put(outcome)
+            self._outcomes.append(outcome)
             self._lock.notify_all()
 
     # ------------------------------------------------------------ heartbeat
@@ -371,48 +416,56 @@ class Worker:
                   job.id, reason, self.stop_grace_s, job.attempt_id)
         if reason != "timeout":
             # cancelled, lease lost or released: the job is no longer this attempt's, finalize records it stale
-            self._outcomes.put(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False,
-                                             error_code=reason if reason in ("cancelled", "lease_lost") else
-                                             "lease_lost", error_message=f"handler ignored {reason}"))
+            self._put_outcome(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False,
+                                            error_code=reason if reason in ("cancelled", "lease_lost") else
+                                            "lease_lost", error_message=f"handler ignored {reason}"))
             return
         kind = self.app.kinds.get(job.kind)
         s = self.app.settings
         delay = kind.retry.delay(job.attempts, s.retry_base_seconds, s.retry_max_seconds) if kind else 1.0
         limit = kind.timeout_s if kind else "?"
-        self._outcomes.put(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False, error_code="timeout",
-                                         error_message=f"handler exceeded its timeout of {limit}s",
-                                         retryable=self.app.plugins.catalog.is_retryable("timeout"),
-                                         retry_delay_s=delay))
+        self._put_outcome(store.Outcome(job.id, job.attempt_id, run.claimed.entry_id, ok=False,
+                                        error_code="timeout", error_message=f"handler exceeded its timeout of {limit}s",
+                                        retryable=self.app.plugins.catalog.is_retryable("timeout"),
+                                        retry_delay_s=delay))
 
     # ------------------------------------------------------------ finalize
 
+    def _put_outcome(self, outcome: store.Outcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+            self._lock.notify_all()
+
+    def _take_outcomes(self, limit: int = 500) -> list[store.Outcome]:
+        """Everything awaiting its commit (the caller's lock held)."""
+        batch: list[store.Outcome] = []
+        while self._outcomes and len(batch) < limit:
+            batch.append(self._outcomes.popleft())
+        return batch
+
     def _finalize_loop(self) -> None:
         while True:
-            try:
-                first = self._outcomes.get(timeout=0.2)
-            except stdqueue.Empty:
-                if self._done.is_set():
-                    return
-                continue
-            batch = [first]
-            # group commit: when more attempts are about to finish, wait a moment and finalize them together
-            linger_until = time.monotonic() + self.finalize_linger_s
-            while len(batch) < 500:
-                try:
-                    batch.append(self._outcomes.get_nowait())
+            with self._lock:
+                if not self._outcomes:
+                    if self._done.is_set():
+                        return
+                    self._lock.wait(0.2)
                     continue
-                except stdqueue.Empty:
-                    pass
-                with self._lock:
-                    unfinished = sum(1 for r in self._running.values() if not r.outcome_sent)
-                left = linger_until - time.monotonic()
-                if not unfinished or left <= 0:
-                    break
-                try:
-                    batch.append(self._outcomes.get(timeout=left))
-                except stdqueue.Empty:
-                    break
-            self._finalize(batch)
+                first_seen = time.monotonic()
+                # group commit: when more attempts are about to finish, wait a moment and finalize them
+                # together; when the reader is about to claim, it commits them with its claim instead
+                while self._outcomes and len(self._outcomes) < 500:
+                    waited = time.monotonic() - first_seen
+                    if self._reader_cycling and waited < self.reader_defer_s:
+                        self._lock.wait(self.reader_defer_s - waited)
+                        continue
+                    unfinished = any(not r.outcome_sent for r in self._running.values())
+                    if not unfinished or waited >= self.finalize_linger_s:
+                        break
+                    self._lock.wait(self.finalize_linger_s - waited)
+                batch = self._take_outcomes()
+            if batch:
+                self._finalize(batch)
 
     def _finalize(self, batch: list[store.Outcome]) -> None:
         delay = 0.2
@@ -427,6 +480,10 @@ class Worker:
                 delay = min(delay * 2, 10.0)
         if self._ack_in_tx is None:
             self._ack([d.entry_id for d in done])
+        self._finalized(batch, done)
+
+    def _finalized(self, batch: list[store.Outcome], done: list[store.Finalized]) -> None:
+        """Count, report and forget committed outcomes."""
         for d in done:
             if d.action == "succeeded":
                 self.stats.succeeded += 1
@@ -484,7 +541,7 @@ class Worker:
                         r.token.cancel("released")
         # let the finalizer commit what is already done
         t_end = time.monotonic() + 5.0
-        while not self._outcomes.empty() and time.monotonic() < t_end:
+        while self._outcomes and time.monotonic() < t_end:
             time.sleep(0.02)
         self._done.set()
         with self._lock:
