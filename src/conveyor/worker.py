@@ -84,6 +84,7 @@ class Worker:
         self.on_finalized = on_finalized
         self.stats = WorkerStats()
         self.finalize_linger_s = 0.002
+        self.claim_linger_s = 0.001
         self.max_held = 4 * self.slots
         q = app.queue
         self._ack_in_tx = (lambda conn, ids: q.ack(ids, conn=conn)) if q.transactional else None
@@ -97,6 +98,7 @@ class Worker:
         # the outcomes waiting then with that claim, so the finalizer leaves them to it
         self._reader_cycling = False
         self.reader_defer_s = 0.005
+        self._acks: list[str] = []  # entries the reader committed, for the finalizer thread to ack
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._cursor = START_CURSOR
@@ -153,6 +155,23 @@ class Worker:
             busy = sum(1 for r in self._running.values() if not r.outcome_sent)
             return max(0, min(self.slots - busy, self.max_held - len(self._running)))
 
+    def _gather(self, free: int) -> int:
+        """Wait a moment for handlers about to end, so one read and one claim fill several slots.
+
+        Only while some handler is running and at most ``claim_linger_s``: the same trade
+        as the finalizer's group commit, a millisecond for fewer round trips per job.
+        """
+        deadline = time.monotonic() + self.claim_linger_s
+        with self._lock:
+            self._reader_cycling = self._combine
+            while free < self.slots:
+                left = deadline - time.monotonic()
+                if left <= 0 or not any(not r.outcome_sent for r in self._running.values()):
+                    break
+                self._lock.wait(left)
+                free = self._free()
+        return free
+
     def _read_loop(self) -> None:
         q = self.app.queue
         next_reclaim = 0.0
@@ -161,6 +180,8 @@ class Worker:
         idle = 0.002
         while not self._stopping.is_set():
             free = self._free()
+            if 0 < free < self.slots:
+                free = self._gather(free)
             if free <= 0:
                 with self._lock:
                     # a slot frees when a handler ends: its outcome can ride on the claim that refills it
@@ -272,7 +293,9 @@ class Worker:
             self._put_outcome(o)
         if skip or done:
             self.stats.skipped += len(skip)
-            self._ack(skip + [d.entry_id for d in done])
+            with self._lock:  # the finalizer thread sends them, off this loop's path
+                self._acks.extend(skip + [d.entry_id for d in done])
+                self._lock.notify_all()
         if done:
             self._finalized([o for o in outcomes if o not in left], done)
         for c in claimed:
@@ -446,10 +469,15 @@ class Worker:
     def _finalize_loop(self) -> None:
         while True:
             with self._lock:
+                acks, self._acks = self._acks, []
+            if acks:
+                self._ack(acks)
+            with self._lock:
                 if not self._outcomes:
-                    if self._done.is_set():
+                    if self._done.is_set() and not self._acks:
                         return
-                    self._lock.wait(0.2)
+                    if not self._acks:
+                        self._lock.wait(0.2)
                     continue
                 first_seen = time.monotonic()
                 # group commit: when more attempts are about to finish, wait a moment and finalize them
