@@ -6,6 +6,8 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
+
 from conveyor import store
 from conveyor.db import utcnow
 from conveyor.store import JobSpec
@@ -173,6 +175,32 @@ def test_fencing_a_stale_attempt_cannot_finalize(app):
     assert "reclaimed" in acts and "stale_result" in acts
     stale = next(e for e in app.events(job_id) if e["action"] == "stale_result")
     assert stale["attempt_id"] == 1 and stale["payload"]["current_attempt"] == 2
+
+
+def test_claim_and_finalize_commits_fenced_successes_and_new_claims_together(app):
+    """The worker's one-statement cycle on PostgreSQL keeps the rules of finalize and claim."""
+    done_id, stale_id, failed_id, fresh_id = app.submit_many([JobSpec("conveyor.echo") for _ in range(4)])
+    store.claim(app.engine, [("e1", done_id), ("e2", stale_id), ("e3", failed_id)], "worker-a", lease_s=30)
+    app.cancel(stale_id)
+    outcomes = [store.Outcome(done_id, 1, "e1", ok=True, result={"x": 1}),
+                store.Outcome(stale_id, 1, "e2", ok=True, result={"x": 2}),
+                store.Outcome(failed_id, 1, "e3", ok=False, error_code="internal_error", error_message="boom")]
+    entries = [("e4", fresh_id), ("e5", fresh_id), ("e6", done_id)]
+    if app.engine.dialect.name != "postgresql":
+        with pytest.raises(ValueError, match="needs PostgreSQL"):
+            store.claim_and_finalize(app.engine, entries, "worker-a", 30, outcomes)
+        return
+    claimed, skip, done, left = store.claim_and_finalize(app.engine, entries, "worker-a", 30, outcomes)
+    assert [(d.job_id, d.action) for d in done] == [(done_id, "succeeded")]
+    assert app.get(done_id).result == {"x": 1} and actions(app, done_id)[-1] == "succeeded"
+    # the cancelled job's late success and the failure are left to the general path, unwritten
+    assert {o.job_id for o in left} == {stale_id, failed_id}
+    assert app.get(stale_id).status == "cancelled" and app.get(stale_id).result is None
+    assert app.get(failed_id).status == "running"
+    assert [(c.job.id, c.job.attempt_id, c.entry_id) for c in claimed] == [(fresh_id, 1, "e4")]
+    assert actions(app, fresh_id)[-1] == "claimed"
+    # a duplicate entry and the entry of a job already final are acknowledged without a run
+    assert sorted(skip) == ["e5", "e6"]
 
 
 def test_live_lease_cannot_be_claimed_twice(app):
