@@ -297,7 +297,8 @@ class Worker:
                 self._acks.extend(skip + [d.entry_id for d in done])
                 self._lock.notify_all()
         if done:
-            self._finalized([o for o in outcomes if o not in left], done)
+            left_ids = {id(o) for o in left}
+            self._finalized([o for o in outcomes if id(o) not in left_ids], done)
         for c in claimed:
             self.stats.claimed += 1
             if c.reclaimed:

@@ -20,6 +20,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _verified(path: Path, sha256: str) -> Path:
+    """The downloaded file, or deleted and an error when it is not the one the manifest pins."""
+    got = _sha256(path)
+    if got != sha256:
+        path.unlink()
+        raise RuntimeError(f"{path.name}: sha256 {got} does not match the manifest's {sha256}")
+    return path
+
+
 def _cache_root(manifest_text: str) -> Path:
     base = Path(os.environ.get("CONVEYOR_TEST_DATA_CACHE") or Path.home() / ".cache" / "conveyor-test-data")
     return base / hashlib.sha256(manifest_text.encode()).hexdigest()[:16]
@@ -39,11 +48,7 @@ def _download(pkg: dict, dest: Path) -> Path:
             subprocess.run(["apt-get", "update"], capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
     else:
         raise RuntimeError(f"apt-get download {spec} failed: {proc.stderr[-800:]}")
-    got = _sha256(deb)
-    if got != pkg["sha256"]:
-        deb.unlink()
-        raise RuntimeError(f"{pkg['deb']}: sha256 {got} does not match the manifest's {pkg['sha256']}")
-    return deb
+    return _verified(deb, pkg["sha256"])
 
 
 def _download_sdist(sd: dict, dest: Path) -> Path:
@@ -55,11 +60,7 @@ def _download_sdist(sd: dict, dest: Path) -> Path:
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     if proc.returncode != 0 or not archive.exists():
         raise RuntimeError(f"pip download {sd['name']}=={sd['version']} failed: {proc.stderr[-800:]}")
-    got = _sha256(archive)
-    if got != sd["sha256"]:
-        archive.unlink()
-        raise RuntimeError(f"{sd['file']}: sha256 {got} does not match the manifest's {sd['sha256']}")
-    return archive
+    return _verified(archive, sd["sha256"])
 
 
 def fetch_manifest_files(manifest: Path) -> dict[str, Path]:

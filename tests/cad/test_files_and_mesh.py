@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zipfile
 
 import fsspec
@@ -227,16 +228,20 @@ def test_a_failed_stage_makes_the_result_partial(cad_app, cad_pipeline, meshes):
     assert preview["status"] == "failed" and preview["messages"] == ["renderer unavailable"]
 
 
+def _wait_processing(cad_app, file_id, timeout=30.0):
+    """Until the file's conversion has started."""
+    deadline = time.monotonic() + timeout
+    while get_file(cad_app.engine, file_id).conversion_status != "processing":
+        assert time.monotonic() < deadline, "the conversion never started"
+        time.sleep(0.05)
+
+
 def test_cancelling_a_conversion_kills_the_child_and_fails_the_file(cad_app, cad_pipeline, meshes, monkeypatch):
-    import time
     monkeypatch.setenv("CONVEYOR_CAD_TIME_LIMIT", "60")
     a = add_file(cad_app, meshes["box.off"], convert=False)
     job_id = cad_app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.hang"}, file_id=a.file.id)
     with cad_pipeline() as p:
-        deadline = time.monotonic() + 30
-        while get_file(cad_app.engine, a.file.id).conversion_status != "processing":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_processing(cad_app, a.file.id)
         t0 = time.monotonic()
         cad_app.cancel(job_id, reason="user gave up")
         (job,) = p.wait([job_id], timeout=30)
@@ -256,14 +261,10 @@ def test_gltf_with_external_buffers_uploaded_alone_says_what_to_upload(cad_app, 
 
 
 def test_a_stale_attempt_finishing_late_leaves_the_file_row_alone(cad_app, cad_pipeline, meshes):
-    import time
     a = add_file(cad_app, meshes["box.off"], convert=False)
     job_id = cad_app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.slow"}, file_id=a.file.id)
     with cad_pipeline() as p:
-        deadline = time.monotonic() + 30
-        while get_file(cad_app.engine, a.file.id).conversion_status != "processing":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_processing(cad_app, a.file.id)
         # another worker reclaimed the job: attempt 2 is now the live one
         with cad_app.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempt_id=2))
