@@ -91,8 +91,15 @@ class Worker:
         # on PostgreSQL with a queue outside the database, a claim also commits what finished meanwhile
         self._combine = app.engine.dialect.name == "postgresql" and not q.transactional
         self._running: dict[str, _Running] = {}
-        self._lock = threading.Condition()
-        # finished attempts awaiting their commit; guarded by _lock, which is notified on every change
+        # One mutex, three conditions: each thread is woken only by what it waits for, because
+        # every needless wake-up of a thread costs the others the GIL on a job's hot path.
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)  # held jobs changed (shutdown waits on it)
+        self._reader_wake = threading.Condition(mutex)  # slots freed, or stop
+        self._finalizer_wake = threading.Condition(mutex)  # outcomes or acks to send, or stop
+        # the reader sleeps until this many slots are free (0: it is not waiting)
+        self._reader_wants = 0
+        # finished attempts awaiting their commit; guarded by the mutex
         self._outcomes: collections.deque[store.Outcome] = collections.deque()
         # set while the reader is between a read that may bring work and its claim: it will commit
         # the outcomes waiting then with that claim, so the finalizer leaves them to it
@@ -136,6 +143,8 @@ class Worker:
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
+            self._reader_wake.notify_all()
+            self._finalizer_wake.notify_all()
 
     @property
     def in_flight(self) -> int:
@@ -152,8 +161,24 @@ class Worker:
         cannot make the worker take ever more work.
         """
         with self._lock:
-            busy = sum(1 for r in self._running.values() if not r.outcome_sent)
-            return max(0, min(self.slots - busy, self.max_held - len(self._running)))
+            return self._free_locked()
+
+    def _free_locked(self) -> int:
+        busy = sum(1 for r in self._running.values() if not r.outcome_sent)
+        return max(0, min(self.slots - busy, self.max_held - len(self._running)))
+
+    def _wait_for_slots(self, wanted: int, timeout: float) -> None:
+        """Sleep (the mutex held) until ``wanted`` slots are free, or ``timeout``."""
+        self._reader_wants = wanted
+        try:
+            self._reader_wake.wait(timeout)
+        finally:
+            self._reader_wants = 0
+
+    def _slot_freed(self) -> None:
+        """Wake the reader if it now has the free slots it waits for (the mutex held)."""
+        if self._reader_wants and self._free_locked() >= self._reader_wants:
+            self._reader_wake.notify()
 
     def _gather(self, free: int) -> int:
         """Wait a moment for handlers about to end, so one read and one claim fill several slots.
@@ -168,8 +193,8 @@ class Worker:
                 left = deadline - time.monotonic()
                 if left <= 0 or not any(not r.outcome_sent for r in self._running.values()):
                     break
-                self._lock.wait(left)
-                free = self._free()
+                self._wait_for_slots(self.slots, left)
+                free = self._free_locked()
         return free
 
     def _read_loop(self) -> None:
@@ -186,7 +211,7 @@ class Worker:
                 with self._lock:
                     # a slot frees when a handler ends: its outcome can ride on the claim that refills it
                     self._reader_cycling = self._combine
-                    self._lock.wait(0.5)
+                    self._wait_for_slots(1, 0.5)
                 continue
             try:
                 if not group_ready:
@@ -237,7 +262,7 @@ class Worker:
                 if self.in_flight == 0 and not self._outcomes:
                     return
                 with self._lock:
-                    self._lock.wait(0.05)
+                    self._wait_for_slots(self.slots, 0.05)
 
     def _take_and_claim(self, count: int) -> int:
         """Read and claim in one database transaction (transactional queues); returns entries taken."""
@@ -262,7 +287,8 @@ class Worker:
     def _cycling(self, on: bool) -> None:
         with self._lock:
             self._reader_cycling = on
-            self._lock.notify_all()
+            if not on:  # outcomes it would have taken are the finalizer's again
+                self._finalizer_wake.notify()
 
     def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
         self.stats.read += len(entries)
@@ -270,7 +296,8 @@ class Worker:
             # what finished meanwhile is committed with this claim, in the same statement
             outcomes = self._take_outcomes() if self._reader_cycling else []
             self._reader_cycling = False
-            self._lock.notify_all()
+            if self._outcomes:
+                self._finalizer_wake.notify()
         pairs = [(e.entry_id, e.job_id) for e in entries]
         done: list[store.Finalized] = []
         left: list[store.Outcome] = []
@@ -286,7 +313,7 @@ class Worker:
             if outcomes:
                 with self._lock:
                     self._outcomes.extendleft(reversed(outcomes))
-                    self._lock.notify_all()
+                    self._finalizer_wake.notify()
             self._stopping.wait(0.5)
             return
         for o in left:  # failures and stale attempts: the finalizer's general path
@@ -295,7 +322,7 @@ class Worker:
             self.stats.skipped += len(skip)
             with self._lock:  # the finalizer thread sends them, off this loop's path
                 self._acks.extend(skip + [d.entry_id for d in done])
-                self._lock.notify_all()
+                self._finalizer_wake.notify()
         if done:
             left_ids = {id(o) for o in left}
             self._finalized([o for o in outcomes if id(o) not in left_ids], done)
@@ -380,7 +407,9 @@ class Worker:
                 return  # the watchdog already gave up on this attempt
             run.outcome_sent = True
             self._outcomes.append(outcome)
-            self._lock.notify_all()
+            self._slot_freed()
+            if not self._reader_cycling:  # else the reader commits it with its next claim
+                self._finalizer_wake.notify()
 
     # ------------------------------------------------------------ heartbeat
 
@@ -458,7 +487,8 @@ class Worker:
     def _put_outcome(self, outcome: store.Outcome) -> None:
         with self._lock:
             self._outcomes.append(outcome)
-            self._lock.notify_all()
+            self._finalizer_wake.notify()
+            self._slot_freed()
 
     def _take_outcomes(self, limit: int = 500) -> list[store.Outcome]:
         """Everything awaiting its commit (the caller's lock held)."""
@@ -478,7 +508,7 @@ class Worker:
                     if self._done.is_set() and not self._acks:
                         return
                     if not self._acks:
-                        self._lock.wait(0.2)
+                        self._finalizer_wake.wait(0.2)
                     continue
                 first_seen = time.monotonic()
                 # group commit: when more attempts are about to finish, wait a moment and finalize them
@@ -486,12 +516,12 @@ class Worker:
                 while self._outcomes and len(self._outcomes) < 500:
                     waited = time.monotonic() - first_seen
                     if self._reader_cycling and waited < self.reader_defer_s:
-                        self._lock.wait(self.reader_defer_s - waited)
+                        self._finalizer_wake.wait(self.reader_defer_s - waited)
                         continue
                     unfinished = any(not r.outcome_sent for r in self._running.values())
                     if not unfinished or waited >= self.finalize_linger_s:
                         break
-                    self._lock.wait(self.finalize_linger_s - waited)
+                    self._finalizer_wake.wait(self.finalize_linger_s - waited)
                 batch = self._take_outcomes()
             if batch:
                 self._finalize(batch)
@@ -527,6 +557,7 @@ class Worker:
         with self._lock:
             finished = {o.job_id: self._running.pop(o.job_id, None) for o in batch}
             self._lock.notify_all()
+            self._slot_freed()  # fewer held jobs: the cap on them may have kept slots closed
         self._progressed = True
         m = get_metrics()
         if m is not None:
