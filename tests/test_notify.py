@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from conveyor import outbox
 from conveyor.notify import OUTBOX_CHANNEL, Listener, notify
 
 
@@ -34,5 +35,35 @@ def test_a_commit_wakes_a_listener_and_a_rollback_does_not(engine):
         assert listener.wait(10.0) is True
         assert time.monotonic() - t0 < 5
         t.join()
+    finally:
+        listener.close()
+
+
+
+def test_a_submit_wakes_waiting_dispatchers(app):
+    """PostgreSQL: its NOTIFY reaches a listener (any process); SQLite: waits in this process wake."""
+    listener = Listener(app.engine, OUTBOX_CHANNEL)
+    try:
+        if listener.usable:
+            assert listener.wait(0.01) is False
+            t = threading.Thread(target=lambda: (time.sleep(0.2), app.submit("conveyor.echo", {"n": 1})))
+            t.start()
+            assert listener.wait(10.0) is True
+            t.join()
+            return
+        waiting = threading.Event()
+        woke: list[bool] = []
+
+        def waiter() -> None:
+            with outbox._WAKE:
+                waiting.set()
+                woke.append(outbox._WAKE.wait(10.0))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        waiting.wait(5)
+        app.submit("conveyor.echo", {"n": 1})  # wake() needs the lock: the waiter is already waiting
+        t.join()
+        assert woke == [True]
     finally:
         listener.close()

@@ -79,6 +79,30 @@ def test_submit_many_is_one_transaction(app):
     assert len(set(ids)) == 100 and counts(app) == (100, 100, 100)
 
 
+def test_submit_many_keeps_order_fields_and_delays(app):
+    later = utcnow() + timedelta(hours=1)
+    specs = [store.JobSpec("conveyor.echo", {"i": 0}, tenant="t1", org="o1", priority=5, file_id="f1",
+                           max_attempts=7, trace_id="tr-0"),
+             store.JobSpec("conveyor.echo", None),
+             store.JobSpec("conveyor.echo", {"i": 2, "s": "é\n\"x\""}, run_at=later)]
+    ids = app.submit_many(specs)
+    a, b, c = (app.get(i) for i in ids)
+    assert (a.tenant_id, a.org_id, a.priority, a.file_id, a.max_attempts, a.trace_id) == \
+        ("t1", "o1", 5, "f1", 7, "tr-0")
+    assert (b.payload, b.tenant_id, b.org_id, b.max_attempts, b.next_attempt_at) == (None, "default", None, 3, None)
+    assert b.trace_id and b.error_history == []
+    assert c.payload == {"i": 2, "s": "é\n\"x\""} and c.next_attempt_at == later
+    with app.engine.connect() as conn:
+        box = conn.execute(select(outbox).order_by(outbox.c.id)).mappings().all()
+        ev = {r.job_id: r for r in conn.execute(select(events))}
+    assert [r["job_id"] for r in box] == ids  # the outbox publishes in submit order
+    assert box[0]["message"]["priority"] == 5 and box[0]["message"]["fields"]["trace_id"] == "tr-0"
+    assert box[0]["next_attempt_at"] == box[0]["created_at"] and box[2]["next_attempt_at"] == later
+    assert ev[ids[0]].file_id == "f1" and ev[ids[0]].action == "submitted"
+    assert ev[ids[0]].payload == {"kind": "conveyor.echo"}
+    assert ev[ids[2]].payload == {"kind": "conveyor.echo", "run_at": later.isoformat()}
+
+
 def test_state_machine_rejects_illegal_transitions(app):
     for cur, tgt in [("succeeded", "running"), ("failed", "queued"), ("cancelled", "running"),
                      ("queued", "succeeded"), ("queued", "queued")]:

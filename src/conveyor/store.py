@@ -121,6 +121,19 @@ def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
 
 
 @contextmanager
+def _submit_tx(bind: Engine | Connection) -> Iterator[Connection]:
+    """For PostgreSQL's one-statement submit: atomic by itself, so no savepoint, and no BEGIN on an engine."""
+    if isinstance(bind, Connection) and bind.in_transaction():
+        yield bind
+    elif isinstance(bind, Connection):
+        with bind.begin():
+            yield bind
+    else:
+        with _fast_tx(bind) as conn:
+            yield conn
+
+
+@contextmanager
 def _own_tx(bind: Engine | Connection) -> Iterator[Connection]:
     """A transaction of our own, or the caller's open one as it is (no savepoint)."""
     if isinstance(bind, Connection):
@@ -176,7 +189,9 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     now = utcnow()
     ids: list[str] = []
     job_rows, box_rows, ev_rows = [], [], []
-    with _tx(bind) as conn:
+    keyed = any(s.idempotency_key for s in specs)
+    one_statement = not keyed and bind.dialect.name == "postgresql"
+    with (_submit_tx(bind) if one_statement else _tx(bind)) as conn:
         for spec in specs:
             payload = _check_payload(spec.payload)
             if spec.idempotency_key:
@@ -204,8 +219,10 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                                        now, due, stream))
             ev_rows.append(event_row(job_id, 0, EventAction.SUBMITTED, now, spec.file_id, kind=spec.kind,
                                      run_at=due.isoformat() if due else None))
-        if job_rows:
-            if any(s.idempotency_key for s in specs):
+        if job_rows and one_statement:
+            store_postgres.insert_submitted(conn, job_rows, box_rows, ev_rows, now, stream)
+        elif job_rows:
+            if keyed:
                 for row in job_rows:  # one at a time so a racing duplicate key is resolved, not raised
                     try:
                         with conn.begin_nested():

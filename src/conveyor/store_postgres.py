@@ -9,6 +9,7 @@ fails) as a whole even outside a transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from conveyor.models import EventAction, Job, JobStatus
+from conveyor.notify import OUTBOX_CHANNEL
 from conveyor.schema import events, jobs, outbox
 
 _EVENT_COLS = "job_id, file_id, attempt_id, action, payload, created_at"
@@ -81,6 +83,53 @@ INSERT INTO {events.name} ({_EVENT_COLS})
 SELECT u.job_id, NULL, 0, '{EventAction.DISPATCHED.value}',
        json_build_object('stream_entry_id', u.entry_id, 'outbox_id', u.id), %(now)s FROM u
 """
+
+
+# queued jobs, their pending outbox rows and submitted events, and the dispatchers' wake-up;
+# the rows' order in the arrays is their outbox order
+_SUBMIT = f"""
+WITH t AS (
+  SELECT * FROM unnest(%(ids)s::varchar[], %(kinds)s::varchar[], %(tenants)s::varchar[], %(orgs)s::varchar[],
+                       %(priorities)s::integer[], %(payloads)s::text[], %(max_attempts)s::integer[],
+                       %(due)s::timestamp[], %(file_ids)s::varchar[], %(traces)s::varchar[], %(messages)s::text[],
+                       %(event_payloads)s::text[])
+    WITH ORDINALITY AS t(id, kind, tenant_id, org_id, priority, payload, max_attempts, due, file_id, trace_id,
+                         message, event_payload, n)
+),
+j AS (
+  INSERT INTO {jobs.name} (id, kind, tenant_id, org_id, status, priority, payload, error_history, attempt_id,
+                           attempts, max_attempts, next_attempt_at, file_id, trace_id, created_at, updated_at)
+  SELECT id, kind, tenant_id, org_id, '{JobStatus.QUEUED.value}', priority, CAST(payload AS json),
+         CAST('[]' AS json), 0, 0, max_attempts, due, file_id, trace_id, %(now)s, %(now)s
+    FROM t
+),
+o AS (
+  INSERT INTO {outbox.name} (job_id, stream, message, status, attempts, next_attempt_at, created_at)
+  SELECT id, %(stream)s, CAST(message AS json), 'pending', 0, COALESCE(due, %(now)s), %(now)s FROM t ORDER BY n
+),
+e AS (
+  INSERT INTO {events.name} ({_EVENT_COLS})
+  SELECT id, file_id, 0, '{EventAction.SUBMITTED.value}', CAST(event_payload AS json), %(now)s FROM t ORDER BY n
+)
+SELECT pg_notify('{OUTBOX_CHANNEL}', '')
+"""
+
+
+def insert_submitted(conn: Connection, job_rows: Sequence[Mapping[str, Any]], box_rows: Sequence[Mapping[str, Any]],
+                     ev_rows: Sequence[Mapping[str, Any]], now: datetime, stream: str) -> None:
+    """Insert new jobs (no idempotency keys), their outbox rows and events, and NOTIFY, in one statement.
+
+    Takes the rows ``submit_many`` builds for the general path, in the same order.
+    """
+    dumps = json.dumps
+    _execute(conn, _SUBMIT, {
+        "ids": [r["id"] for r in job_rows], "kinds": [r["kind"] for r in job_rows],
+        "tenants": [r["tenant_id"] for r in job_rows], "orgs": [r["org_id"] for r in job_rows],
+        "priorities": [r["priority"] for r in job_rows], "payloads": [dumps(r["payload"]) for r in job_rows],
+        "max_attempts": [r["max_attempts"] for r in job_rows], "due": [r["next_attempt_at"] for r in job_rows],
+        "file_ids": [r["file_id"] for r in job_rows], "traces": [r["trace_id"] for r in job_rows],
+        "messages": [dumps(b["message"]) for b in box_rows], "event_payloads": [dumps(e["payload"]) for e in ev_rows],
+        "now": now, "stream": stream})
 
 
 def _cte_body(sql: str) -> str:
