@@ -105,6 +105,9 @@ class Worker:
         # the outcomes waiting then with that claim, so the finalizer leaves them to it
         self._reader_cycling = False
         self.reader_defer_s = 0.005
+        # the last read brought fewer entries than asked: no claim is imminent, so finished
+        # attempts are not held back for one (they commit at once, for latency)
+        self._drained = False
         self._acks: list[str] = []  # entries the reader committed, for the finalizer thread to ack
         self._stopping = threading.Event()
         self._done = threading.Event()
@@ -188,7 +191,7 @@ class Worker:
         """
         deadline = time.monotonic() + self.claim_linger_s
         with self._lock:
-            self._reader_cycling = self._combine
+            self._reader_cycling = self._combine and not self._drained
             while free < self.slots:
                 left = deadline - time.monotonic()
                 if left <= 0 or not any(not r.outcome_sent for r in self._running.values()):
@@ -210,7 +213,7 @@ class Worker:
             if free <= 0:
                 with self._lock:
                     # a slot frees when a handler ends: its outcome can ride on the claim that refills it
-                    self._reader_cycling = self._combine
+                    self._reader_cycling = self._combine and not self._drained
                     self._wait_for_slots(1, 0.5)
                 continue
             try:
@@ -237,7 +240,8 @@ class Worker:
                         q.wait(idle)  # type: ignore[attr-defined]
                         idle = min(idle * 2, getattr(q, "poll_max_s", 0.05), self.block_ms / 1000.0)
                 elif self._combine:
-                    self._cycling(True)
+                    if not self._drained:
+                        self._cycling(True)
                     try:
                         entries = q.read(self.name, free, block_ms=0)
                     finally:
@@ -245,6 +249,7 @@ class Worker:
                             self._cycling(False)
                     if not entries and not self.burst:
                         entries = q.read(self.name, free, block_ms=self.block_ms)
+                    self._drained = len(entries) < free
                 else:
                     entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
                 backoff = 0.0
