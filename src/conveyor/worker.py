@@ -413,7 +413,9 @@ class Worker:
             run.outcome_sent = True
             self._outcomes.append(outcome)
             self._slot_freed()
-            if not self._reader_cycling:  # else the reader commits it with its next claim
+            # a cycling reader commits it with its next claim, unless held jobs are at their cap
+            # and no claim can come until the finalizer commits
+            if not self._reader_cycling or self._free_locked() == 0:
                 self._finalizer_wake.notify()
 
     # ------------------------------------------------------------ heartbeat
