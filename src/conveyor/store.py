@@ -106,30 +106,21 @@ def _tx(bind: Engine | Connection) -> Iterator[Connection]:
 
 @contextmanager
 def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
-    """Like ``_own_tx``, but on PostgreSQL an engine gives an autocommit connection.
+    """For single statements that commit as a whole: no savepoint, and no BEGIN or COMMIT round trips.
 
-    For single statements that commit as a whole: no BEGIN and COMMIT round trips.
+    The caller's open transaction is joined as it is; a connection outside one gets a
+    transaction of its own; on PostgreSQL an engine gives an autocommit connection.
     """
-    if isinstance(bind, Connection):
-        yield bind
-    elif bind.dialect.name == "postgresql":
-        with bind.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
-    else:
-        with bind.begin() as conn:
-            yield conn
-
-
-@contextmanager
-def _submit_tx(bind: Engine | Connection) -> Iterator[Connection]:
-    """For PostgreSQL's one-statement submit: atomic by itself, so no savepoint, and no BEGIN on an engine."""
     if isinstance(bind, Connection) and bind.in_transaction():
         yield bind
     elif isinstance(bind, Connection):
         with bind.begin():
             yield bind
+    elif bind.dialect.name == "postgresql":
+        with bind.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
     else:
-        with _fast_tx(bind) as conn:
+        with bind.begin() as conn:
             yield conn
 
 
@@ -191,7 +182,7 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     job_rows, box_rows, ev_rows = [], [], []
     keyed = any(s.idempotency_key for s in specs)
     one_statement = not keyed and bind.dialect.name == "postgresql"
-    with (_submit_tx(bind) if one_statement else _tx(bind)) as conn:
+    with (_fast_tx(bind) if one_statement else _tx(bind)) as conn:
         for spec in specs:
             payload = _check_payload(spec.payload)
             if spec.idempotency_key:

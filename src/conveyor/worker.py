@@ -178,10 +178,16 @@ class Worker:
         finally:
             self._reader_wants = 0
 
-    def _slot_freed(self) -> None:
-        """Wake the reader if it now has the free slots it waits for (the mutex held)."""
-        if self._reader_wants and self._free_locked() >= self._reader_wants:
+    def _slot_freed(self) -> int:
+        """Wake the reader if it now has the free slots it waits for (the mutex held); returns them."""
+        free = self._free_locked()
+        if self._reader_wants and free >= self._reader_wants:
             self._reader_wake.notify()
+        return free
+
+    def _defer_to_claim(self) -> bool:
+        """Whether outcomes finishing now should wait for the reader's next claim to commit them."""
+        return self._combine and not self._drained
 
     def _gather(self, free: int) -> int:
         """Wait a moment for handlers about to end, so one read and one claim fill several slots.
@@ -191,7 +197,7 @@ class Worker:
         """
         deadline = time.monotonic() + self.claim_linger_s
         with self._lock:
-            self._reader_cycling = self._combine and not self._drained
+            self._reader_cycling = self._defer_to_claim()
             while free < self.slots:
                 left = deadline - time.monotonic()
                 if left <= 0 or not any(not r.outcome_sent for r in self._running.values()):
@@ -213,7 +219,7 @@ class Worker:
             if free <= 0:
                 with self._lock:
                     # a slot frees when a handler ends: its outcome can ride on the claim that refills it
-                    self._reader_cycling = self._combine and not self._drained
+                    self._reader_cycling = self._defer_to_claim()
                     self._wait_for_slots(1, 0.5)
                 continue
             try:
@@ -240,7 +246,7 @@ class Worker:
                         q.wait(idle)  # type: ignore[attr-defined]
                         idle = min(idle * 2, getattr(q, "poll_max_s", 0.05), self.block_ms / 1000.0)
                 elif self._combine:
-                    if not self._drained:
+                    if self._defer_to_claim():
                         self._cycling(True)
                     try:
                         entries = q.read(self.name, free, block_ms=0)
@@ -412,10 +418,10 @@ class Worker:
                 return  # the watchdog already gave up on this attempt
             run.outcome_sent = True
             self._outcomes.append(outcome)
-            self._slot_freed()
+            free = self._slot_freed()
             # a cycling reader commits it with its next claim, unless held jobs are at their cap
             # and no claim can come until the finalizer commits
-            if not self._reader_cycling or self._free_locked() == 0:
+            if not self._reader_cycling or free == 0:
                 self._finalizer_wake.notify()
 
     # ------------------------------------------------------------ heartbeat
