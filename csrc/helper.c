@@ -2,19 +2,20 @@
  *
  * Started by sbx_run() in fresh pid, mount, ipc and uts namespaces (and an empty
  * network namespace) with fd 0..2 = the program's stdio and fd 3 = the report pipe.
- * It makes the whole filesystem read-only, mounts a private /proc, /tmp and /dev/shm,
- * puts the work directory back writable (noexec unless -x), forks the program, reaps
- * every process of the box, and writes one struct sbx_report to fd 3.  Its exit kills
- * whatever is left in the box, because it is the namespace's init.
+ * It builds the box's root (a fresh tmpfs with read-only binds of an allow-list, a
+ * minimal /dev, a private /proc, /tmp and /dev/shm, the work directory writable and
+ * noexec unless -x, the -r paths read-only; nothing else of the host), forks the
+ * program, reaps every process of the box, and writes one struct sbx_report to fd 3.
+ * Its exit kills whatever is left in the box, because it is the namespace's init.
  *
  * usage: helper [-u uid] [-t cpu_s] [-m as_bytes] [-f fsize] [-n nproc] [-o nofile]
- *               [-s stack] [-T tmp_bytes] [-w workdir] [-x] [-E] [-c cgroup.procs]...
- *               [-r readonly_path]... -- program args...
+ *               [-s stack] [-T tmp_bytes] [-I tmp_inodes] [-w workdir] [-x] [-E]
+ *               [-c cgroup.procs]... [-r readonly_path]... -- program args...
  *        helper -P [-c cgroup.procs]...
  *
  * With -P it prepares a box ahead of its run (fd 4 is then a stream socket): it joins
- * the cgroups, makes the tree read-only, mounts /proc, makes a detached /tmp and
- * /dev/shm of the default size, then waits for one request on fd 4 (struct
+ * the cgroups, builds the root with /proc, /tmp and /dev/shm of the default size,
+ * then waits for one request on fd 4 (struct
  * sbx_request, the argv above from "-u" on and the environment, with the program's
  * stdin as SCM_RIGHTS) and goes on as if it had been started with it.
  * EOF instead of a request: the box was not needed, and the helper exits.
@@ -36,7 +37,9 @@
 #include <linux/resource.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
+#include <linux/magic.h>
 #include <linux/stat.h>
+#include <asm/statfs.h>
 #include <linux/time.h>
 #include <linux/wait.h>
 #include <stddef.h>
@@ -64,13 +67,16 @@
 #define OPEN_TREE_CLOEXEC O_CLOEXEC
 #define MOVE_MOUNT_F_EMPTY_PATH 0x4
 #endif
-#ifndef FSOPEN_CLOEXEC
-#define FSOPEN_CLOEXEC 1
-#define FSMOUNT_CLOEXEC 1
-#define FSCONFIG_SET_STRING 1
-#define FSCONFIG_CMD_CREATE 6
-#endif
 #define SBX_AT_RECURSIVE 0x8000
+#ifndef MNT_DETACH
+#define MNT_DETACH 2
+#endif
+#ifndef __NR_pidfd_getfd
+#define __NR_pidfd_getfd 438
+#endif
+#ifndef __NR_openat2
+#define __NR_openat2 437
+#endif
 #define SBX_AF_UNIX 1
 
 /* ---- system calls, without a C library ---- */
@@ -228,7 +234,7 @@ static void trace(const char *step)
 
 struct opts {
     long uid;
-    long cpu_s, as_bytes, fsize, nproc, nofile, stack, tmp_bytes;
+    long cpu_s, as_bytes, fsize, nproc, nofile, stack, tmp_bytes, tmp_inodes;
     int allow_exec;
     int socket_errno;
     int prepared; /* -P */
@@ -243,6 +249,8 @@ struct opts {
 
 static int report_fd = 3;
 
+static int disk_full; /* set after the program's end, before the report */
+
 static void report_to(int fd, int stage, int err, int wstatus, int64_t wall_ns, const struct rusage *ru)
 {
     struct sbx_report r;
@@ -252,6 +260,7 @@ static void report_to(int fd, int stage, int err, int wstatus, int64_t wall_ns, 
     r.err = err;
     r.wstatus = wstatus;
     r.wall_ns = wall_ns;
+    r.disk_full = disk_full;
     if (ru) {
         r.utime_us = (int64_t)ru->ru_utime.tv_sec * 1000000 + ru->ru_utime.tv_usec;
         r.stime_us = (int64_t)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec;
@@ -305,6 +314,7 @@ static int parse(int argc, char **argv, struct opts *o)
         case 'o': o->nofile = parse_long(v); break;
         case 's': o->stack = parse_long(v); break;
         case 'T': o->tmp_bytes = parse_long(v); break;
+        case 'I': o->tmp_inodes = parse_long(v); break;
         case 'w': o->workdir = v; break;
         case 'c':
             if (o->ncgroups == MAX_LIST)
@@ -338,11 +348,6 @@ static int mount_setattr_(int dfd, const char *path, unsigned flags, uint64_t se
 static int sys_mount(const char *src, const char *dst, const char *type, unsigned long flags, const void *data)
 {
     return (int)S5(__NR_mount, src, dst, type, flags, data);
-}
-
-static int open_tree(const char *path)
-{
-    return (int)S3(__NR_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 }
 
 static int move_mount(int fd, const char *to)
@@ -409,34 +414,173 @@ static int make_mountpoint(const char *path, int treefd)
     return 0;
 }
 
-/* The work directory and the read-only paths, cloned before anything hides them. */
-struct trees {
-    int wfd;
-    int rofd[MAX_LIST];
+/* ---- the box's root: a fresh tmpfs holding only what programs need ----
+ *
+ * Built the way isolate and nsjail build theirs.  The helper mounts a small tmpfs over
+ * /tmp of its private copy of the caller's mounts and pivots into it, keeping the
+ * caller's tree at /.old while it binds in, read-only, nodev and nosuid, the allow-list
+ * below, a minimal /dev, /proc, /tmp, the work directory and the caller's read-only
+ * paths; then /.old is detached and the root turns read-only.  Nothing else of the host
+ * (/var, /srv, /home, /root, /run, /opt, storage, databases, configuration, sockets)
+ * exists in the box. */
+
+#define OLD "/.old"
+
+/* system directories; a symlink (merged /usr) is copied as a symlink */
+static const char *const root_dirs[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+/* the runtime files of /etc: the loader's cache and configuration, alternatives, time zone */
+static const char *const etc_paths[] = {"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+                                        "/etc/alternatives", "/etc/localtime"};
+
+struct dev_node {
+    const char *name;
+    unsigned major, minor;
+};
+static const struct dev_node dev_nodes[] = {
+    {"/dev/null", 1, 3}, {"/dev/zero", 1, 5}, {"/dev/full", 1, 7}, {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9},
+};
+static const char *const dev_links[][2] = {
+    {"/dev/fd", "/proc/self/fd"}, {"/dev/stdin", "/proc/self/fd/0"},
+    {"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"},
 };
 
-static void open_trees(const struct opts *o, struct trees *t)
+static int old_root = -1; /* O_PATH descriptor of the caller's tree while the box is built */
+
+struct open_how_ {
+    uint64_t flags, mode, resolve;
+};
+#define SBX_RESOLVE_NO_MAGICLINKS 0x02
+#define SBX_RESOLVE_IN_ROOT 0x10
+
+/* An O_PATH descriptor of a caller's path, resolved inside the caller's tree (an absolute
+ * symlink on the way means the caller's target, never the box's). */
+static int open_old(const char *path)
 {
-    t->wfd = open_tree(o->workdir);
-    if (t->wfd < 0)
-        fail(SBX_STAGE_MOUNT);
-    uint64_t wset = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (o->allow_exec ? 0 : MOUNT_ATTR_NOEXEC);
-    uint64_t wclr = MOUNT_ATTR_RDONLY | (o->allow_exec ? MOUNT_ATTR_NOEXEC : 0);
-    if (mount_setattr_(t->wfd, "", AT_EMPTY_PATH | SBX_AT_RECURSIVE, wset, wclr, 0) < 0)
-        fail(SBX_STAGE_MOUNT);
-    for (int i = 0; i < o->nro; i++) {
-        t->rofd[i] = open_tree(o->ro[i]);
-        if (t->rofd[i] < 0 ||
-            mount_setattr_(t->rofd[i], "", AT_EMPTY_PATH | SBX_AT_RECURSIVE,
-                           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, 0) < 0)
-            fail(SBX_STAGE_MOUNT);
-    }
+    struct open_how_ how = {O_PATH | O_CLOEXEC, 0, SBX_RESOLVE_IN_ROOT | SBX_RESOLVE_NO_MAGICLINKS};
+    return (int)S4(__NR_openat2, old_root, path, &how, sizeof how);
 }
 
-/* What every box has: the whole tree read-only and private, its own /proc. */
-static void mount_common(void)
+/* A read-only, nosuid, nodev clone of a caller's path (recursive: mounts below it come along). */
+static int clone_ro(const char *path, int exec_ok)
 {
-    if (mount_setattr_(AT_FDCWD, "/", SBX_AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, MS_PRIVATE) < 0)
+    int pfd = open_old(path);
+    if (pfd < 0)
+        return -1;
+    int fd = (int)S3(__NR_open_tree, pfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | SBX_AT_RECURSIVE);
+    sys_close(pfd);
+    if (fd < 0)
+        return -1;
+    uint64_t set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (exec_ok ? 0 : MOUNT_ATTR_NOEXEC);
+    if (mount_setattr_(fd, "", AT_EMPTY_PATH | SBX_AT_RECURSIVE, set, exec_ok ? MOUNT_ATTR_NOEXEC : 0, 0) < 0) {
+        sys_close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The type of a caller's path without following a final symlink, or -1 when it is absent. */
+static int old_type(const char *path)
+{
+    struct statx st;
+    const char *rel = path[0] == '/' ? path + 1 : path;
+    if (S5(__NR_statx, old_root, rel, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &st) < 0)
+        return -1;
+    return st.stx_mode & S_IFMT;
+}
+
+/* Put a caller's system path into the box: a symlink as a symlink, else a read-only bind. */
+static void bind_system(const char *path)
+{
+    int type = old_type(path);
+    if (type < 0)
+        return; /* not on this host */
+    if (type == S_IFLNK) {
+        char target[4096];
+        long n = S4(__NR_readlinkat, old_root, path + 1, target, sizeof target - 1);
+        if (n < 0)
+            fail(SBX_STAGE_MOUNT);
+        target[n] = '\0';
+        if (S3(__NR_symlinkat, target, AT_FDCWD, path) < 0)
+            fail(SBX_STAGE_MOUNT);
+        return;
+    }
+    int fd = clone_ro(path, 1);
+    if (fd < 0 || make_mountpoint(path, fd) < 0 || move_mount(fd, path) < 0)
+        fail(SBX_STAGE_MOUNT);
+    sys_close(fd);
+}
+
+static void write_file(const char *path, const char *text, long len)
+{
+    int fd = sys_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || sys_write(fd, text, len) != len)
+        fail(SBX_STAGE_MOUNT);
+    sys_close(fd);
+}
+
+static void put_tmpfs(const char *path, unsigned long flags, long bytes, long inodes, const char *mode)
+{
+    char data[96];
+    size_t n = 0;
+    put_str(data, &n, "size=");
+    put_num(data, &n, bytes);
+    put_str(data, &n, ",nr_inodes=");
+    put_num(data, &n, inodes);
+    put_str(data, &n, ",mode=");
+    put_str(data, &n, mode);
+    data[n] = '\0';
+    if (sys_mount("tmpfs", path, "tmpfs", flags, data) < 0)
+        fail(SBX_STAGE_MOUNT);
+}
+
+/* A minimal /dev: the five harmless character devices, the fd links, an empty /dev/shm.
+ * No pty, no disk, no tty of the host. */
+static void make_dev(void)
+{
+    if (sys_mkdir("/dev", 0755) < 0)
+        fail(SBX_STAGE_MOUNT);
+    put_tmpfs("/dev", MS_NOSUID | MS_NOEXEC, 64 * 1024, 64, "0755");
+    for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
+        unsigned long dev = ((unsigned long)dev_nodes[i].major << 8) | dev_nodes[i].minor;
+        if (S4(__NR_mknodat, AT_FDCWD, dev_nodes[i].name, S_IFCHR | 0666, dev) < 0 ||
+            S4(__NR_fchmodat, AT_FDCWD, dev_nodes[i].name, 0666, 0) < 0)
+            fail(SBX_STAGE_MOUNT);
+    }
+    for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++)
+        if (S3(__NR_symlinkat, dev_links[i][1], AT_FDCWD, dev_links[i][0]) < 0)
+            fail(SBX_STAGE_MOUNT);
+    if (sys_mkdir("/dev/shm", 01777) < 0)
+        fail(SBX_STAGE_MOUNT);
+    if (mount_setattr_(AT_FDCWD, "/dev", 0, MOUNT_ATTR_RDONLY, 0, 0) < 0)
+        fail(SBX_STAGE_MOUNT);
+}
+
+static const char etc_hosts[] = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n";
+static const char etc_nsswitch[] = "passwd: files\ngroup: files\nshadow: files\nhosts: files\n";
+
+/* What every box has, made ahead in a prepared box: the fresh root with the system
+ * directories, /etc, /dev and /proc, and the caller's tree still at /.old. */
+static void build_root(void)
+{
+    if (mount_setattr_(AT_FDCWD, "/", SBX_AT_RECURSIVE, 0, 0, MS_PRIVATE) < 0)
+        fail(SBX_STAGE_MOUNT);
+    put_tmpfs("/tmp", MS_NOSUID | MS_NODEV, 1L << 20, 4096, "0755");
+    if (S1(__NR_chdir, "/tmp") < 0 || sys_mkdir(OLD + 1, 0700) < 0 || S2(__NR_pivot_root, ".", OLD + 1) < 0 ||
+        S1(__NR_chdir, "/") < 0)
+        fail(SBX_STAGE_MOUNT);
+    old_root = sys_open(OLD, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (old_root < 0)
+        fail(SBX_STAGE_MOUNT);
+    for (size_t i = 0; i < sizeof root_dirs / sizeof root_dirs[0]; i++)
+        bind_system(root_dirs[i]);
+    if (sys_mkdir("/etc", 0755) < 0)
+        fail(SBX_STAGE_MOUNT);
+    for (size_t i = 0; i < sizeof etc_paths / sizeof etc_paths[0]; i++)
+        bind_system(etc_paths[i]);
+    write_file("/etc/hosts", etc_hosts, sizeof etc_hosts - 1);
+    write_file("/etc/nsswitch.conf", etc_nsswitch, sizeof etc_nsswitch - 1);
+    make_dev();
+    if (sys_mkdir("/proc", 0555) < 0 || sys_mkdir("/tmp", 01777) < 0)
         fail(SBX_STAGE_MOUNT);
     if (sys_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         fail(SBX_STAGE_MOUNT);
@@ -444,91 +588,87 @@ static void mount_common(void)
 }
 
 #define DEFAULT_TMP_BYTES (16L << 20)
+#define DEFAULT_TMP_INODES 4096L
 
 static long tmp_size(const struct opts *o) { return o->tmp_bytes > 0 ? o->tmp_bytes : DEFAULT_TMP_BYTES; }
+static long tmp_inodes(const struct opts *o) { return o->tmp_inodes > 0 ? o->tmp_inodes : DEFAULT_TMP_INODES; }
 
-/* A private /tmp and /dev/shm of this size, over whatever is there. */
-static void mount_tmp(long bytes)
+/* The private /tmp and /dev/shm of the default size (a prepared box mounts them ahead). */
+static void mount_tmp(long bytes, long inodes)
 {
+    put_tmpfs("/tmp", MS_NOSUID | MS_NODEV, bytes, inodes, "1777");
+    put_tmpfs("/dev/shm", MS_NOSUID | MS_NODEV | MS_NOEXEC, bytes, inodes, "1777");
+}
+
+/* A prepared box's /tmp and /dev/shm resized to the run's, when it asks for another size. */
+static void resize_tmp(const struct opts *o)
+{
+    if (tmp_size(o) == DEFAULT_TMP_BYTES && tmp_inodes(o) == DEFAULT_TMP_INODES)
+        return;
     char data[64];
     size_t n = 0;
     put_str(data, &n, "size=");
-    put_num(data, &n, bytes);
-    put_str(data, &n, ",mode=1777");
+    put_num(data, &n, tmp_size(o));
+    put_str(data, &n, ",nr_inodes=");
+    put_num(data, &n, tmp_inodes(o));
     data[n] = '\0';
-    if (sys_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
-        fail(SBX_STAGE_MOUNT);
-    if (file_type(AT_FDCWD, "/dev/shm") >= 0 &&
-        sys_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data) < 0)
+    if (sys_mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, data) < 0 ||
+        sys_mount(NULL, "/dev/shm", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, data) < 0)
         fail(SBX_STAGE_MOUNT);
 }
 
-/* A detached tmpfs of this size, made ahead and moved into place for the run; -1 on failure. */
-static int make_tmpfs(long bytes, unsigned attr)
+/* Whether the bounded tmpfs at path is spent: less than an eighth of its bytes or no
+ * inode left.  A write past the end fails with ENOSPC and a failed fallocate gives its
+ * blocks back, so "exactly full" would miss a program that filled it in large steps.
+ * A host disk, or a failure to ask, is not full. */
+static int is_full(const char *path)
 {
-    char num[24];
-    size_t n = 0;
-    put_num(num, &n, bytes);
-    num[n] = '\0';
-    int fs = (int)S2(__NR_fsopen, "tmpfs", FSOPEN_CLOEXEC);
-    if (fs < 0)
-        return -1;
-    int mnt = -1;
-    if (S5(__NR_fsconfig, fs, FSCONFIG_SET_STRING, "size", num, 0) >= 0 &&
-        S5(__NR_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "1777", 0) >= 0 &&
-        S5(__NR_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) >= 0)
-        mnt = (int)S3(__NR_fsmount, fs, FSMOUNT_CLOEXEC, attr);
-    sys_close(fs);
-    return mnt;
+    struct statfs sf;
+    if (S2(__NR_statfs, path, &sf) < 0 || sf.f_type != TMPFS_MAGIC)
+        return 0;
+    return sf.f_ffree == 0 || sf.f_bavail * 8 < sf.f_blocks;
 }
 
-/* The private /tmp and /dev/shm a prepared box made ahead, at the usual size. */
-struct spare_tmp {
-    int tmp, shm; /* detached tmpfs mounts, -1 when absent */
-};
-
-static void make_spare_tmp(struct spare_tmp *st)
+/* The run's own part: its work directory (writable, noexec unless -x) and read-only
+ * paths at the caller's paths, its passwd; then the caller's tree goes and the root
+ * turns read-only. */
+static void mount_run(const struct opts *o)
 {
-    int shm = file_type(AT_FDCWD, "/dev/shm") >= 0;
-    st->tmp = make_tmpfs(DEFAULT_TMP_BYTES, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-    st->shm = shm ? make_tmpfs(DEFAULT_TMP_BYTES, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC) : -1;
-    if (shm && st->shm < 0 && st->tmp >= 0) {
-        sys_close(st->tmp);
-        st->tmp = -1; /* the run mounts both itself */
-    }
-}
-
-/* /tmp and /dev/shm for the run: the ones made ahead when they have its size.  Only after
- * open_trees: a work directory under /tmp must be found on the host's /tmp first. */
-static void place_tmp(const struct opts *o, struct spare_tmp *st)
-{
-    if (st->tmp >= 0 && tmp_size(o) == DEFAULT_TMP_BYTES) {
-        if (move_mount(st->tmp, "/tmp") < 0 || (st->shm >= 0 && move_mount(st->shm, "/dev/shm") < 0))
-            fail(SBX_STAGE_MOUNT);
-    } else {
-        mount_tmp(tmp_size(o));
-    }
-    if (st->tmp >= 0)
-        sys_close(st->tmp);
-    if (st->shm >= 0)
-        sys_close(st->shm);
-}
-
-/* What this run has: its work dir writable and its read-only paths, over its private /tmp
- * and /dev/shm. */
-static void mount_run(const struct opts *o, struct trees *t)
-{
-    /* the work directory may live under a path the tmpfs mounts above just hid */
-    if (mkdir_p(o->workdir) < 0)
+    int wfd = open_old(o->workdir);
+    int tfd = wfd < 0 ? -1 : (int)S3(__NR_open_tree, wfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (tfd < 0)
         fail(SBX_STAGE_MOUNT);
-    if (move_mount(t->wfd, o->workdir) < 0)
+    sys_close(wfd);
+    uint64_t wset = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (o->allow_exec ? 0 : MOUNT_ATTR_NOEXEC);
+    uint64_t wclr = MOUNT_ATTR_RDONLY | (o->allow_exec ? MOUNT_ATTR_NOEXEC : 0);
+    if (mount_setattr_(tfd, "", AT_EMPTY_PATH | SBX_AT_RECURSIVE, wset, wclr, 0) < 0 || mkdir_p(o->workdir) < 0 ||
+        move_mount(tfd, o->workdir) < 0)
         fail(SBX_STAGE_MOUNT);
-    sys_close(t->wfd);
+    sys_close(tfd);
     for (int i = 0; i < o->nro; i++) {
-        if (make_mountpoint(o->ro[i], t->rofd[i]) < 0 || move_mount(t->rofd[i], o->ro[i]) < 0)
+        int fd = clone_ro(o->ro[i], 1);
+        if (fd < 0 || make_mountpoint(o->ro[i], fd) < 0 || move_mount(fd, o->ro[i]) < 0)
             fail(SBX_STAGE_MOUNT);
-        sys_close(t->rofd[i]);
+        sys_close(fd);
     }
+    char pw[160];
+    size_t n = 0;
+    put_str(pw, &n, "root:x:0:0:root:/root:/bin/false\nsandbox:x:");
+    put_num(pw, &n, o->uid);
+    pw[n++] = ':';
+    put_num(pw, &n, o->uid);
+    put_str(pw, &n, ":sandbox:/tmp:/bin/false\n");
+    write_file("/etc/passwd", pw, (long)n);
+    n = 0;
+    put_str(pw, &n, "root:x:0:\nsandbox:x:");
+    put_num(pw, &n, o->uid);
+    put_str(pw, &n, ":\n");
+    write_file("/etc/group", pw, (long)n);
+    sys_close(old_root);
+    if (S2(__NR_umount2, OLD, MNT_DETACH) < 0 || S3(__NR_unlinkat, AT_FDCWD, OLD, AT_REMOVEDIR) < 0)
+        fail(SBX_STAGE_MOUNT);
+    if (mount_setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0) < 0)
+        fail(SBX_STAGE_MOUNT);
 }
 
 /* ---- a prepared box's request ---- */
@@ -619,10 +759,15 @@ static int receive_run(int *stdin_fd)
 #endif
 
 #define KILL SECCOMP_RET_KILL_PROCESS
+/* The newest system call this table was written against (futex_requeue, Linux 6.7, the
+ * same number on x86_64 and aarch64).  Anything above it gets ENOSYS, so a kernel that
+ * adds system calls (statmount, listmount, open_tree_attr, ...) does not widen the box;
+ * libc falls back as it does on an older kernel. */
+#define SBX_NR_KNOWN_MAX 456
 #define ALLOW SECCOMP_RET_ALLOW
 
 static const int denied[] = {
-    __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev, __NR_kcmp,
+    __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev, __NR_kcmp, __NR_pidfd_getfd,
     __NR_mount, __NR_umount2, __NR_pivot_root, __NR_chroot, __NR_open_tree, __NR_move_mount,
     __NR_fsopen, __NR_fsconfig, __NR_fsmount, __NR_fspick, __NR_mount_setattr,
     __NR_kexec_load, __NR_kexec_file_load, __NR_reboot,
@@ -722,6 +867,8 @@ static int build_filter(struct filter *p, int socket_errno)
     emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1));
     emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, KILL));
 #endif
+    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, SBX_NR_KNOWN_MAX, 0, 1));
+    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
     struct fixup fx[MAX_FILTER];
     int nfx = 0;
     tree(p, r, 0, nr, fx, &nfx);
@@ -951,11 +1098,9 @@ static int helper_main(int argc, char **argv, char **envp)
     int ep[2]; /* the program's failure report; EOF once it has exec'd */
     if (S2(__NR_pipe2, ep, O_CLOEXEC) < 0)
         fail(SBX_STAGE_FORK);
-    struct trees t;
+    build_root();
     if (prepared) {
-        struct spare_tmp st;
-        mount_common();
-        make_spare_tmp(&st);
+        mount_tmp(DEFAULT_TMP_BYTES, DEFAULT_TMP_INODES);
         int in_fd;
         int rargc = receive_run(&in_fd);
         if (rargc < 0)
@@ -970,15 +1115,11 @@ static int helper_main(int argc, char **argv, char **envp)
             fail(SBX_STAGE_HELPER);
         }
         o.envp = req_envp;
-        open_trees(&o, &t);
-        place_tmp(&o, &st);
-        mount_run(&o, &t);
+        resize_tmp(&o);
     } else {
-        open_trees(&o, &t);
-        mount_common();
-        mount_tmp(tmp_size(&o));
-        mount_run(&o, &t);
+        mount_tmp(tmp_size(&o), tmp_inodes(&o));
     }
+    mount_run(&o);
     trace("mounted");
 
     if (o.socket_errno && build_filter(&flt, 1) < 0) {
@@ -1020,6 +1161,7 @@ static int helper_main(int argc, char **argv, char **envp)
     }
     int64_t t1 = now_ns();
     trace("reaped");
+    disk_full = is_full("/tmp") || is_full("/dev/shm") || is_full(o.workdir);
     if (n == (long)sizeof early && early.magic == SBX_REPORT_MAGIC) {
         report_to(report_fd, early.stage, early.err, 0, 0, NULL);
         return 0;

@@ -45,6 +45,8 @@ struct sbx_report {
     int64_t utime_us;   /* rusage of the program and the children it waited for */
     int64_t stime_us;
     int64_t maxrss_kib;
+    int32_t disk_full;  /* /tmp, /dev/shm or a bounded work directory ran out of bytes or inodes */
+    int32_t pad;
 };
 
 #define SBX_REQUEST_MAGIC 0x43565951 /* "CVYQ" */
@@ -109,6 +111,7 @@ struct sbx_result {
     int32_t killed_cpu;      /* cgroup cpu time passed the limit and the box was killed */
     int32_t used_cgroup_kill;
     int32_t helper_pid;
+    int32_t disk_full;       /* the box's /tmp, /dev/shm or work directory was full at its end */
 };
 
 /* Run one box; returns 0 when the result is filled (check stage), -1 on bad config.

@@ -47,6 +47,7 @@ struct sbx_result {
     int32_t killed_cpu;
     int32_t used_cgroup_kill;
     int32_t helper_pid;
+    int32_t disk_full;
 };
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
 void sbx_set_spares(int n);

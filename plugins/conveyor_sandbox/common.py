@@ -28,6 +28,7 @@ def classify(
     killed_cpu: bool,
     oom_killed: bool,
     output_over: bool,
+    disk_full: bool = False,
 ) -> Status:
     """Decide a run's status from what was observed; the first matching rule wins."""
     if oom_killed:
@@ -38,7 +39,7 @@ def classify(
         return Status.WALL_TIME_LIMIT
     if signal == _signal.SIGSYS:
         return Status.SYSCALL_DENIED
-    if signal == _signal.SIGXFSZ or output_over:
+    if signal == _signal.SIGXFSZ or output_over or disk_full:
         return Status.OUTPUT_LIMIT
     if signal is not None:
         return Status.SIGNALLED

@@ -27,6 +27,7 @@ from conveyor_sandbox.common import (
     uid_pool,
     wait_status,
 )
+from conveyor_sandbox.workspace import is_bounded
 
 HELPER_NAME = "conveyor-sandbox-helper"
 
@@ -41,7 +42,7 @@ STAGES: dict[int, tuple[str, str]] = {
     1: ("cgroup_setup", "creating the run's cgroups"),
     2: ("spawn_failed", "starting the sandbox helper"),
     3: ("helper_failed", "starting the helper (bad arguments or missing binary)"),
-    4: ("mount_setup", "building the read-only filesystem view"),
+    4: ("mount_setup", "building the box's filesystem (allow-list root, /dev, /proc, /tmp, work directory)"),
     5: ("cgroup_join", "moving the program into its cgroups"),
     6: ("rlimit_setup", "setting resource limits"),
     7: ("credentials", "switching to the box uid"),
@@ -218,7 +219,7 @@ def flush(drop_spares: bool = True) -> None:
 
 
 class CSandbox:
-    """The C sandbox: namespaces, read-only root, seccomp, unprivileged uid, cgroups, rlimits."""
+    """The C sandbox: namespaces, an allow-list root, seccomp, unprivileged uid, cgroups, rlimits."""
 
     id = "c-sandbox"
     priority = 100
@@ -308,11 +309,15 @@ class CSandbox:
         if not lim.network:
             flags |= CLONE_NEWNET
             enforced.append("network_namespace")
-        enforced += ["readonly_root", "private_tmp", "no_new_privs", "seccomp", "unprivileged_uid"]
+        enforced += ["allowlist_root", "minimal_dev", "private_tmp", "bounded_tmp", "no_new_privs", "seccomp",
+                     "unprivileged_uid"]
+        if is_bounded(wd):
+            enforced.append("bounded_workdir")
         if not lim.allow_exec:
             enforced.append("workdir_noexec")
 
-        h = [str(self.helper), "-u", str(uid), "-w", str(wd), "-T", str(lim.tmp_kib * 1024)]
+        h = [str(self.helper), "-u", str(uid), "-w", str(wd), "-T", str(lim.tmp_kib * 1024),
+             "-I", str(lim.tmp_inodes)]
         if lim.cpu_ms is not None:
             secs = -(-lim.cpu_ms // 1000)
             h += ["-t", str(secs + 1 if cpu_watch else secs)]
@@ -429,5 +434,6 @@ class CSandbox:
             killed_cpu=bool(res.killed_cpu),
             oom_killed=bool(res.oom_killed),
             output_over=res.out_len > cap or res.err_len > cap,
+            disk_full=bool(res.disk_full),
         )
         return RunResult(status, exit_code=exit_code, signal=sig, **common)

@@ -66,7 +66,8 @@ class Limits:
     pids: int = 64
     open_files: int = 256
     stack_kib: int | None = None  # None: as large as memory_kib
-    tmp_kib: int = 16 * 1024  # size of the private /tmp
+    tmp_kib: int = 16 * 1024  # size of the private /tmp (and of /dev/shm)
+    tmp_inodes: int = 4096  # files and directories the private /tmp (and /dev/shm) may hold
     network: bool = False
     allow_exec: bool = False  # may the program execute files in its work directory
     socket_errno: bool = False  # non-AF_UNIX socket() fails with EACCES instead of killing (JVM start-up probes)
@@ -74,7 +75,7 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("cpu_ms", "wall_ms", "memory_kib", "file_size_kib", "stack_kib"):
             _positive(name, getattr(self, name))
-        for name in ("output_bytes", "pids", "open_files", "tmp_kib"):
+        for name in ("output_bytes", "pids", "open_files", "tmp_kib", "tmp_inodes"):
             _positive(name, getattr(self, name), allow_none=False)
         if self.cpu_ms is None and self.wall_ms is None:
             raise SandboxArgumentError("give at least one of cpu_ms and wall_ms: a run must end")
