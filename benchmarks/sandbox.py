@@ -1,5 +1,8 @@
 """Start-up cost of a sandboxed /bin/true: Conveyor's C sandbox against bare fork+exec and others.
 
+bubblewrap runs with the same allow-list root as the C sandbox (system directories,
+the runtime files of /etc, a minimal /dev, /proc, a tmpfs /tmp, the work directory).
+
     python benchmarks/sandbox.py [--runs 500] [--batch 10] [--ballast-gib 2] [--baseline DIR]
 
 Every contender runs in batches, and the batches are interleaved round-robin (the order
@@ -31,8 +34,20 @@ import tempfile
 import time
 from collections.abc import Callable
 
-BWRAP = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-all",
-         "--die-with-parent", "/bin/true"]
+ALLOW_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ALLOW_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
+
+
+def bwrap_args(wd: str) -> list[str]:
+    """bubblewrap with the C sandbox's allow-list root: system dirs, runtime /etc, /dev, /proc, /tmp, work dir."""
+    args = []
+    for p in ALLOW_DIRS + ALLOW_ETC:
+        if os.path.islink(p):
+            args += ["--symlink", os.readlink(p), p]
+        elif os.path.exists(p):
+            args += ["--ro-bind", p, p]
+    return [*args, "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", wd, wd, "--chdir", wd,
+            "--unshare-all", "--die-with-parent", "--new-session", "/bin/true"]
 FIREJAIL = ["--quiet", "--noprofile", "--net=none", "/bin/true"]
 
 
@@ -76,7 +91,8 @@ def contenders(kind: str, wd: str) -> dict[str, Callable[[], object] | str]:
     out["fallback"] = lambda: fb.run(["/bin/true"], workdir=wd, limits=lim)
     bwrap = shutil.which("bwrap")
     if bwrap:
-        out["bwrap"] = lambda: subprocess.run([bwrap, *BWRAP], check=True)
+        bw = [bwrap, *bwrap_args(wd)]
+        out["bwrap"] = lambda: subprocess.run(bw, check=True)
     else:
         out["bwrap"] = "not installed (apt-get install bubblewrap)"
     firejail = shutil.which("firejail")
@@ -122,7 +138,7 @@ ROWS = [
     ("conveyor C sandbox", "small", "c"),
     ("conveyor C sandbox, no background prep", "sync", "c"),
     ("conveyor Python fallback", "small", "fallback"),
-    ("bubblewrap --unshare-all", "small", "bwrap"),
+    ("bubblewrap, same allow-list root", "small", "bwrap"),
     ("firejail --net=none", "small", "firejail"),
     ("bare subprocess.run, {big} parent", "large", "bare"),
     ("conveyor C sandbox, {big} parent", "large", "c"),
@@ -196,6 +212,15 @@ def main() -> None:
             continue
         per = elapsed[r] / done[r]
         print(f"{label:<46} {per * 1000:8.2f} {per / base:8.2f} {cpu[r] / done[r] * 1000:8.2f}")
+    per_run = {r[2] + ":" + r[1]: elapsed[r] / done[r] for r in elapsed}
+    c = per_run.get("c:small")
+    if c:
+        print(f"goal: C sandbox <= 3x bare: {c / base:.2f}x", end="")
+        if "bwrap:small" in per_run:
+            print(f"; bubblewrap / C sandbox >= 2.5: {per_run['bwrap:small'] / c:.2f}x", end="")
+        if "c:base" in per_run:
+            print(f"; this build / baseline: {c / per_run['c:base']:.2f}x", end="")
+        print()
 
 
 if __name__ == "__main__":

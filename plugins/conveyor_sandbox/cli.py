@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from conveyor.sandbox import Limits, RunResult, SandboxArgumentError, SandboxUnavailable, Status, choose_sandbox
+from conveyor_sandbox.workspace import open_workspace
 
 PY = "/usr/bin/python3"
 TIME = {Status.TIME_LIMIT, Status.WALL_TIME_LIMIT}
@@ -73,7 +74,7 @@ def sandbox() -> None:
 @click.option("--output-limit", "output_limit", type=click.IntRange(min=1), default=64, show_default=True,
               help="Bytes kept of each of stdout and stderr, KiB.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Work directory (default: a fresh temporary one, removed after).")
+              help="Work directory (default: a fresh bounded workspace, removed after).")
 @click.option("--readonly", "readonly", multiple=True, type=click.Path(exists=True), help="Extra read-only path.")
 @click.option("--allow-exec", is_flag=True, help="Let the program execute files in its work directory.")
 @click.option("--backend", default=None, help="Sandbox backend id (default: the best available).")
@@ -89,10 +90,10 @@ def run_cmd(time_limit: int, wall_limit: int | None, memory_limit: int, output_l
     except SandboxArgumentError as exc:
         raise click.UsageError(str(exc)) from None
     sb = _backends(backend)
-    tmp = None
+    ws = None
     if workdir is None:
-        tmp = tempfile.mkdtemp(prefix="conveyor-sandbox-")
-        workdir = Path(tmp)
+        ws = open_workspace()
+        workdir = ws.path
     elif not workdir.is_dir():
         raise click.BadParameter(f"{workdir} is not a directory", param_hint="--workdir")
     try:
@@ -100,8 +101,8 @@ def run_cmd(time_limit: int, wall_limit: int | None, memory_limit: int, output_l
     except SandboxArgumentError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if ws:
+            ws.close()
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2))
     else:
@@ -167,6 +168,35 @@ def kernel_report() -> dict[str, Any]:
     return rep
 
 
+BOX_VIEW = r"""
+import json, os
+def ls(p):
+    try:
+        return sorted(os.listdir(p))
+    except OSError as e:
+        return ["<" + e.strerror + ">"]
+mounts = []
+for line in open("/proc/self/mountinfo"):
+    left, _, right = line.partition(" - ")
+    f = left.split()
+    mounts.append({"path": f[4], "options": f[5], "fs": right.split()[0]})
+print(json.dumps({"/": ls("/"), "/etc": ls("/etc"), "/dev": ls("/dev"), "mounts": mounts}))
+"""
+
+
+def box_view(sb: Any) -> dict[str, Any]:
+    """What a program in a box of this backend sees: the root, /etc, /dev and every mount."""
+    if not os.path.exists(PY):
+        return {"error": f"{PY} is needed to look inside a box"}
+    with open_workspace(size_kib=1024, inodes=64) as ws:
+        r = sb.run([PY, "-I", "-c", BOX_VIEW], limits=Limits(cpu_ms=2000), workdir=ws.path)
+    if not r.ok:
+        return {"error": f"{r.status.value}: {r.error_message or r.stderr.decode('utf-8', 'replace')[-300:]}"}
+    view: dict[str, Any] = json.loads(r.stdout)
+    view["workdir_bounded"] = ws.bounded
+    return view
+
+
 def attack_sources() -> Path | None:
     """The attack programs' sources: $CONVEYOR_SANDBOX_ATTACKS or the repository's tests."""
     env = os.environ.get("CONVEYOR_SANDBOX_ATTACKS")
@@ -225,6 +255,7 @@ def doctor_cmd(backend: str | None, no_attacks: bool, as_json: bool) -> None:
         report["backends"][b.id] = {"available": ok, "detail": why}
     sb = _backends(backend)
     report["chosen"] = sb.id
+    report["box_view"] = box_view(sb)
     rows: list[dict[str, Any]] = []
     if not no_attacks:
         src = attack_sources()
@@ -251,6 +282,16 @@ def doctor_cmd(backend: str | None, no_attacks: bool, as_json: bool) -> None:
         for bid, info in report["backends"].items():
             click.echo(f"backend {bid}: {'available' if info['available'] else 'unavailable'} ({info['detail']})")
         click.echo(f"chosen backend: {sb.id}")
+        view = report["box_view"]
+        if "error" in view:
+            click.echo(f"box view: could not look inside a box ({view['error']})")
+        else:
+            click.echo("what a box sees:")
+            for key in ("/", "/etc", "/dev"):
+                click.echo(f"  {key:<5} " + " ".join(view[key]))
+            for m in view["mounts"]:
+                click.echo(f"  mount {m['path']:<28} {m['fs']:<8} {m['options']}")
+            click.echo(f"  work directory bounded (own tmpfs): {yn[view['workdir_bounded']]}")
         if "attacks_skipped" in report:
             click.echo(report["attacks_skipped"])
         for r in rows:

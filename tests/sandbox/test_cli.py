@@ -37,6 +37,22 @@ def test_doctor_json_without_attacks() -> None:
     assert d["chosen"] == "c-sandbox"
     assert d["kernel"]["namespaces"]["pid"] and "kill_process" in d["kernel"]["seccomp_actions"]
     assert set(d["backends"]) >= {"c-sandbox", "python-fallback"}
+    view = d["box_view"]
+    assert not {"var", "home", "root", "srv", "opt", "sys"} & set(view["/"]), view["/"]
+    assert "ptmx" not in view["/dev"] and "shadow" not in view["/etc"]
+    mounts = {m["path"]: m["options"].split(",") for m in view["mounts"]}
+    assert "ro" in mounts["/"] and "ro" in mounts["/usr"] and "nodev" in mounts["/usr"]
+    assert view["workdir_bounded"]
+
+
+def test_run_uses_a_bounded_workspace_and_removes_it() -> None:
+    res = CliRunner().invoke(sandbox, ["run", "--json", "--", "/bin/sh", "-c", "pwd; df -k . | tail -1"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert "bounded_workdir" in d["enforced"]
+    where = d["stdout"].splitlines()[0]
+    import os
+    assert not os.path.exists(where)
 
 
 def test_doctor_runs_attacks() -> None:
