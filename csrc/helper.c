@@ -416,13 +416,13 @@ static int make_mountpoint(const char *path, int treefd)
 
 /* ---- the box's root: a fresh tmpfs holding only what programs need ----
  *
- * Built the way isolate and nsjail build theirs.  The helper mounts a small tmpfs over
- * /tmp of its private copy of the caller's mounts and pivots into it, keeping the
- * caller's tree at /.old while it binds in, read-only, nodev and nosuid, the allow-list
- * below, a minimal /dev, /proc, /tmp, the work directory and the caller's read-only
- * paths; then /.old is detached and the root turns read-only.  Nothing else of the host
- * (/var, /srv, /home, /root, /run, /opt, storage, databases, configuration, sockets)
- * exists in the box. */
+ * Built the way isolate and nsjail build theirs.  The helper takes a detached copy of
+ * its private view of the caller's mounts, mounts a small tmpfs over /tmp, pivots into
+ * it and drops the caller's tree; from the copy it binds in, read-only, nodev and
+ * nosuid, the allow-list below, then makes a minimal /dev, /proc, /tmp, and for the run
+ * the work directory and the caller's read-only paths; then the root turns read-only
+ * and the copy is closed.  Nothing else of the host (/var, /srv, /home, /root, /run,
+ * /opt, storage, databases, configuration, sockets) exists in the box. */
 
 #define OLD "/.old"
 
@@ -444,7 +444,8 @@ static const char *const dev_links[][2] = {
     {"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"},
 };
 
-static int old_root = -1; /* O_PATH descriptor of the caller's tree while the box is built */
+static int old_root = -1;    /* the caller's tree while the box is built */
+static int old_attached = 0; /* it is still mounted at /.old (kernels that cannot clone from a detached copy) */
 
 struct open_how_ {
     uint64_t flags, mode, resolve;
@@ -562,14 +563,38 @@ static const char etc_nsswitch[] = "passwd: files\ngroup: files\nshadow: files\n
  * directories, /etc, /dev and /proc, and the caller's tree still at /.old. */
 static void build_root(void)
 {
+    /* A detached copy of the caller's tree (Linux 6.15 and later clone mounts out of it):
+     * the box's root is then switched to at once and the caller's tree unmounted ahead of
+     * the run, off its path.  Older kernels keep the tree at /.old until the run is set up. */
+    int copy = (int)S3(__NR_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | SBX_AT_RECURSIVE);
+#ifdef SBX_ATTACHED_OLD /* tests: the older kernels' way, on any kernel */
+    sys_close(copy);
+    copy = -1;
+#endif
+    if (copy >= 0) {
+        int probe = (int)S3(__NR_open_tree, copy, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        if (probe >= 0) {
+            sys_close(probe);
+            old_root = copy;
+        } else {
+            sys_close(copy);
+        }
+    }
     if (mount_setattr_(AT_FDCWD, "/", SBX_AT_RECURSIVE, 0, 0, MS_PRIVATE) < 0)
         fail(SBX_STAGE_MOUNT);
     put_tmpfs("/tmp", MS_NOSUID | MS_NODEV, 1L << 20, 4096, "0755");
-    if (S1(__NR_chdir, "/tmp") < 0 || sys_mkdir(OLD + 1, 0700) < 0 || S2(__NR_pivot_root, ".", OLD + 1) < 0 ||
-        S1(__NR_chdir, "/") < 0)
+    if (S1(__NR_chdir, "/tmp") < 0)
         fail(SBX_STAGE_MOUNT);
-    old_root = sys_open(OLD, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-    if (old_root < 0)
+    if (old_root >= 0) {
+        if (S2(__NR_pivot_root, ".", ".") < 0 || S2(__NR_umount2, ".", MNT_DETACH) < 0)
+            fail(SBX_STAGE_MOUNT);
+    } else {
+        if (sys_mkdir(OLD + 1, 0700) < 0 || S2(__NR_pivot_root, ".", OLD + 1) < 0)
+            fail(SBX_STAGE_MOUNT);
+        old_root = sys_open(OLD, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        old_attached = 1;
+    }
+    if (S1(__NR_chdir, "/") < 0 || old_root < 0)
         fail(SBX_STAGE_MOUNT);
     for (size_t i = 0; i < sizeof root_dirs / sizeof root_dirs[0]; i++)
         bind_system(root_dirs[i]);
@@ -664,9 +689,12 @@ static void mount_run(const struct opts *o)
     put_num(pw, &n, o->uid);
     put_str(pw, &n, ":\n");
     write_file("/etc/group", pw, (long)n);
-    sys_close(old_root);
-    if (S2(__NR_umount2, OLD, MNT_DETACH) < 0 || S3(__NR_unlinkat, AT_FDCWD, OLD, AT_REMOVEDIR) < 0)
-        fail(SBX_STAGE_MOUNT);
+    if (old_attached) {
+        sys_close(old_root);
+        old_root = -1;
+        if (S2(__NR_umount2, OLD, MNT_DETACH) < 0 || S3(__NR_unlinkat, AT_FDCWD, OLD, AT_REMOVEDIR) < 0)
+            fail(SBX_STAGE_MOUNT);
+    }
     if (mount_setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0) < 0)
         fail(SBX_STAGE_MOUNT);
 }
@@ -1136,6 +1164,8 @@ static int helper_main(int argc, char **argv, char **envp)
         fail(SBX_STAGE_FORK);
     }
     sys_close(ep[1]);
+    if (old_root >= 0)
+        sys_close(old_root); /* the detached copy goes while the program runs; it was never in its tree */
     /* stdout and stderr stay open until we exit: the caller sees their end and ours at
      * once, and wakes once */
 

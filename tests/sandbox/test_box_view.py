@@ -103,6 +103,24 @@ def test_a_search_of_the_box_finds_nothing_of_the_hosts(c_sandbox: CSandbox, wor
     assert all(p.startswith("/usr/") for p in found), found  # e.g. a zip of the system's own Python
 
 
+def test_kernels_without_detached_copies_build_the_same_view(tmp_path: Path, workdir: Path,
+                                                            host_secrets: Path) -> None:
+    """Before Linux 6.15 the helper keeps the caller's tree at /.old until the run is set up."""
+    helper = tmp_path / "helper-attached-old"
+    src = Path(__file__).resolve().parents[2] / "csrc"
+    subprocess.run(["cc", "-O2", "-DSBX_ATTACHED_OLD", "-static", "-nostdlib", "-ffreestanding",
+                    "-fno-stack-protector", "-fno-pie", "-no-pie", "-I", str(src), "-o", str(helper),
+                    str(src / "helper.c")], check=True)
+    tmp_path.chmod(0o755)
+    sb = CSandbox(helper=helper)
+    r = sb.run([PYTHON, "-I", "-c", SEARCH], limits=LIM, workdir=workdir)
+    assert r.status is Status.OK, r
+    out = r.stdout.decode()
+    top = next(line for line in out.splitlines() if line.startswith("TOP ")).split()[1:]
+    assert ".old" not in top and "var" not in top and "root" not in top, top
+    assert "SOCKET" not in out and "hunter2" not in out and str(host_secrets) not in out
+
+
 def test_a_readonly_path_the_caller_names_is_all_the_box_gets_of_the_host(c_sandbox: CSandbox, workdir: Path,
                                                                           host_secrets: Path) -> None:
     """Naming one folder binds that folder, not its parent's other files."""
