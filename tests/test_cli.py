@@ -144,3 +144,65 @@ def test_run_burst_exits_with_delayed_jobs_left(cli, app):
     now = cli("submit", "conveyor.echo").stdout.strip()
     cli("run", "--burst")
     assert app.get(now).status.value == "succeeded" and app.get(later).status.value == "queued"
+
+
+DEEP = "[" * 60_000 + "]" * 60_000
+
+
+@pytest.mark.parametrize("args,extra,code,message", [
+    (["conveyor.echo", "--priority", str(2 ** 63)], {}, "invalid_job", "priority must be an integer from -1000000"),
+    (["conveyor.echo", "--delay", "inf"], {}, "invalid_job", "delay must be a number of seconds"),
+    (["conveyor.echo", "--delay", "nan"], {}, "invalid_job", "got nan"),
+    (["conveyor.echo", "--delay", "1e300"], {}, "invalid_job", "366 days"),
+    (["conveyor.echo", "--max-attempts", "0"], {}, "invalid_job", "max_attempts must be an integer from 1 to 1000"),
+    (["\x1b]0;pwned\x07\x1b[2Jconveyor.echo"], {}, "invalid_job", "is not a job kind name"),
+    (["conveyor.echo", "--idempotency-key", "k" * 201], {}, "invalid_job", "the limit is 200"),
+    (["conveyor.echo", "--payload", DEEP], {}, "invalid_payload", "nested more than 64 levels"),
+    (["conveyor.echo", "--payload", '{"x": NaN}'], {}, "invalid_payload", "NaN"),
+    (["conveyor.echo", "--payload", '{"blob": "' + "x" * 100 + '"}'], {"CONVEYOR_MAX_PAYLOAD_BYTES": "64"},
+     "payload_too_large", "the limit is 64 (CONVEYOR_MAX_PAYLOAD_BYTES)"),
+], ids=["priority-2**63", "delay-inf", "delay-nan", "delay-1e300", "max-attempts-0", "escape-kind", "long-key",
+        "60k-deep", "nan", "too-large"])
+def test_submit_refuses_hostile_input_with_a_one_line_coded_error(cli, app, args, extra, code, message):
+    r = cli("submit", *args, check=False, extra=extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: {code}: ") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert "\x1b" not in r.stderr + r.stdout and "\x07" not in r.stderr + r.stdout
+    assert job_count(app) == 0
+
+
+def test_job_text_is_escaped_in_list_show_and_diagnose(cli, app):
+    hostile = "\x1b]0;pwned\x07\x1b[31mred\x9b2J\rfake line"
+    job_id = cli("submit", "conveyor.fail", "--payload",
+                 json.dumps({"code": "invalid_payload", "message": hostile})).stdout.strip()
+    cli("run", "--burst")
+    assert app.get(job_id).last_error == hostile  # stored as sent, shown escaped
+    with app.engine.begin() as c:  # a row written before kinds were checked
+        c.execute(jobs.update().where(jobs.c.id == job_id).values(kind="evil\x1b[2J\x9b", lease_owner="w\x1b[1m"))
+    for args in (("jobs", "list"), ("jobs", "show", job_id), ("diagnose", job_id)):
+        out = cli(*args).stdout
+        for raw in ("\x1b", "\x07", "\x9b", "\r"):
+            assert raw not in out, (args, out)
+        assert "\\x1b" in out, (args, out)
+    assert "evil\\x1b[2J\\x9b" in cli("jobs", "list").stdout
+    shown = cli("jobs", "show", job_id).stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[31mred\\x9b2J\\x0dfake line" in shown
+    assert json.loads(cli("jobs", "show", job_id, "--json").stdout)["last_error"] == hostile
+
+
+def test_cancel_reason_with_escape_sequences_is_refused(cli, app):
+    job_id = cli("submit", "conveyor.sleep", "--payload", '{"seconds": 100}').stdout.strip()
+    r = cli("jobs", "cancel", job_id, "--reason", "\x1b[2Jgone", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: invalid_job: reason contains the control character")
+    assert app.get(job_id).status.value == "queued"
+
+
+def test_max_payload_bytes_setting_source_and_bad_value(cli):
+    cfg = json.loads(cli("config", "--json", extra={"CONVEYOR_MAX_PAYLOAD_BYTES": "2048"}).stdout)
+    assert cfg["max_payload_bytes"] == {"value": 2048, "source": "env CONVEYOR_MAX_PAYLOAD_BYTES"}
+    assert json.loads(cli("config", "--json").stdout)["max_payload_bytes"] == {"value": 1048576, "source": "default"}
+    for bad, message in (("1MB", "max_payload_bytes must be int, got '1MB'"), ("0", "must be > 0")):
+        r = cli("submit", "conveyor.echo", check=False, extra={"CONVEYOR_MAX_PAYLOAD_BYTES": bad})
+        assert r.returncode == 2 and message in r.stderr and "CONVEYOR_MAX_PAYLOAD_BYTES" in r.stderr
+        assert "Traceback" not in r.stderr

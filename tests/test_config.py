@@ -60,3 +60,32 @@ def test_secrets_are_masked():
     assert mask_url("redis://db:6379/0") == "redis://db:6379/0"
     s = Settings(db_url="postgresql://u:pw@h/d")
     assert "pw" not in str(s.masked()["db_url"][0])
+
+
+def test_max_payload_bytes_defaults_to_1_mib_and_follows_env_then_file(tmp_path):
+    assert load_settings(env={}, path=None).max_payload_bytes == 1_048_576
+    cfg = tmp_path / "conveyor.toml"
+    cfg.write_text("[conveyor]\nmax_payload_bytes = 4096\n")
+    s = load_settings(env={"CONVEYOR_CONFIG": str(cfg)})
+    assert s.max_payload_bytes == 4096 and s.sources["max_payload_bytes"] == f"file {cfg}"
+    s = load_settings(env={"CONVEYOR_CONFIG": str(cfg), "CONVEYOR_MAX_PAYLOAD_BYTES": "2048"})
+    assert s.max_payload_bytes == 2048 and s.sources["max_payload_bytes"] == "env CONVEYOR_MAX_PAYLOAD_BYTES"
+
+
+@pytest.mark.parametrize("raw,message", [
+    ("1MB", "environment CONVEYOR_MAX_PAYLOAD_BYTES: max_payload_bytes must be int, got '1MB'"),
+    ("1.5", "must be int, got '1.5'"),
+    ("0", "env CONVEYOR_MAX_PAYLOAD_BYTES: max_payload_bytes must be > 0"),
+    ("-1", "must be > 0"),
+])
+def test_bad_max_payload_bytes_is_a_clear_error(raw, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_settings(env={"CONVEYOR_MAX_PAYLOAD_BYTES": raw})
+
+
+@pytest.mark.parametrize("value", ["1.5", "true"])
+def test_integer_settings_in_the_file_are_not_truncated(tmp_path, value):
+    cfg = tmp_path / "conveyor.toml"
+    cfg.write_text(f"[conveyor]\nmax_payload_bytes = {value}\n")
+    with pytest.raises(ConfigError, match=f"{cfg}: max_payload_bytes must be int"):
+        load_settings(env={"CONVEYOR_CONFIG": str(cfg)})

@@ -41,8 +41,20 @@ How a code is used:
 #: codes the core itself sets, and where
 SET_BY = {
     "invalid_payload": "Handlers raise it. `submit` also refuses a payload that is not plain JSON "
-                       "(NaN, objects, bytes) with the exception `conveyor.store.InvalidPayload` "
-                       "carrying this code; then nothing is written.",
+                       "(NaN or Infinity, keys that are not strings, sets, bytes, objects) or that nests "
+                       "arrays and objects more than 64 levels deep, with the exception "
+                       "`conveyor.errors.InvalidPayload` (also importable from `conveyor.store`) carrying "
+                       "this code; then nothing is written. The message names where: "
+                       "`payload[\"x\"][1] is inf`.",
+    "payload_too_large": "`submit` raises `conveyor.errors.InvalidPayload` with it when the payload, encoded "
+                         "as compact JSON in UTF-8, is larger than `CONVEYOR_MAX_PAYLOAD_BYTES` (default "
+                         "1048576, see [configuration](config.md#settings)), and writes nothing; "
+                         "`conveyor submit` exits 2. A job ends with it only if its handler submits such a "
+                         "payload and lets the exception escape.",
+    "invalid_job": "`submit` raises `conveyor.errors.InvalidJob` with it (its `field` attribute names the "
+                   "field) and writes nothing; `conveyor submit` and `conveyor jobs cancel` exit 2. The "
+                   "bounds are listed in [operations](../operations.md#bounds-checked-at-submit). A job ends "
+                   "with it only if its handler submits such a job and lets the exception escape.",
     "handler_not_found": "The worker, when no plugin it loaded registers the job's kind. "
                          "The kind must be installed on every worker host.",
     "timeout": "The worker, when an attempt runs longer than its kind's `timeout_s`; also "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -11,9 +12,10 @@ from sqlalchemy import Connection, Engine
 
 from conveyor import observers, store
 from conveyor.config import Settings, load_settings
-from conveyor.db import get_engine, init_db
+from conveyor.db import get_engine, init_db, utcnow
 from conveyor.errors import QueuePressure
 from conveyor.kinds import JobKind
+from conveyor.limits import check_specs
 from conveyor.models import Job
 from conveyor.plugins import PluginHost, get_plugins
 from conveyor.queue import Queue, open_queue
@@ -77,7 +79,7 @@ class Conveyor:
         return created
 
     def _max_attempts(self, kind: str, explicit: int | None) -> int:
-        if explicit:
+        if explicit is not None:
             return explicit
         k = self.kinds.get(kind)
         if k is not None and k.retry.max_attempts:
@@ -104,20 +106,24 @@ class Conveyor:
                org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
                max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
                trace_id: str | None = None) -> str:
-        """Submit one job; with ``conn`` it joins the caller's open transaction."""
-        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key,
-                             self._max_attempts(kind, max_attempts), file_id, run_at, trace_id)
+        """Submit one job; with ``conn`` it joins the caller's open transaction.
+
+        Raises ``InvalidJob`` (code ``invalid_job``, ``invalid_payload`` or
+        ``payload_too_large``) for a field out of bounds, and writes nothing then.
+        """
+        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
+                             trace_id)
         return self.submit_many([spec], conn=conn)[0]
 
     def submit_many(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> list[str]:
-        """Submit many jobs in one transaction; returns their ids in order."""
+        """Submit many jobs in one transaction; returns their ids in order (InvalidJob if any is refused)."""
+        checked = check_specs(specs, self.settings.max_payload_bytes, utcnow())
         self.check_pressure()
-        fixed = [s if s.max_attempts else store.JobSpec(**{**s.__dict__,
-                                                            "max_attempts": self._max_attempts(s.kind, None)})
-                 for s in specs]
+        fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))
+                 for s in checked]
         return store.submit_many(conn if conn is not None else self.engine, fixed,
                                  default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
-                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds)
+                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """One job by id."""

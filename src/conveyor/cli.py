@@ -12,14 +12,15 @@ import click
 
 from conveyor import __version__
 from conveyor.config import Settings, load_settings
-from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, JobNotFound, QueuePressure
+from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, InvalidJob, JobNotFound, QueuePressure
 from conveyor.models import Job
+from conveyor.text import printable
 
 EXIT_USAGE = 2
 
 
 def _die(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -111,6 +112,8 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except QueuePressure as exc:
             _die(f"{exc}; retry after {exc.retry_after_s:.0f}s", 75)
+        except InvalidJob as exc:
+            _die(f"{exc.code}: {exc.message}", EXIT_USAGE)
         except (JobNotFound, IllegalTransition) as exc:
             _die(str(exc))
         except ConfigError as exc:
@@ -148,11 +151,12 @@ def db_init(ctx: click.Context) -> None:
 
 # ---------------------------------------------------------------- submit / jobs
 
-def _parse_payload(raw: str | None) -> Any:
+def _parse_payload(raw: str | None, max_bytes: int) -> Any:
+    from conveyor.limits import parse_payload
     if raw is None:
         return {}
     try:
-        return json.loads(raw)
+        return parse_payload(raw, max_bytes)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                                  "quote it for your shell, e.g. --payload '{\"seconds\": 2}'",
@@ -164,16 +168,20 @@ def _parse_payload(raw: str | None) -> Any:
 @click.option("--payload", help="The job's payload as JSON.")
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--org")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="Higher runs first; -1000000 to 1000000.")
 @click.option("--idempotency-key", help="Same key in the same tenant returns the existing job.")
-@click.option("--max-attempts", type=click.IntRange(1, 1000))
-@click.option("--delay", type=click.FloatRange(0), help="Seconds to wait before the job may run.")
+@click.option("--max-attempts", type=int, help="1 to 1000 (default: the kind's, else CONVEYOR_MAX_ATTEMPTS).")
+@click.option("--delay", type=float, help="Seconds to wait before the job may run; 0 to 366 days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.pass_context
 def submit(ctx: click.Context, kind: str, payload: str | None, tenant: str, org: str | None, priority: int,
            idempotency_key: str | None, max_attempts: int | None, delay: float | None, as_json: bool) -> None:
     """Submit a job of KIND and print its id."""
-    data = _parse_payload(payload)
+    from conveyor.limits import check_delay, check_kind
+    check_kind(kind)
+    delay = check_delay(delay) if delay is not None else None
+    data = _parse_payload(payload, _settings(ctx).max_payload_bytes)
     app = _app(ctx)
     if kind not in app.kinds:
         click.echo(f"warning: no loaded plugin registers {kind!r} here; a worker must have it "
@@ -196,8 +204,8 @@ def jobs() -> None:
 
 
 def _job_line(j: Job) -> str:
-    return f"{j.id}  {j.kind:<20} {j.status.value:<10} attempt={j.attempt_id}/{j.max_attempts} " \
-           f"{j.error_code or ''}"
+    return f"{printable(j.id)}  {printable(j.kind):<20} {j.status.value:<10} attempt={j.attempt_id}/{j.max_attempts} " \
+           f"{printable(j.error_code or '')}"
 
 
 @jobs.command("show")
@@ -217,17 +225,17 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
         if k in ("events", "error_history", "payload", "result"):
             continue
         if v is not None:
-            click.echo(f"{k:>17}: {v}")
+            click.echo(f"{k:>17}: {printable(v, multiline=k == 'last_error')}")
     for k in ("payload", "result"):
-        click.echo(f"{k:>17}: {json.dumps(data[k])[:2000]}")
+        click.echo(f"{k:>17}: {printable(json.dumps(data[k])[:2000])}")
     if data["error_history"]:
         click.echo("    error_history:")
         for e in data["error_history"]:
-            click.echo(f"      attempt {e.get('attempt')}: {e.get('code')}: {str(e.get('message'))[:200]}")
+            click.echo(printable(f"      attempt {e.get('attempt')}: {e.get('code')}: {str(e.get('message'))[:200]}"))
     click.echo("           events:")
     for e in data["events"]:
         extra = " ".join(f"{k}={v}" for k, v in e["payload"].items())
-        click.echo(f"      {e['created_at']} attempt {e['attempt_id']} {e['action']} {extra}")
+        click.echo(printable(f"      {e['created_at']} attempt {e['attempt_id']} {e['action']} {extra}"))
 
 
 @jobs.command("list")
@@ -256,7 +264,7 @@ def jobs_list(ctx: click.Context, status: str | None, kind: str | None, file_id:
 def jobs_cancel(ctx: click.Context, job_id: str, reason: str) -> None:
     """Cancel a queued or running job (a running handler stops at its next heartbeat)."""
     job = _app(ctx).cancel(job_id, reason=reason)
-    click.echo(f"{job.id} cancelled")
+    click.echo(f"{printable(job.id)} cancelled")
 
 
 # ---------------------------------------------------------------- processes
@@ -347,7 +355,7 @@ def gc(ctx: click.Context, apply_: bool, retention_days: float | None, as_json: 
     click.echo(f"{verb}: {plan.jobs} finished jobs older than {plan.retention_days} days, {plan.events} events, "
                f"{plan.outbox_rows} outbox rows, artifacts under {plan.artifact_prefixes} job prefixes")
     if plan.sample_job_ids:
-        click.echo("e.g. " + ", ".join(plan.sample_job_ids[:5]))
+        click.echo(printable("e.g. " + ", ".join(plan.sample_job_ids[:5])))
     if plan.applied:
         click.echo(f"trimmed {plan.trimmed_entries} queue entries")
     else:
@@ -417,7 +425,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
         _json({k: {"value": v, "source": src} for k, (v, src) in values.items()})
         return
     for k, (v, src) in values.items():
-        click.echo(f"{k:<30} {v!s:<40} {src}")
+        click.echo(f"{k:<30} {printable(v):<40} {printable(src)}")
 
 
 @cli.group()
@@ -443,8 +451,8 @@ def workers(ctx: click.Context, as_json: bool) -> None:
         _json(rows)
         return
     for r in rows:
-        click.echo(f"{r['name']:<32} {r['role']:<10} {'alive' if r['alive'] else 'gone':<6} "
-                   f"slots={r['slots']} in_flight={r['in_flight']} last_progress={r['last_progress_at']}")
+        click.echo(printable(f"{r['name']:<32} {r['role']:<10} {'alive' if r['alive'] else 'gone':<6} "
+                             f"slots={r['slots']} in_flight={r['in_flight']} last_progress={r['last_progress_at']}"))
 
 
 @cli.command()
@@ -458,12 +466,12 @@ def diagnose(ctx: click.Context, job_id: str, as_json: bool) -> None:
     if as_json:
         _json(report)
         return
-    click.echo(f"job {job_id}: {report['status']}")
+    click.echo(printable(f"job {job_id}: {report['status']}"))
     for f in report["findings"]:
         mark = "ok " if f["ok"] else "!! "
-        click.echo(f"  {mark}{f['check']}: {f['detail']}")
-    click.echo(f"cause: {report['cause']}")
-    click.echo(f"next:  {report['next_step']}")
+        click.echo(printable(f"  {mark}{f['check']}: {f['detail']}"))
+    click.echo(printable(f"cause: {report['cause']}", multiline=True))
+    click.echo(printable(f"next:  {report['next_step']}"))
 
 
 @cli.command()
@@ -477,7 +485,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         _json(checks)
     else:
         for c in checks:
-            click.echo(f"{'ok ' if c['ok'] else '!! '}{c['check']:<18} {c['detail']}")
+            click.echo(printable(f"{'ok ' if c['ok'] else '!! '}{c['check']:<18} {c['detail']}"))
     if not all(c["ok"] for c in checks):
         sys.exit(1)
 

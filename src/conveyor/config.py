@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigError
+from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES
 
 ENV_PREFIX = "CONVEYOR_"
 
@@ -46,6 +47,7 @@ class Settings:
     plugins: str = ""
     pressure_max_length: int = 0  # 0 → never refuse submits
     pressure_max_age_seconds: float = 0.0
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -91,6 +93,8 @@ def _coerce(name: str, raw: Any, kind: type, origin: str) -> Any:
     try:
         if kind is bool:
             return str(raw).lower() in ("1", "true", "yes", "on")
+        if kind is int and isinstance(raw, (bool, float)):
+            raise ValueError("a whole number is expected")  # int() would truncate 1.5 or take true as 1
         return kind(raw)
     except (TypeError, ValueError):
         raise ConfigError(
@@ -139,4 +143,8 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
         raise ConfigError("lease_seconds must be > 0")
     if settings.heartbeat_interval >= settings.lease_seconds:
         raise ConfigError("heartbeat_seconds must be shorter than lease_seconds, or the lease lapses between beats")
+    if settings.max_payload_bytes <= 0:
+        raise ConfigError(f"{sources.get('max_payload_bytes', 'code')}: max_payload_bytes must be > 0 (the bytes of "
+                          f"JSON a payload may have), got {settings.max_payload_bytes}; fix the value or unset it "
+                          f"for {DEFAULT_MAX_PAYLOAD_BYTES}")
     return settings

@@ -57,6 +57,13 @@ CORE_CODES: tuple[ErrorCode, ...] = (
               "Read the traceback in the job's error_history or the worker log and report it to the plugin's author."),
     ErrorCode("queue_pressure", True, "The queue is past its configured pressure thresholds; the submit was refused.",
               "Retry after the advertised delay, or add workers."),
+    ErrorCode("payload_too_large", False, "The payload's JSON is larger than CONVEYOR_MAX_PAYLOAD_BYTES; "
+              "the submit was refused and nothing was written.",
+              "Store large inputs in storage and pass their key or file_id; raise the limit only if every "
+              "worker has the memory for it."),
+    ErrorCode("invalid_job", False, "A field of the submitted job is out of bounds (kind, priority, max_attempts, "
+              "run_at or delay, idempotency key, tenant, org, file_id, trace_id); the submit was refused.",
+              "Fix the field the message names; the message gives its bounds."),
 )
 
 
@@ -153,6 +160,21 @@ class JobError(ConveyorError):
         if self._retryable is not None:
             return self._retryable
         return catalog.is_retryable(self.code)
+
+
+class InvalidJob(JobError):
+    """Submit refused a job before writing anything: ``code`` names the check, the message the fix."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(code, message, retryable=False, details={"field": field} if field else None)
+        self.field = field
+
+
+class InvalidPayload(InvalidJob):
+    """The payload cannot be stored: not plain JSON, nested too deep, or too large."""
+
+    def __init__(self, message: str, code: str = "invalid_payload") -> None:
+        super().__init__(code, message, field="payload")
 
 
 class Cancelled(JobError):

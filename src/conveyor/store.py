@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, select, update
@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor import observers, store_postgres
 from conveyor.db import utcnow
-from conveyor.errors import ConveyorError, IllegalTransition, JobNotFound
+from conveyor.errors import IllegalTransition, InvalidPayload, JobNotFound
+from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_reason, check_specs
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
 from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
@@ -24,12 +25,6 @@ from conveyor.schema import events, jobs, outbox
 log = logging.getLogger("conveyor.jobs")
 
 FINAL_VALUES = [s.value for s in FINAL]
-
-
-class InvalidPayload(ConveyorError):
-    """The payload cannot be stored (not JSON, not an object)."""
-
-    code = "invalid_payload"
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,7 @@ def check_json(payload: Any) -> Any:
 def _check_payload(payload: Any) -> Any:
     try:
         return json.loads(json.dumps(payload, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"payload is not plain JSON ({exc}); send objects, lists, strings, numbers, "
                              "booleans and null only") from None
 
@@ -171,20 +166,24 @@ def _fields(job_id: str, attempt_hint: int, spec: Any, now: datetime) -> dict[st
 
 
 def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_max_attempts: int = 3,
-                idempotency_ttl_s: float = 86400.0, stream: str = "conveyor:jobs") -> list[str]:
+                idempotency_ttl_s: float = 86400.0, stream: str = "conveyor:jobs",
+                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, checked: bool = False) -> list[str]:
     """Insert jobs, their outbox rows and ``submitted`` events in one transaction; returns ids.
 
     Pass a ``Connection`` inside your own transaction to make the jobs part of it:
-    nothing is published until that transaction commits.
+    nothing is published until that transaction commits. Every spec is checked
+    (``conveyor.limits``) before anything is written, unless ``checked`` says the
+    caller already did; a refused one raises ``InvalidJob`` and writes nothing.
     """
     now = utcnow()
+    if not checked:
+        specs = check_specs(specs, max_payload_bytes, now)
     ids: list[str] = []
     job_rows, box_rows, ev_rows = [], [], []
     keyed = any(s.idempotency_key for s in specs)
     one_statement = not keyed and bind.dialect.name == "postgresql"
     with (_fast_tx(bind) if one_statement else _tx(bind)) as conn:
         for spec in specs:
-            payload = _check_payload(spec.payload)
             if spec.idempotency_key:
                 existing = _existing_for_key(conn, spec, now, idempotency_ttl_s)
                 if existing is not None:
@@ -193,13 +192,10 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
             job_id = str(uuid.uuid4())
             ids.append(job_id)
             trace = spec.trace_id or uuid.uuid4().hex
-            run_at = spec.run_at
-            if run_at is not None and run_at.tzinfo is not None:
-                run_at = run_at.astimezone(UTC).replace(tzinfo=None)
-            due = run_at if run_at and run_at > now else None
+            due = spec.run_at if spec.run_at and spec.run_at > now else None  # naive UTC after the checks
             job_rows.append({
                 "id": job_id, "kind": spec.kind, "tenant_id": spec.tenant or "default", "org_id": spec.org,
-                "status": JobStatus.QUEUED.value, "priority": spec.priority, "payload": payload,
+                "status": JobStatus.QUEUED.value, "priority": spec.priority, "payload": spec.payload,
                 "error_history": [], "attempt_id": 0, "attempts": 0,
                 "max_attempts": spec.max_attempts or default_max_attempts, "next_attempt_at": due,
                 "idempotency_key": spec.idempotency_key, "file_id": spec.file_id, "trace_id": trace,
@@ -257,10 +253,11 @@ def _existing_for_key(conn: Connection, spec: JobSpec, now: datetime, ttl_s: flo
 def submit(bind: Engine | Connection, kind: str, payload: Any = None, *, tenant: str = "default",
            org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
            max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
-           trace_id: str | None = None, default_max_attempts: int = 3) -> str:
+           trace_id: str | None = None, default_max_attempts: int = 3,
+           max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
     """Submit one job (row + outbox row + event, one transaction); returns its id."""
     spec = JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at, trace_id)
-    return submit_many(bind, [spec], default_max_attempts=default_max_attempts)[0]
+    return submit_many(bind, [spec], default_max_attempts=default_max_attempts, max_payload_bytes=max_payload_bytes)[0]
 
 
 def get_job(bind: Engine | Connection, job_id: str, tenant: str | None = None) -> Job:
@@ -684,6 +681,7 @@ def cancelled_among(engine: Engine, job_ids: Sequence[str]) -> list[str]:
 
 def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, reason: str = "") -> Job:
     """Cancel a queued or running job; a running handler stops at its next heartbeat."""
+    reason = check_reason(reason)
     now = utcnow()
     with _tx(bind) as conn:
         job = transition(conn, job_id, JobStatus.CANCELLED, tenant=tenant, finished_at=now, error_code="cancelled",
