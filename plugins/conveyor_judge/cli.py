@@ -16,7 +16,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {' '.join(message.split())}", err=True)
     sys.exit(code)
 
 
@@ -38,9 +38,9 @@ def verdict_table(result: dict[str, Any], title: str = "") -> Any:
     for col in ("test", "verdict", "time ms", "memory KiB", "exit", "message"):
         table.add_column(col, justify="right" if col in ("time ms", "memory KiB", "exit") else "left")
     for t in result["tests"]:
-        exit_text = f"sig {t['signal']}" if t.get("signal") else str(t.get("exit_code", ""))
-        table.add_row(t["name"], t["verdict"], str(t["time_ms"]), str(t.get("memory_kib") or "-"), exit_text,
-                      (t.get("message") or "")[:80])
+        exit_text = f"sig {t['signal']}" if t.get("signal") else str(t.get("exit_code", "-"))
+        table.add_row(t["name"], t["verdict"], str(t.get("time_ms", "-")), str(t.get("memory_kib") or "-"),
+                      exit_text, (t.get("message") or "")[:80])
     return table
 
 
@@ -56,21 +56,26 @@ def problem() -> None:
 
 @problem.command("add")
 @click.argument("package", type=click.Path(exists=True, path_type=Path))
-@click.option("--time-limit", "time_limit", type=click.IntRange(1, 600_000), help="Per-test cpu time, ms.")
-@click.option("--memory-limit", "memory_limit", type=click.IntRange(1, 65_536), help="Memory, MiB.")
+@click.option("--time-limit", "time_limit", type=click.IntRange(1, 60_000), help="Per-test cpu time, ms.")
+@click.option("--memory-limit", "memory_limit", type=click.IntRange(1, 4096), help="Memory, MiB.")
+@click.option("--feedback", type=click.Choice(["verdict", "verdict+time", "first_difference"]),
+              help="What submitters see of each test (default: the problem's, else CONVEYOR_JUDGE_FEEDBACK).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def problem_add(ctx: click.Context, package: Path, time_limit: int | None, memory_limit: int | None,
-                as_json: bool) -> None:
+                feedback: str | None, as_json: bool) -> None:
     """Store a problem package (a zip or a directory) and print its id."""
     from conveyor_judge.problems import ProblemStore, zip_directory
     app = _app(ctx, need_db=False)
     try:
         data = zip_directory(package) if package.is_dir() else package.read_bytes()
         info = ProblemStore(app.storage).add(data, time_limit_ms=time_limit, memory_limit_mib=memory_limit,
-                                              label=str(package))
+                                              feedback=feedback, label=str(package))
     except JudgeError as exc:
         _fail(f"{exc.code}: {exc.message}")
+        return
+    except OSError as exc:
+        _fail(f"invalid_problem_package: {package}: cannot be read ({exc.strerror or exc})")
         return
     if as_json:
         click.echo(json.dumps(info.as_dict(), indent=2))

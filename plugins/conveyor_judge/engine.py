@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
-import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,9 +18,13 @@ from typing import Any
 from conveyor.sandbox import Limits, RunResult, Sandbox, Status, choose_sandbox, safe_read
 from conveyor_judge.checkers import Checker, CheckResult
 from conveyor_judge.errors import JudgeError
+from conveyor_judge.feedback import resolve as resolve_feedback
 from conveyor_judge.languages import Language, sandbox_env
-from conveyor_judge.problems import Problem, TestCase, cache_root
+from conveyor_judge.problems import Problem, TestCase, cache_root, discard, replace_dir
 from conveyor_judge.verdicts import CompileResult, JudgeResult, TestResult, Verdict
+from conveyor_sandbox.cleanup import CleanupError, remove_tree
+
+log = logging.getLogger("conveyor.judge")
 
 COMPILE_OUTPUT_KEPT = 16 * 1024
 PREVIEW_BYTES = 256
@@ -93,21 +98,32 @@ def language_for_file(languages: Iterable[Language], filename: str) -> Language:
                                          "pass --language (see `conveyor judge languages`)")
 
 
-def sweep_runs(root: Path, older_than_s: float = STALE_RUN_SECONDS) -> int:
-    """Remove work directories a killed worker left behind; returns how many."""
-    import time
-    removed = 0
-    runs = root / "runs"
-    if not runs.is_dir():
-        return 0
-    limit = time.time() - older_than_s
-    for d in runs.iterdir():
+def _stale(root: Path) -> list[Path]:
+    """Leftovers a killed worker can leave: run directories, half-built tools and packages, set-aside trees."""
+    found: list[Path] = []
+    for sub, names in (("runs", None), ("tools", (".tmp-", ".trash-")), ("problems", (".tmp-", ".trash-"))):
         try:
-            if d.is_dir() and not d.is_symlink() and d.stat().st_mtime < limit:
-                shutil.rmtree(d, ignore_errors=True)
-                removed += 1
+            with os.scandir(root / sub) as it:
+                found += [Path(e.path) for e in it if names is None or e.name.startswith(names)]
         except OSError:
             continue
+    return found
+
+
+def sweep_runs(root: Path, older_than_s: float = STALE_RUN_SECONDS) -> int:
+    """Remove leftovers older than ``older_than_s``; logs (never raises) what cannot be removed; returns how many."""
+    removed = 0
+    limit = time.time() - older_than_s
+    for d in _stale(root):
+        try:
+            if os.lstat(d).st_mtime >= limit:
+                continue
+            remove_tree(d)
+            removed += 1
+        except CleanupError as exc:
+            log.warning("judge sweep: cannot remove %s (%s); later judgements are not affected", d, exc)
+        except OSError as exc:
+            log.warning("judge sweep: cannot inspect %s (%s)", d, exc)
     return removed
 
 
@@ -163,13 +179,30 @@ class Judge:
                 self._peak_reliable = r.memory_source in RELIABLE_MEMORY_SOURCES
                 self._as_only = "rlimit_as" in r.enforced
             finally:
-                shutil.rmtree(d, ignore_errors=True)
+                discard(d)
         return self._as_only
 
     # ------------------------------------------------------------ building
 
     def _run_dir(self) -> Path:
+        """A fresh work directory: a name never used before, so a leftover never blocks a later run."""
         return _mkdir(self.root / "runs" / uuid.uuid4().hex, 0o711)
+
+    def box_paths(self, lang: Language, *extra: Path) -> list[str]:
+        """Read-only paths of a box running ``lang``: ``extra`` (build directories) and the language's own.
+
+        A path that would show the judge's cache (problems, other runs) to the box is refused.
+        """
+        cache = os.path.realpath(self.root)
+        out = [str(p) for p in extra]
+        for p in lang.box_paths():
+            real = os.path.realpath(p)
+            if real == cache or cache.startswith(real.rstrip("/") + "/") or real.startswith(cache + "/"):
+                raise JudgeError("language_unavailable",
+                                 f"language {lang.id}: read-only path {p} would show the judge cache {cache} to "
+                                 "sandboxed programs; install the toolchain elsewhere or move CONVEYOR_JUDGE_CACHE")
+            out.append(p)
+        return out
 
     def build(self, lang: Language, source: bytes, build_dir: Path,
               extra_files: dict[str, bytes] | None = None) -> Program:
@@ -186,7 +219,7 @@ class Judge:
             return Program(lang, build_dir, CompileResult(True))
         lim = compile_limits(lang, self.address_space_only)
         r = self.sandbox.run(lang.argv(lang.compile, build_dir, 0), limits=lim, workdir=build_dir,
-                             env=sandbox_env())
+                             env=sandbox_env(), readonly_paths=self.box_paths(lang))
         out = (r.stderr + (b"\n" if r.stderr and r.stdout else b"") + r.stdout)
         text = out[:COMPILE_OUTPUT_KEPT].decode("utf-8", "replace")
         if len(out) > COMPILE_OUTPUT_KEPT or r.stderr_truncated or r.stdout_truncated:
@@ -231,11 +264,9 @@ class Judge:
                                              f"problem {problem.id}: {role} {source.name} does not compile: "
                                              f"{prog.compile.message}\n{prog.compile.output[:2000]}")
                         _write(tmp / ".ready", b"")
-                        if final.exists():
-                            shutil.rmtree(final)
-                        os.rename(tmp, final)
+                        replace_dir(tmp, final)
                     finally:
-                        shutil.rmtree(tmp, ignore_errors=True)
+                        discard(tmp)
         return Program(lang, final, CompileResult(True))
 
     # ------------------------------------------------------------ running
@@ -287,14 +318,14 @@ class Judge:
             wd = _mkdir(work / "check", 0o700)
             for name, data in (("input.txt", input), ("output.txt", output), ("answer.txt", answer)):
                 _write(wd / name, data)
+            ro = self.box_paths(tool.language, tool.build_dir)
             if problem.checker == "testlib":
                 r = self.sandbox.run(tool.argv(512) + ["input.txt", "output.txt", "answer.txt"],
-                                     limits=CHECKER_LIMITS, workdir=wd, env=sandbox_env(),
-                                     readonly_paths=[tool.build_dir])
+                                     limits=CHECKER_LIMITS, workdir=wd, env=sandbox_env(), readonly_paths=ro)
                 return testlib_result(r, test.points)
             fb = _mkdir(wd / "feedback", 0o777)
             r = self.sandbox.run(tool.argv(512) + ["input.txt", "answer.txt", "feedback/"], limits=CHECKER_LIMITS,
-                                 stdin=output, workdir=wd, env=sandbox_env(), readonly_paths=[tool.build_dir])
+                                 stdin=output, workdir=wd, env=sandbox_env(), readonly_paths=ro)
             return kattis_result(r, wd, fb)
         checker = self.checkers.get(problem.checker)
         if checker is None:
@@ -308,19 +339,22 @@ class Judge:
         data = test.input.read_bytes()
         if problem.interactive:
             return self._run_interactive(problem, prog, test, data, work, lim, mem_mib, budget)
+        # the box gets the input on stdin and an empty work directory: never the package or the answer
         wd = _mkdir(work / "run", 0o700)
         r = self.sandbox.run(prog.argv(mem_mib), limits=lim, stdin=data, workdir=wd, env=sandbox_env(),
-                             readonly_paths=[prog.build_dir])
+                             readonly_paths=self.box_paths(prog.language, prog.build_dir))
         verdict, message = self._verdict_of_run(r, prog.language, lim, budget)
+        reason = message
         score = 0.0
         if verdict is Verdict.ACCEPTED:
             res = self._check(problem, test, data, r.stdout, work)
             verdict, message = res.verdict, res.message
+            reason = _checker_reason(verdict)
             score = res.score if res.score is not None else (test.points if verdict is Verdict.ACCEPTED else 0.0)
         elif r.stderr and verdict is Verdict.RUNTIME_ERROR:
             message += ": " + r.stderr[-300:].decode("utf-8", "replace").strip()
         return TestResult(test.name, verdict, r.cpu_ms, r.wall_ms, r.memory_kib, r.exit_code, r.signal, message,
-                          _preview(r.stdout), score)
+                          _preview(r.stdout), score, reason)
 
     def _run_interactive(self, problem: Problem, prog: Program, test: TestCase, data: bytes, work: Path,
                          lim: Limits, mem_mib: int, budget: int) -> TestResult:
@@ -350,12 +384,14 @@ class Judge:
         def side(key: str, call: Callable[[], RunResult]) -> None:
             results[key] = call()
 
+        int_ro = self.box_paths(tool.language, tool.build_dir, pipes)
+        sub_ro = self.box_paths(prog.language, prog.build_dir, pipes)
         t = threading.Thread(target=side, args=("int", lambda: self.sandbox.run(
-            int_argv, limits=int_lim, workdir=int_wd, env=sandbox_env(), readonly_paths=[tool.build_dir, pipes])))
+            int_argv, limits=int_lim, workdir=int_wd, env=sandbox_env(), readonly_paths=int_ro)))
         t.start()
         try:
             side("sub", lambda: self.sandbox.run(sub_argv, limits=lim, workdir=sub_wd, env=sandbox_env(),
-                                                 readonly_paths=[prog.build_dir, pipes]))
+                                                 readonly_paths=sub_ro))
         finally:
             t.join()
         r, ir = results["sub"], results["int"]
@@ -374,15 +410,18 @@ class Judge:
         sigpipe = r.status is Status.SIGNALLED and r.signal == 13
         if check is None:
             final, msg, score = Verdict.SYSTEM_ERROR, f"interactor ended with {ir.status.value}: {_msg(ir)}", 0.0
+            reason = _checker_reason(final)
         elif sigpipe or (check.verdict is not Verdict.ACCEPTED and verdict not in _LIMIT_VERDICTS) \
                 or verdict is Verdict.ACCEPTED:
             # a submission killed by SIGPIPE after the interactor finished gets the interactor's verdict
             final, msg = check.verdict, check.message
+            reason = _checker_reason(final)
             score = check.score if check.score is not None else (test.points if final is Verdict.ACCEPTED else 0.0)
         else:
             final, msg, score = verdict, message, 0.0
+            reason = message
         return TestResult(test.name, final, r.cpu_ms, r.wall_ms, r.memory_kib, r.exit_code, r.signal, msg, "",
-                          score)
+                          score, reason)
 
     # ------------------------------------------------------------ the whole submission
 
@@ -393,18 +432,21 @@ class Judge:
         if len(source) > SOURCE_MAX_BYTES:
             raise JudgeError("invalid_payload", f"the source is {len(source)} bytes; the limit is {SOURCE_MAX_BYTES}")
         all_tests = problem.run_all_tests if run_all is None else run_all
+        feedback = resolve_feedback(problem.feedback).value
         run_dir = self._run_dir()
         try:
             prog = self.build(lang, source, run_dir / "build")
             if not prog.compile.ok:
                 return JudgeResult(Verdict.COMPILE_ERROR, 0.0, problem.max_score, lang.id, problem.id, prog.compile,
-                                   (), len(problem.tests), self.sandbox.id, prog.compile.message)
+                                   (), len(problem.tests), self.sandbox.id, prog.compile.message, feedback)
             rows: list[TestResult] = []
             for i, test in enumerate(problem.tests):
                 if cancelled:
                     cancelled()
                 row = self._run_test(problem, prog, test, _mkdir(run_dir / f"t{i}", 0o711))
-                shutil.rmtree(run_dir / f"t{i}", ignore_errors=True)
+                # what the program left (a 10,000-deep tree, mode 000 folders) goes now; if it cannot, the
+                # run directory's unique name keeps it out of every later run's way
+                discard(run_dir / f"t{i}")
                 rows.append(row)
                 if row.verdict is not Verdict.ACCEPTED and not all_tests:
                     break
@@ -412,12 +454,19 @@ class Judge:
             verdict = failed.verdict if failed else Verdict.ACCEPTED
             message = f"test {failed.name}: {failed.message}" if failed else f"{len(rows)} test(s) passed"
             return JudgeResult(verdict, round(sum(r.score for r in rows), 6), problem.max_score, lang.id, problem.id,
-                               prog.compile, tuple(rows), len(problem.tests), self.sandbox.id, message)
+                               prog.compile, tuple(rows), len(problem.tests), self.sandbox.id, message, feedback)
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard(run_dir)
 
 
 _LIMIT_VERDICTS = (Verdict.TIME_LIMIT_EXCEEDED, Verdict.MEMORY_LIMIT_EXCEEDED, Verdict.OUTPUT_LIMIT_EXCEEDED)
+
+
+def _checker_reason(verdict: Verdict) -> str:
+    """What a submitter may be told about a checker's judgement: never the checker's own words."""
+    if verdict is Verdict.SYSTEM_ERROR:
+        return "the checker failed; this is not the submission's fault"
+    return ""
 _POINTS = re.compile(rb"points\s+([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
 
 

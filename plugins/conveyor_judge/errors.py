@@ -26,6 +26,11 @@ CODES: tuple[ErrorCode, ...] = (
               "Run `conveyor doctor` on the worker host and install the toolchain it names.", SOURCE),
     ErrorCode("checker_compile_failed", False, "The problem's checker or interactor program does not compile.",
               "Fix the checker source in the package; the job's error message holds the compiler output.", SOURCE),
+    ErrorCode("source_not_found", False,
+              "payload.source_key names no stored source of the submitting job's tenant: it is absent, or it "
+              "belongs to another tenant or to the judge (the two are not told apart).",
+              "Store the source under submissions/{tenant}/ (conveyor_judge.sources.source_key) or as a file of "
+              "the same tenant, and submit in that tenant.", SOURCE),
 )
 
 

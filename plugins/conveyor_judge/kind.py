@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from typing import Any
 
@@ -9,10 +11,15 @@ from conveyor.kinds import JobContext, JobKind, RetryPolicy
 from conveyor_judge.engine import Judge
 from conveyor_judge.errors import JudgeError
 from conveyor_judge.problems import ProblemStore
+from conveyor_judge.sources import owned_key
+from conveyor_judge.verdicts import JudgeResult
 
 KIND = "judge.submission"
+#: the full result, checker messages included, for operators: next to the attempt, never in the job result
+ADMIN_ARTIFACT = "judge-admin.json"
 _JUDGE: Judge | None = None
 _LOCK = threading.Lock()
+log = logging.getLogger("conveyor.judge")
 
 
 def shared_judge() -> Judge:
@@ -42,20 +49,33 @@ def _payload(ctx: JobContext) -> dict[str, Any]:
     return p
 
 
+def admin_key(job_id: str, attempt_id: int) -> str:
+    """Storage key of an attempt's admin record (removed with the job's artifacts by `conveyor gc`)."""
+    return f"jobs/{job_id}/{attempt_id}/{ADMIN_ARTIFACT}"
+
+
+def _keep_admin_record(ctx: JobContext, result: JudgeResult) -> None:
+    """Store everything the submitter is not shown; a storage hiccup never costs the verdict."""
+    try:
+        ctx.storage.put(admin_key(ctx.job_id, ctx.attempt_id), json.dumps(result.admin_dict()).encode())
+    except Exception as exc:  # the verdict matters more than its admin copy
+        log.warning("job %s: cannot store the judge's admin record (%s)", ctx.job_id, exc)
+
+
 def handle_submission(ctx: JobContext) -> dict[str, Any]:
-    """Judge one submission and return the verdict object."""
+    """Judge one submission and return the verdict object a submitter may read."""
     p = _payload(ctx)
     judge = shared_judge()
     lang = judge.language(p["language"])
     problem = ProblemStore(ctx.storage, judge.root).load(p["problem_id"])
     if "source_key" in p:
-        if not ctx.storage.exists(p["source_key"]):
-            raise JudgeError("source_missing", f"source {p['source_key']!r} is not in storage")
-        source = ctx.storage.get(p["source_key"])
+        key = owned_key(ctx.storage, p["source_key"], ctx.tenant_id, ctx.services.get("app"))
+        source = ctx.storage.get(key)
     else:
         source = p["source"].encode("utf-8")
     result = judge.judge(problem, lang, source, cancelled=ctx.token.raise_if_cancelled,
                          run_all=p.get("run_all_tests"))
+    _keep_admin_record(ctx, result)
     return result.as_dict()
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.sandbox import DEFAULT_PATH
+
+#: what every box sees without being told: the sandbox's allow-listed root (docs/sandbox.md)
+BOX_ROOT_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",
+                 "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
 
 
 def judge_path() -> str:
@@ -44,6 +50,7 @@ class Language:
     socket_errno: bool = False  # the runtime probes AF_INET sockets at start (JVM)
     memory_error_markers: tuple[bytes, ...] = ()
     compiles_to_native: bool = False
+    paths: tuple[str, ...] = ()  # extra read-only host paths or globs every run needs (missing ones skipped)
 
     def argv(self, template: tuple[str, ...], build_dir: Path, mem_mib: int) -> list[str]:
         """Fill a command template."""
@@ -63,6 +70,17 @@ class Language:
             found.append(path)
         return True, ", ".join(found)
 
+    def box_paths(self) -> list[str]:
+        """Read-only paths each compile and run of this language gets: ``paths``, toolchains outside the box root."""
+        found: list[str] = []
+        for pattern in self.paths:
+            found += sorted(glob.glob(pattern))
+        for tool in self.tools:
+            path = shutil.which(tool, path=judge_path())
+            if path is not None:
+                found += toolchain_paths(path)
+        return minimal_paths(p for p in found if os.path.exists(p))
+
     def version_text(self) -> str:
         """First line of the toolchain's version output, or ''."""
         if not self.version:
@@ -73,6 +91,44 @@ class Language:
             return ""
         text = (p.stdout or p.stderr).decode("utf-8", "replace").strip()
         return text.splitlines()[0] if text else ""
+
+
+def in_box_root(path: str) -> bool:
+    """Whether the sandbox shows ``path`` to every box without a read-only bind."""
+    return any(path == d or path.startswith(d + "/") for d in BOX_ROOT_DIRS)
+
+
+def toolchain_paths(path: str) -> list[str]:
+    """What a box needs to run the tool at ``path``: every link on the way and the toolchain outside the box root.
+
+    ``/usr/bin/java`` links through ``/etc/alternatives``; a rustup toolchain copied to
+    ``/opt/rust/bin/rustc`` needs ``/opt/rust`` (its ``lib`` beside ``bin``).
+    """
+    out: list[str] = []
+    cur = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if not in_box_root(cur):
+            parent = os.path.dirname(cur)
+            out.append(os.path.dirname(parent) if os.path.basename(parent) == "bin" and not os.path.islink(cur)
+                       else parent)
+        if not os.path.islink(cur):
+            break
+        cur = os.path.normpath(os.path.join(os.path.dirname(cur), os.readlink(cur)))
+    real = os.path.realpath(path)
+    if not in_box_root(real):
+        parent = os.path.dirname(real)
+        out.append(os.path.dirname(parent) if os.path.basename(parent) == "bin" else parent)
+    return out
+
+
+def minimal_paths(paths: Iterable[str]) -> list[str]:
+    """Unique absolute paths, without those inside another one of the list, in a stable order."""
+    uniq = sorted({os.path.abspath(p) for p in paths})
+    out: list[str] = []
+    for p in uniq:
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
 
 
 def unreachable(path: str) -> str:
@@ -115,10 +171,12 @@ FIRST_PARTY: tuple[Language, ...] = (
               "Main.java"),
              extensions=(".java",), aliases=("java17",), tools=("javac", "java"), version=("java", "-version"),
              time_factor=2.0, memory_extra_mib=160, address_space_grace_mib=2048, pids=64, compile_pids=128,
-             socket_errno=True, memory_error_markers=(b"java.lang.OutOfMemoryError",)),
+             socket_errno=True, memory_error_markers=(b"java.lang.OutOfMemoryError",),
+             # Debian's JDK links its conf/ and lib/ files into /etc/java-17-openjdk
+             paths=("/etc/java-*",)),
     Language("rust", "Rust (rustc -O, edition 2021)", "main.rs", ("{dir}/main",),
              ("rustc", "-O", "--edition", "2021", "-o", "main", "main.rs"),
-             extensions=(".rs",), aliases=("rs",), tools=("rustc",), version=("rustc", "--version"),
+             extensions=(".rs",), aliases=("rs",), tools=("rustc", "cc"), version=("rustc", "--version"),
              compile_pids=128, memory_error_markers=_NATIVE_OOM, compiles_to_native=True),
     Language("javascript", "JavaScript (Node.js)", "main.js",
              ("node", "--max-old-space-size={mem_mib}", "{dir}/main.js"), ("node", "--check", "main.js"),

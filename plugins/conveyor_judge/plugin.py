@@ -60,9 +60,18 @@ def conveyor_add_commands(cli: click.Group) -> None:
 @hookimpl
 def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]]:
     """One finding per language: toolchain found and reachable by the sandbox."""
-    from conveyor.plugins import get_plugins
+    import os
 
+    from conveyor.plugins import get_plugins
+    from conveyor_judge.feedback import ENV, NAMES, env_feedback
     out = []
+    raw = os.environ.get(ENV)
+    policy = env_feedback()
+    bad = bool(raw) and raw.strip().lower() != policy.value
+    out.append({"check": "judge feedback", "ok": not bad,
+                "detail": f"{ENV}={raw!r} is not a policy; submitters get 'verdict'" if bad
+                else f"submitters see: {policy.value}",
+                "next_step": f"set {ENV} to one of {NAMES}" if bad else ""})
     for lang in get_plugins().registry("judges"):
         ok, why = lang.available()
         out.append({"check": f"judge {lang.id}", "ok": True,
@@ -79,6 +88,24 @@ def conveyor_demo(app: Conveyor, console: Any) -> bool:
     return run_judge_demo(app, console)
 
 
+def _admin_findings(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checker's full message of the first failing test, from the attempt's admin record (operators only)."""
+    app = context.get("app")
+    if app is None or not job.get("id") or not job.get("attempt_id"):
+        return []
+    from conveyor_judge.kind import admin_key
+    key = admin_key(str(job["id"]), int(job["attempt_id"]))
+    try:
+        if not app.storage.exists(key):
+            return []
+        import json
+        admin = json.loads(app.storage.get(key))
+    except Exception:  # an unreadable record only loses the extra detail
+        return []
+    return [{"check": "judge admin message", "ok": True,
+             "detail": f"{admin.get('message', '')} (admin only: {key})", "next_step": ""}]
+
+
 @hookimpl
 def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
     """For judge.submission jobs: the verdict, or whether the problem and language are usable here."""
@@ -87,7 +114,7 @@ def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict
     result = job.get("result") or {}
     if isinstance(result, dict) and result.get("verdict"):
         return [{"check": "judge verdict", "ok": True, "detail": f"{result['verdict']}: {result.get('message', '')}",
-                 "next_step": ""}]
+                 "next_step": ""}, *_admin_findings(job, context)]
     payload = job.get("payload") or {}
     findings = []
     try:

@@ -4,37 +4,51 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
+import logging
 import os
 import re
-import shutil
 import stat
 import tomllib
 import uuid
-import zipfile
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigError
 from conveyor.storage import Storage
+from conveyor_judge import bounds
 from conveyor_judge.errors import JudgeError
+from conveyor_judge.feedback import parse_feedback
+from conveyor_judge.unpack import (
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_UNPACKED_MB,
+    PATH_MAX_BYTES,
+    UnpackLimits,
+    safe_unpack,
+    zip_directory,
+)
+from conveyor_sandbox.cleanup import CleanupError, remove_tree
+
+__all__ = ["DEFAULT_MAX_FILES", "DEFAULT_MAX_UNPACKED_MB", "Problem", "ProblemInfo", "ProblemStore", "TestCase",
+           "UnpackLimits", "load_problem", "safe_unpack", "zip_directory"]
+
+log = logging.getLogger("conveyor.judge")
 
 DEFAULT_TIME_LIMIT_MS = 1000
 DEFAULT_MEMORY_LIMIT_MIB = 256
 DEFAULT_OUTPUT_LIMIT_KIB = 16 * 1024
-DEFAULT_MAX_FILES = 10_000
-DEFAULT_MAX_UNPACKED_MB = 256
+#: problem.toml and problem.yaml larger than this are refused (they hold a few settings)
+SETTINGS_MAX_BYTES = 64 * 1024
 
 #: problem.toml keys and their types
 TOML_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,), "time_limit_ms": (int,), "memory_limit_mib": (int,), "output_limit_kib": (int,),
     "checker": (str,), "checker_source": (str,), "float_abs_tol": (int, float), "float_rel_tol": (int, float),
     "interactor_source": (str,), "interactor_protocol": (str,), "run_all_tests": (bool,), "points": (int, float),
+    "feedback": (str,),
 }
 PROGRAM_CHECKERS = ("testlib", "kattis")
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx", ".py")
@@ -54,17 +68,6 @@ def cache_root() -> Path:
         raise ConfigError(f"judge cache {root} is not usable ({exc.strerror}); set CONVEYOR_JUDGE_CACHE to a "
                           "directory this user owns, outside /tmp") from None
     return root
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise JudgeError("invalid_payload", f"{name}={raw!r} is not an integer") from None
-    return value
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Problem:
     interactor_protocol: str = "testlib"
     run_all_tests: bool = False
     name: str = ""
+    feedback: str | None = None  # what submitters see (conveyor_judge.feedback); None: the deployment's policy
 
     @property
     def interactive(self) -> bool:
@@ -107,120 +111,6 @@ class Problem:
     def max_score(self) -> float:
         """Sum of every test's points."""
         return float(sum(t.points for t in self.tests))
-
-
-# ---------------------------------------------------------------- safe unpacking
-
-@dataclass(frozen=True)
-class UnpackLimits:
-    """Bounds on what one package may unpack to."""
-
-    max_files: int = field(default_factory=lambda: _env_int("CONVEYOR_JUDGE_MAX_FILES", DEFAULT_MAX_FILES))
-    max_bytes: int = field(default_factory=lambda: _env_int("CONVEYOR_JUDGE_MAX_UNPACKED_MB",
-                                                            DEFAULT_MAX_UNPACKED_MB) << 20)
-
-
-def _check_member(info: zipfile.ZipInfo, label: str) -> list[str]:
-    name = info.filename
-    if "\0" in name:
-        raise JudgeError("unsafe_problem_package", f"{label}: a member name contains a NUL byte")
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise JudgeError("unsafe_problem_package",
-                         f"{label}: member {name!r} has an absolute path; packages hold relative paths only")
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise JudgeError("unsafe_problem_package",
-                         f"{label}: member {name!r} climbs out of the package with '..'")
-    mode = info.external_attr >> 16
-    kind = stat.S_IFMT(mode)
-    if kind == stat.S_IFLNK:
-        raise JudgeError("unsafe_problem_package",
-                         f"{label}: member {name!r} is a symbolic link; store the file itself instead")
-    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise JudgeError("unsafe_problem_package", f"{label}: member {name!r} is not a regular file or directory")
-    if info.flag_bits & 0x1:
-        raise JudgeError("invalid_problem_package", f"{label}: member {name!r} is encrypted")
-    return parts
-
-
-def safe_unpack(data: bytes, dest: Path, limits: UnpackLimits | None = None, label: str = "package") -> None:
-    """Unpack a zip into the empty directory ``dest``, refusing escapes, links and bombs."""
-    lim = limits or UnpackLimits()
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise JudgeError("invalid_problem_package", f"{label} is not a readable zip archive ({exc})") from None
-    files = [i for i in infos if not i.is_dir()]
-    if len(infos) > lim.max_files:
-        raise JudgeError("problem_package_too_large",
-                         f"{label} has {len(infos)} entries, more than the limit of {lim.max_files}")
-    declared = sum(i.file_size for i in files)
-    if declared > lim.max_bytes:
-        raise JudgeError("problem_package_too_large",
-                         f"{label} unpacks to {declared} bytes, more than the limit of {lim.max_bytes} "
-                         "(CONVEYOR_JUDGE_MAX_UNPACKED_MB)")
-    checked = [(_check_member(i, label), i) for i in infos]
-    dest.mkdir(parents=True, exist_ok=True)
-    total = 0
-    seen: set[str] = set()
-    for parts, info in checked:
-        if not parts:
-            continue
-        key = "/".join(parts)
-        target = dest.joinpath(*parts)
-        if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        if key in seen:
-            raise JudgeError("invalid_problem_package", f"{label}: member {key!r} appears twice")
-        seen.add(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            with zf.open(info) as src, os.fdopen(fd, "wb") as out:
-                fd = -1
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-                    # the declared sizes may lie: count what really comes out
-                    if total > lim.max_bytes:
-                        raise JudgeError("problem_package_too_large",
-                                         f"{label} unpacks to more than {lim.max_bytes} bytes "
-                                         "(CONVEYOR_JUDGE_MAX_UNPACKED_MB)")
-                    out.write(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            raise JudgeError("invalid_problem_package", f"{label}: member {key!r} cannot be read ({exc})") from None
-        finally:
-            if fd >= 0:
-                os.close(fd)
-
-
-def zip_directory(path: Path, limits: UnpackLimits | None = None) -> bytes:
-    """Zip a problem directory (for `problem add DIR`), refusing links and oversize trees."""
-    lim = limits or UnpackLimits()
-    if not path.is_dir():
-        raise JudgeError("invalid_problem_package", f"{path} is not a directory")
-    buf = io.BytesIO()
-    count = total = 0
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-            for name in sorted(dirnames) + sorted(filenames):
-                full = Path(dirpath) / name
-                if full.is_symlink():
-                    raise JudgeError("unsafe_problem_package",
-                                     f"{full} is a symbolic link; copy the file into the problem instead")
-            for name in sorted(filenames):
-                full = Path(dirpath) / name
-                count += 1
-                total += full.stat().st_size
-                if count > lim.max_files or total > lim.max_bytes:
-                    raise JudgeError("problem_package_too_large",
-                                     f"{path} holds more than {lim.max_files} files or {lim.max_bytes} bytes")
-                zf.write(full, full.relative_to(path).as_posix())
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- layouts
@@ -264,10 +154,21 @@ def _find_source(d: Path, stems: tuple[str, ...]) -> Path | None:
     return None
 
 
+def _settings_text(path: Path, label: str) -> str:
+    """The text of problem.toml / problem.yaml, refused when it is not small UTF-8."""
+    if path.stat().st_size > SETTINGS_MAX_BYTES:
+        raise JudgeError("invalid_problem_package", f"{label}: {path.name} is larger than "
+                                                    f"{SETTINGS_MAX_BYTES // 1024} KiB; keep it to its settings")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise JudgeError("invalid_problem_package", f"{label}: {path.name} is not UTF-8 text ({exc})") from None
+
+
 def _read_toml(path: Path, label: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(_settings_text(path, label))
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
         raise JudgeError("invalid_problem_package", f"{label}: problem.toml is not valid TOML ({exc})") from None
     for key, value in data.items():
         if key not in TOML_KEYS:
@@ -275,19 +176,45 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
                              f"{label}: problem.toml has unknown key {key!r}; known keys: {', '.join(TOML_KEYS)}")
         if (isinstance(value, bool) and bool not in TOML_KEYS[key]) or not isinstance(value, TOML_KEYS[key]):
             raise JudgeError("invalid_problem_package",
-                             f"{label}: problem.toml {key} = {value!r} should be a "
+                             f"{label}: problem.toml {key} = {str(value)[:40]} should be a "
                              f"{' or '.join(t.__name__ for t in TOML_KEYS[key])}")
-    for key in ("time_limit_ms", "memory_limit_mib", "output_limit_kib", "points"):
-        if key in data and data[key] <= 0:
-            raise JudgeError("invalid_problem_package", f"{label}: problem.toml {key} must be positive")
     return data
 
 
-def _inside(root: Path, rel: str, label: str, what: str) -> Path:
+def _source_path(root: Path, rel: str, label: str, what: str) -> Path:
+    """A checker or interactor source named by the package: a file inside it, in a language the judge compiles."""
+    if len(rel.encode("utf-8", "surrogateescape")) > PATH_MAX_BYTES:
+        raise JudgeError("invalid_problem_package", f"{label}: {what} is longer than {PATH_MAX_BYTES} bytes")
     p = (root / rel).resolve()
     if not p.is_relative_to(root.resolve()) or not p.is_file():
-        raise JudgeError("invalid_problem_package", f"{label}: {what} {rel!r} is not a file in the package")
+        raise JudgeError("invalid_problem_package", f"{label}: {what} {rel[:80]!r} is not a file in the package")
+    return _known_source(p, label, what)
+
+
+def _known_source(p: Path, label: str, what: str) -> Path:
+    if p.suffix.lower() not in SOURCE_SUFFIXES:
+        raise JudgeError("invalid_problem_package",
+                         f"{label}: {what} {p.name[:80]!r} is not the source of a language the judge compiles "
+                         f"({', '.join(SOURCE_SUFFIXES)}); name the checker's source, not a test file")
     return p
+
+
+def check_problem(problem: Problem, label: str) -> Problem:
+    """Refuse a problem whose numbers are not finite or outside their documented ranges."""
+    for key in ("time_limit_ms", "memory_limit_mib", "output_limit_kib"):
+        bounds.check_int_range(getattr(problem, key), key, label)
+    for key in ("float_abs_tol", "float_rel_tol"):
+        bounds.check_range(getattr(problem, key), key, label)
+    for t in problem.tests:
+        bounds.check_range(t.points, "points", label)
+    if len(problem.name) > bounds.NAME_MAX_CHARS:
+        raise JudgeError("invalid_problem_package", f"{label}: name is longer than {bounds.NAME_MAX_CHARS} characters")
+    if problem.feedback is not None:
+        parse_feedback(problem.feedback, label)
+    for what, src in (("checker_source", problem.checker_source), ("interactor_source", problem.interactor_source)):
+        if src is not None:
+            _known_source(src, label, what)
+    return problem
 
 
 def parse_simple_yaml(text: str) -> dict[str, Any]:
@@ -328,35 +255,52 @@ def parse_simple_yaml(text: str) -> dict[str, Any]:
     return root
 
 
+def _yaml_text(meta: dict[str, Any], key: str, label: str, default: str = "") -> str:
+    """A text setting of problem.yaml; a list or map where text belongs is refused."""
+    value = meta.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, (dict, list)):
+        raise JudgeError("invalid_problem_package", f"{label}: problem.yaml {key} should be text")
+    return str(value)[:1000]
+
+
 def _load_kattis(pid: str, root: Path, label: str) -> Problem:
     meta: dict[str, Any] = {}
     if (root / "problem.yaml").is_file():
+        text = _settings_text(root / "problem.yaml", label)
         try:
-            meta = parse_simple_yaml((root / "problem.yaml").read_text(encoding="utf-8"))
-        except Exception as exc:
-            raise JudgeError("invalid_problem_package", f"{label}: problem.yaml cannot be read ({exc})") from None
-    validation = str(meta.get("validation", "default"))
-    ptype = str(meta.get("type", ""))
+            loaded = parse_simple_yaml(text)
+        except Exception as exc:  # PyYAML raises many kinds of errors on hostile input
+            raise JudgeError("invalid_problem_package", f"{label}: problem.yaml cannot be read "
+                                                        f"({type(exc).__name__})") from None
+        meta = loaded if isinstance(loaded, dict) else {}
+    validation = _yaml_text(meta, "validation", label, "default")
+    ptype = _yaml_text(meta, "type", label)
     interactive = "interactive" in validation or "interactive" in ptype
     custom = interactive or "custom" in validation
-    kw: dict[str, Any] = {"name": str(meta.get("name", "")) if not isinstance(meta.get("name"), dict) else ""}
+    kw: dict[str, Any] = {"name": _yaml_text(meta, "name", label) if not isinstance(meta.get("name"), dict) else ""}
     raw_limits = meta.get("limits")
     limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
-    if isinstance(limits.get("memory"), int):
-        kw["memory_limit_mib"] = limits["memory"]
-    if isinstance(limits.get("time_limit"), (int, float)):
-        kw["time_limit_ms"] = int(limits["time_limit"] * 1000)
+    if limits.get("memory") is not None:
+        kw["memory_limit_mib"] = bounds.check_int_range(limits["memory"], "memory_limit_mib",
+                                                        f"{label}: problem.yaml limits.memory")
+    if limits.get("time_limit") is not None:
+        seconds = bounds.number(limits["time_limit"], "time_limit_ms", f"{label}: problem.yaml limits.time_limit")
+        kw["time_limit_ms"] = bounds.check_int_range(round(seconds * 1000), "time_limit_ms",
+                                                     f"{label}: problem.yaml limits.time_limit")
     tl_file = root / ".timelimit"
     if tl_file.is_file():
-        try:
-            kw["time_limit_ms"] = int(float(tl_file.read_text().split()[0]) * 1000)
-        except (ValueError, IndexError):
-            raise JudgeError("invalid_problem_package", f"{label}: .timelimit must hold seconds") from None
-    flags = str(meta.get("validator_flags", "")).split()
+        words = tl_file.read_bytes()[:100].decode("utf-8", "replace").split()
+        if not words:
+            raise JudgeError("invalid_problem_package", f"{label}: .timelimit must hold seconds, such as 2 or 0.5")
+        seconds = bounds.number(words[0], "time_limit_ms", f"{label}: .timelimit")
+        kw["time_limit_ms"] = bounds.check_int_range(round(seconds * 1000), "time_limit_ms", f"{label}: .timelimit")
+    flags = _yaml_text(meta, "validator_flags", label).split()
     for i, flag in enumerate(flags[:-1]):
         if flag in ("float_tolerance", "float_absolute_tolerance", "float_relative_tolerance"):
             kw["checker"] = "floats"
-            tol = float(flags[i + 1])
+            tol = bounds.check_range(flags[i + 1], "float_abs_tol", f"{label}: problem.yaml validator_flags {flag}")
             if flag != "float_relative_tolerance":
                 kw["float_abs_tol"] = tol
             if flag != "float_absolute_tolerance":
@@ -394,13 +338,14 @@ def load_problem(pid: str, root: Path, label: str | None = None) -> Problem:
     else:
         cfg = _read_toml(root / "problem.toml", label) if (root / "problem.toml").is_file() else {}
         kw: dict[str, Any] = {k: cfg[k] for k in ("name", "time_limit_ms", "memory_limit_mib", "output_limit_kib",
-                                                  "checker", "float_abs_tol", "float_rel_tol", "run_all_tests")
+                                                  "checker", "float_abs_tol", "float_rel_tol", "run_all_tests",
+                                                  "feedback")
                               if k in cfg}
         for k in ("float_abs_tol", "float_rel_tol"):
             if k in kw:
                 kw[k] = float(kw[k])
         if "checker_source" in cfg:
-            kw["checker_source"] = _inside(root, cfg["checker_source"], label, "checker_source")
+            kw["checker_source"] = _source_path(root, cfg["checker_source"], label, "checker_source")
             kw.setdefault("checker", "testlib")
         elif kw.get("checker") in PROGRAM_CHECKERS or "checker" not in kw:
             found = _find_source(root, ("check", "checker"))
@@ -412,7 +357,7 @@ def load_problem(pid: str, root: Path, label: str | None = None) -> Problem:
                                  f"{label}: checker = {kw['checker']!r} needs checker_source (or a check.c/.cpp/.py)")
         inter = cfg.get("interactor_source")
         if inter:
-            kw["interactor_source"] = _inside(root, inter, label, "interactor_source")
+            kw["interactor_source"] = _source_path(root, inter, label, "interactor_source")
         else:
             found = _find_source(root, ("interactor", "interact"))
             if found is not None:
@@ -423,21 +368,21 @@ def load_problem(pid: str, root: Path, label: str | None = None) -> Problem:
                                  f"{label}: interactor_protocol must be 'testlib' or 'kattis'")
             kw["interactor_protocol"] = cfg["interactor_protocol"]
         tests = _pair_tests(root, root, label, need_answer="interactor_source" not in kw)
-        points = float(cfg.get("points", 1.0))
+        points = bounds.check_range(cfg.get("points", 1.0), "points", label)
         tests = [replace(t, points=points) for t in tests]
         problem = Problem(pid, root, "plain", tuple(tests), **kw)
     if not problem.tests:
         raise JudgeError("invalid_problem_package",
                          f"{label} has no test case: add pairs such as 1.in/1.out (or data/secret/*.in/*.ans "
                          "in the Kattis layout)")
-    return problem
+    return check_problem(problem, label)
 
 
 # ---------------------------------------------------------------- the store
 
 @dataclass(frozen=True)
 class ProblemInfo:
-    """A stored problem: its id, content hash and limit overrides."""
+    """A stored problem: its id, content hash and overrides given to ``problem add``."""
 
     id: str
     sha256: str
@@ -447,10 +392,51 @@ class ProblemInfo:
     memory_limit_mib: int | None = None
     name: str = ""
     added_at: str = ""
+    feedback: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored next to the package."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _registered_checkers() -> set[str]:
+    from conveyor.plugins import get_plugins
+    return {c.id for c in get_plugins().registry("checkers")}
+
+
+def check_overrides(time_limit_ms: int | None, memory_limit_mib: int | None, feedback: str | None,
+                    label: str) -> None:
+    """Refuse ``problem add`` overrides outside the documented ranges."""
+    if time_limit_ms is not None:
+        bounds.check_int_range(time_limit_ms, "time_limit_ms", f"{label}: --time-limit")
+    if memory_limit_mib is not None:
+        bounds.check_int_range(memory_limit_mib, "memory_limit_mib", f"{label}: --memory-limit")
+    if feedback is not None:
+        parse_feedback(feedback, f"{label}: --feedback")
+
+
+def discard(path: Path) -> bool:
+    """Remove a tree the judge made, logging (never raising) when it cannot; True if it is gone."""
+    try:
+        remove_tree(path)
+        return True
+    except CleanupError as exc:
+        log.warning("cannot remove %s (%s); a later sweep tries again", path, exc)
+        return False
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` to ``final``, setting aside an old ``final`` that is in the way."""
+    try:
+        os.rename(tmp, final)
+        return
+    except OSError:
+        if not final.exists():
+            raise
+    aside = final.parent / f".trash-{uuid.uuid4().hex}"
+    os.rename(final, aside)
+    discard(aside)
+    os.rename(tmp, final)
 
 
 class ProblemStore:
@@ -458,10 +444,12 @@ class ProblemStore:
 
     ID_LEN = 12
 
-    def __init__(self, storage: Storage, root: Path | None = None, limits: UnpackLimits | None = None) -> None:
+    def __init__(self, storage: Storage, root: Path | None = None, limits: UnpackLimits | None = None,
+                 checkers: Iterable[str] | None = None) -> None:
         self.storage = storage
         self._root = root
         self.limits = limits or UnpackLimits()
+        self._checkers = set(checkers) if checkers is not None else None
 
     @property
     def root(self) -> Path:
@@ -470,21 +458,43 @@ class ProblemStore:
             self._root = cache_root()
         return self._root
 
+    def checker_ids(self) -> set[str]:
+        """Ids a problem's ``checker`` may name: the registered checkers and the program protocols."""
+        if self._checkers is None:
+            self._checkers = _registered_checkers()
+        return self._checkers | set(PROGRAM_CHECKERS)
+
     def add(self, data: bytes, *, time_limit_ms: int | None = None, memory_limit_mib: int | None = None,
-            label: str = "package") -> ProblemInfo:
+            feedback: str | None = None, label: str = "package") -> ProblemInfo:
         """Validate and store a zipped package; returns its id (same bytes → same id)."""
+        check_overrides(time_limit_ms, memory_limit_mib, feedback, label)
         sha = hashlib.sha256(data).hexdigest()
-        problem = self._unpacked(sha, sha[: self.ID_LEN], lambda: data, label)
+        problem = self._unpacked(sha, sha[: self.ID_LEN], lambda: data, label, self._check_checker)
+        self._check_checker(problem, label)
         info = ProblemInfo(sha[: self.ID_LEN], sha, len(problem.tests), problem.format, time_limit_ms,
-                           memory_limit_mib, problem.name, datetime.now(UTC).isoformat())
-        self.storage.put(f"problems/{sha}.zip", data)
-        self.storage.put(f"problems/{info.id}.json", json.dumps(info.as_dict()).encode())
+                           memory_limit_mib, problem.name, datetime.now(UTC).isoformat(),
+                           parse_feedback(feedback, label).value if feedback else None)
+        self._put_private(f"problems/{sha}.zip", data)
+        self._put_private(f"problems/{info.id}.json", json.dumps(info.as_dict()).encode())
         return info
+
+    def _check_checker(self, problem: Problem, label: str) -> None:
+        known = self.checker_ids()
+        if problem.checker not in known:
+            raise JudgeError("invalid_problem_package",
+                             f"{label}: checker = {problem.checker!r} is not registered here (known: "
+                             f"{', '.join(sorted(known))}); install the plugin that provides it or pick a known one")
+
+    def _put_private(self, key: str, data: bytes) -> None:
+        """Store an object; on local-disk storage, readable by this user only (0600)."""
+        self.storage.put(key, data)
+        if self.storage.protocol == "file":
+            os.chmod(self.storage.path(key), 0o600)
 
     def info(self, problem_id: str) -> ProblemInfo:
         """The stored record of a problem id."""
         if not isinstance(problem_id, str) or not re.fullmatch(r"[0-9a-f]{6,64}", problem_id):
-            raise JudgeError("problem_not_found", f"{problem_id!r} is not a problem id (hex digits, as "
+            raise JudgeError("problem_not_found", f"{str(problem_id)[:80]!r} is not a problem id (hex digits, as "
                                                   "`conveyor judge problem add` prints)")
         key = f"problems/{problem_id[: self.ID_LEN]}.json"
         if not self.storage.exists(key):
@@ -500,20 +510,25 @@ class ProblemStore:
                 yield self.info(key.rsplit("/", 1)[-1][:-5])
 
     def load(self, problem_id: str) -> Problem:
-        """The problem unpacked in the local cache, with its stored limit overrides applied."""
+        """The problem unpacked in the local cache, with its stored overrides applied."""
         info = self.info(problem_id)
         zkey = f"problems/{info.sha256}.zip"
         if not self.storage.exists(zkey) and not (self.root / "problems" / info.sha256 / ".ready").exists():
             raise JudgeError("problem_not_found", f"problem {info.id}: its package {zkey} is missing from storage")
-        problem = self._unpacked(info.sha256, info.id, lambda: self.storage.get(zkey), f"problem {info.id}")
+        label = f"problem {info.id}"
+        problem = self._unpacked(info.sha256, info.id, lambda: self.storage.get(zkey), label)
         over: dict[str, Any] = {}
         if info.time_limit_ms:
             over["time_limit_ms"] = info.time_limit_ms
         if info.memory_limit_mib:
             over["memory_limit_mib"] = info.memory_limit_mib
-        return replace(problem, **over) if over else problem
+        if info.feedback:
+            over["feedback"] = info.feedback
+        return check_problem(replace(problem, **over), label) if over else problem
 
-    def _unpacked(self, sha: str, pid: str, fetch: Any, label: str) -> Problem:
+    def _unpacked(self, sha: str, pid: str, fetch: Callable[[], bytes], label: str,
+                  accept: Callable[[Problem, str], None] | None = None) -> Problem:
+        """The problem of package ``sha`` in the cache, unpacked (and checked by ``accept``) on first use."""
         base = self.root / "problems"
         final = base / sha
         if (final / ".ready").exists():
@@ -526,13 +541,13 @@ class ProblemStore:
                     raise JudgeError("invalid_problem_package", f"{label}: stored package does not match its hash")
                 tmp = base / f".tmp-{uuid.uuid4().hex}"
                 try:
+                    os.mkdir(tmp, 0o700)
                     safe_unpack(data, tmp / "pkg", self.limits, label)
-                    load_problem(pid, tmp / "pkg", label)
-                    (tmp / ".ready").touch()
-                    if final.exists():
-                        shutil.rmtree(final)
-                    os.rename(tmp, final)
+                    fresh = load_problem(pid, tmp / "pkg", label)
+                    if accept is not None:
+                        accept(fresh, label)
+                    os.close(os.open(tmp / ".ready", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                    replace_dir(tmp, final)
                 finally:
-                    if tmp.exists():
-                        shutil.rmtree(tmp, ignore_errors=True)
+                    discard(tmp)
         return load_problem(pid, final / "pkg", label)

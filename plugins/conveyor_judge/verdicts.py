@@ -54,12 +54,13 @@ class TestResult:
     memory_kib: int | None
     exit_code: int | None
     signal: int | None
-    message: str = ""
+    message: str = ""  # everything known: the checker's message, the stderr tail (admin only)
     output_preview: str = ""
     score: float = 0.0
+    reason: str = ""  # the judge's own words (a limit, a signal, an exit code): never the test's data
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
+        """Plain-JSON form with everything (the admin view)."""
         d = asdict(self)
         d["verdict"] = self.verdict.value
         return d
@@ -92,7 +93,8 @@ class JudgeResult:
     tests: tuple[TestResult, ...] = field(default_factory=tuple)
     tests_total: int = 0
     sandbox: str = ""
-    message: str = ""
+    message: str = ""  # admin view: names the failing test with its full message
+    feedback: str = "verdict+time"  # the policy of what a submitter sees (conveyor_judge.feedback)
 
     @property
     def time_ms(self) -> int:
@@ -104,8 +106,13 @@ class JudgeResult:
         """The largest test's peak memory."""
         return max((t.memory_kib or 0 for t in self.tests), default=0)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The job result: plain JSON."""
+    def as_dict(self, feedback: str | None = None) -> dict[str, Any]:
+        """The job result a submitter may read, under ``feedback`` (default: the result's own policy)."""
+        from conveyor_judge.feedback import Feedback, result_view
+        return result_view(self, Feedback(feedback or self.feedback))
+
+    def admin_dict(self) -> dict[str, Any]:
+        """Everything, checker messages included: for operators, never for the submitter."""
         return {
             "verdict": self.verdict.value,
             "score": self.score,
@@ -117,6 +124,7 @@ class JudgeResult:
             "tests_total": self.tests_total,
             "tests_run": len(self.tests),
             "message": self.message,
+            "feedback": self.feedback,
             "sandbox": self.sandbox,
             "compile": self.compile.as_dict(),
             "tests": [t.as_dict() for t in self.tests],

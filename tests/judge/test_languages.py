@@ -30,7 +30,9 @@ def test_program_gets_its_verdict(judge, aplusb, lang, name):
         return
     assert d["compile"]["ok"]
     row = d["tests"][-1]
-    assert set(row) >= {"verdict", "time_ms", "memory_kib", "exit_code", "signal", "message", "output_preview"}
+    # the default feedback (verdict+time): no output preview, no checker message
+    assert set(row) >= {"verdict", "time_ms", "memory_kib", "exit_code", "signal", "message"}
+    assert "output_preview" not in row and d["feedback"] == "verdict+time"
     if want is Verdict.ACCEPTED:
         assert [t["verdict"] for t in d["tests"]] == ["accepted"] * 3 and d["score"] == 3
     else:

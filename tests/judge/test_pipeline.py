@@ -11,16 +11,18 @@ import pytest
 
 from conveyor_judge.problems import ProblemStore
 from conveyor_judge.selftest import aplusb_package, program
+from conveyor_judge.sources import source_key
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
 def test_judge_jobs_through_the_pipeline_and_jobs_show(app, pipeline, env, tmp_path):
     pid = ProblemStore(app.storage).add(aplusb_package()).id
-    app.storage.put("submissions/s1.rs", program("rust", "aplusb").encode())
+    key = source_key("default", "s1.rs")  # submissions/default/s1.rs: the tenant's own namespace
+    app.storage.put(key, program("rust", "aplusb").encode())
     ids = [
         app.submit("judge.submission", {"problem_id": pid, "language": "cpp", "source": program("cpp", "aplusb")}),
-        app.submit("judge.submission", {"problem_id": pid, "language": "rust", "source_key": "submissions/s1.rs"}),
+        app.submit("judge.submission", {"problem_id": pid, "language": "rust", "source_key": key}),
         app.submit("judge.submission", {"problem_id": pid, "language": "java", "source": program("java", "tle")}),
         app.submit("judge.submission", {"problem_id": pid, "language": "c", "source": program("c", "ce")}),
         app.submit("judge.submission", {"problem_id": "feedfeedfeed", "language": "c", "source": "x"}),

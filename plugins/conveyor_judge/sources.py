@@ -1,0 +1,71 @@
+"""Where a submission's stored source may come from: only objects of the submitting job's tenant."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+from urllib.parse import quote
+
+from conveyor.storage import Storage
+from conveyor_judge.errors import JudgeError
+
+#: the judge's own namespace of stored sources: ``submissions/{tenant}/…``
+PREFIX = "submissions"
+KEY_MAX_CHARS = 1024
+
+
+def tenant_prefix(tenant: str) -> str:
+    """The storage prefix of a tenant's sources (the tenant id percent-encoded, so it is one component)."""
+    part = quote(tenant, safe="")
+    if part in ("", ".", ".."):
+        part = part.replace(".", "%2E") or "%00"
+    return f"{PREFIX}/{part}/"
+
+
+def source_key(tenant: str, name: str) -> str:
+    """The key to store a tenant's submission source under (``submissions/{tenant}/{name}``)."""
+    clean = posixpath.normpath("/" + name).lstrip("/")
+    if not clean or clean.startswith(".."):
+        raise ValueError(f"{name!r} is not a plain relative name")
+    return tenant_prefix(tenant) + clean
+
+
+def _not_found(key: str, tenant: str) -> JudgeError:
+    # the same words whether the object is absent or another tenant's: nothing tells them apart
+    return JudgeError("source_not_found", f"no source {key[:200]!r} in tenant {tenant!r}; store it under "
+                                          f"{tenant_prefix(tenant)!r} (conveyor_judge.sources.source_key) or as "
+                                          "a file of this tenant")
+
+
+def _plain(key: str) -> bool:
+    """A normalised relative key: no '..', no empty or '.' component, no leading slash."""
+    if not key or len(key) > KEY_MAX_CHARS or "\0" in key or "\\" in key or key.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def _tenant_file(app: Any, storage: Storage, key: str, tenant: str) -> bool:
+    """Whether a ``conveyor_files`` row of ``tenant`` holds the object at ``key``."""
+    if app is None:
+        return False
+    from sqlalchemy import select
+
+    from conveyor.schema import files
+    url = storage.url(key)
+    q = select(files.c.id).where(files.c.system_path == url, files.c.tenant_id == tenant).limit(1)
+    with app.engine.connect() as conn:
+        return conn.execute(q).first() is not None
+
+
+def owned_key(storage: Storage, key: str, tenant: str, app: Any = None) -> str:
+    """``key`` if it names an object of ``tenant``; else ``source_not_found`` whether it exists or not.
+
+    A tenant owns the keys under its prefix ``submissions/{tenant}/`` and the objects of its
+    ``conveyor_files`` rows; problem packages, other tenants' files and job artifacts are never sources.
+    """
+    if not isinstance(key, str) or not _plain(key):
+        raise _not_found(str(key), tenant)
+    owned = key.startswith(tenant_prefix(tenant)) or _tenant_file(app, storage, key, tenant)
+    if not owned or not storage.exists(key):
+        raise _not_found(key, tenant)
+    return key
