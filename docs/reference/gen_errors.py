@@ -33,6 +33,12 @@ How a code is used:
 
 `conveyor diagnose JOB_ID` prints the meaning and next step of the code a job failed with.
 
+The [HTTP API](../api.md) answers every error with `{"error": {"code", "message", "detail"}}`
+and a code from this catalog. Some codes are only ever answers of the API, never a job's
+`error_code` (`unauthorized`, `forbidden`, `not_found`, `invalid_request`,
+`request_too_large`, `quota_exceeded`, `illegal_transition`, `unavailable`); their "Set by"
+line gives the HTTP status.
+
 | code | retryable | meaning |
 |---|---|---|
 """
@@ -66,7 +72,31 @@ SET_BY = {
     "internal_error": "The worker, when a handler raises anything but `JobError`. The message "
                       "holds the traceback. It is always retried, whatever the catalog says.",
     "queue_pressure": "Never a job's code: `submit` raises `conveyor.errors.QueuePressure` "
-                      "with it, and `conveyor submit` exits with status 75.",
+                      "with it, and `conveyor submit` exits with status 75. The HTTP API answers "
+                      "`429` with a `Retry-After` header.",
+    "unauthorized": "The HTTP API, status `401` with `WWW-Authenticate: Bearer`: no token, a token "
+                    "that is expired, forged, for another audience or issuer, signed with `none` or an "
+                    "algorithm other than the configured key's, or lacking `sub` or `exp`.",
+    "forbidden": "The HTTP API, status `403`: `x-tenant-id` or `x-org-id` names a tenant or org the "
+                 "token does not allow, an admin-only route (`/api/v1/plugins`), or `/api/v1/metrics` "
+                 "from a remote client without `CONVEYOR_METRICS_TOKEN`.",
+    "not_found": "The HTTP API, status `404`: no such job, or a job of another tenant or org (the answer "
+                 "is the same, so ids reveal nothing), or no such route.",
+    "invalid_request": "The HTTP API, status `422`: a body that is not JSON (or not UTF-8, or nested more "
+                       "than 65 levels), a missing or mistyped field, a bad query parameter, header or cursor. "
+                       "`detail` lists each problem with its location.",
+    "request_too_large": "The HTTP API, status `413`, before the body is parsed: a JSON body larger than "
+                         "twice `CONVEYOR_MAX_PAYLOAD_BYTES` (at least the payload limit + 64 KiB), or an "
+                         "upload larger than `CONVEYOR_MAX_UPLOAD_BYTES`.",
+    "quota_exceeded": "`submit` raises `conveyor.errors.QuotaExceeded` with it when "
+                      "`CONVEYOR_TENANT_MAX_ACTIVE_JOBS` is set and the tenant already has that many jobs "
+                      "queued or running; `conveyor submit` exits 75, the HTTP API answers `429` with "
+                      "`Retry-After`.",
+    "illegal_transition": "The HTTP API, status `409`: cancelling a job that is already final, retrying "
+                          "one that is not `failed` or `cancelled`. The CLI prints the same refusal and "
+                          "exits 1.",
+    "unavailable": "The HTTP API, status `503` with `Retry-After`: the database or queue did not answer. "
+                   "`GET /api/v1/health` answers `503` when the database, queue or storage is down.",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -13,7 +15,7 @@ from sqlalchemy import Connection, Engine
 from conveyor import observers, store
 from conveyor.config import Settings, load_settings
 from conveyor.db import get_engine, init_db, utcnow
-from conveyor.errors import QueuePressure
+from conveyor.errors import QueuePressure, QuotaExceeded, WaitTimeout
 from conveyor.kinds import JobKind
 from conveyor.limits import check_specs
 from conveyor.models import Job
@@ -102,6 +104,24 @@ class Conveyor:
             raise QueuePressure(f"oldest entry is {p.oldest_age_ms} ms old (limit {s.pressure_max_age_seconds}s)",
                                 retry_after_s=max(1.0, s.pressure_max_age_seconds / 2))
 
+    def check_quota(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> None:
+        """Raise QuotaExceeded when a tenant would have more than ``tenant_max_active_jobs`` queued or running.
+
+        A soft limit: submits racing each other may pass it by a few jobs. An
+        idempotent resubmit of an existing job counts as a new one here.
+        """
+        limit = self.settings.tenant_max_active_jobs
+        if not limit:
+            return
+        adding = Counter(s.tenant or "default" for s in specs)
+        for tenant, n in adding.items():
+            active = store.count_active(conn if conn is not None else self.engine, tenant)
+            if active + n > limit:
+                raise QuotaExceeded(f"tenant {tenant!r} has {active} active jobs (queued or running); the limit is "
+                                    f"{limit} (CONVEYOR_TENANT_MAX_ACTIVE_JOBS)",
+                                    retry_after_s=max(1.0, min(60.0, self.settings.lease_seconds / 4)),
+                                    tenant=tenant, limit=limit)
+
     def submit(self, kind: str, payload: Any = None, *, conn: Connection | None = None, tenant: str = "default",
                org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
                max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
@@ -119,6 +139,7 @@ class Conveyor:
         """Submit many jobs in one transaction; returns their ids in order (InvalidJob if any is refused)."""
         checked = check_specs(specs, self.settings.max_payload_bytes, utcnow())
         self.check_pressure()
+        self.check_quota(checked, conn=conn)
         fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))
                  for s in checked]
         return store.submit_many(conn if conn is not None else self.engine, fixed,
@@ -140,6 +161,32 @@ class Conveyor:
     def cancel(self, job_id: str, tenant: str | None = None, reason: str = "") -> Job:
         """Cancel a queued or running job."""
         return store.cancel(self.engine, job_id, tenant=tenant, reason=reason)
+
+    def retry(self, job_id: str, tenant: str | None = None) -> Job:
+        """Run a failed or cancelled job again as a new attempt (``store.retry``)."""
+        return store.retry(self.engine, job_id, tenant=tenant, stream=self.settings.stream_key)
+
+    def wait(self, job_id: str, timeout: float | None = 60.0, *, tenant: str | None = None,
+             poll_s: float = 0.5) -> Job:
+        """Block until the job is final and return it; WaitTimeout after ``timeout`` seconds (None: forever).
+
+        Polls the job row, quickly at first, then every ``poll_s`` seconds.
+        Raises JobNotFound if there is no such job (in ``tenant``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            job = self.get(job_id, tenant)
+            if job.status.final:
+                return job
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(job_id, job.status.value, timeout or 0.0)
+                time.sleep(min(delay, left))
+            else:
+                time.sleep(delay)
+            delay = min(poll_s, delay * 2)
 
     def close(self) -> None:
         """Release queue connections and stop observing events."""

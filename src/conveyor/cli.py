@@ -12,7 +12,7 @@ import click
 
 from conveyor import __version__
 from conveyor.config import Settings, load_settings
-from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, InvalidJob, JobNotFound, QueuePressure
+from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, InvalidJob, JobNotFound, RetryLater
 from conveyor.models import Job
 from conveyor.text import printable
 
@@ -110,7 +110,7 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except QueuePressure as exc:
+        except RetryLater as exc:
             _die(f"{exc}; retry after {exc.retry_after_s:.0f}s", 75)
         except InvalidJob as exc:
             _die(f"{exc.code}: {exc.message}", EXIT_USAGE)
@@ -200,7 +200,7 @@ def submit(ctx: click.Context, kind: str, payload: str | None, tenant: str, org:
 
 @cli.group()
 def jobs() -> None:
-    """Inspect and cancel jobs."""
+    """Inspect, cancel and retry jobs."""
 
 
 def _job_line(j: Job) -> str:
@@ -265,6 +265,15 @@ def jobs_cancel(ctx: click.Context, job_id: str, reason: str) -> None:
     """Cancel a queued or running job (a running handler stops at its next heartbeat)."""
     job = _app(ctx).cancel(job_id, reason=reason)
     click.echo(f"{printable(job.id)} cancelled")
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_id: str) -> None:
+    """Run a failed or cancelled job again, with a fresh attempt budget."""
+    job = _app(ctx).retry(job_id)
+    click.echo(f"{printable(job.id)} queued again")
 
 
 # ---------------------------------------------------------------- processes
@@ -373,6 +382,61 @@ def run(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
     _serve_metrics(app)
     stats = Runner(app, concurrency=concurrency, burst=burst).run()
     click.echo(f"done: {stats.succeeded} succeeded, {stats.failed} failed, {stats.retried} retried", err=True)
+
+
+# ---------------------------------------------------------------- HTTP API
+
+@cli.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7910, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Server processes; each builds its own app from the environment and conveyor.toml.")
+@click.pass_context
+def api_command(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API: jobs, event streams, health, metrics and plugin routes (needs the api extra)."""
+    from conveyor.api import require_extra
+    require_extra()
+    import uvicorn
+
+    from conveyor.api.app import create_app
+    app = _app(ctx)
+    log_level = str(ctx.find_root().params.get("log_level") or "WARNING").lower()
+    uv_level = "info" if log_level in ("debug", "info") else log_level
+    api_app = create_app(app)  # checks the key configuration before the server starts
+    click.echo(f"conveyor api on http://{host}:{port}/api/v1 (docs at /docs, {workers} worker(s))", err=True)
+    if workers == 1:
+        uvicorn.run(api_app, host=host, port=port, log_level=uv_level)
+    else:
+        uvicorn.run("conveyor.api.app:from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level=uv_level)
+
+
+@cli.command()
+@click.option("--sub", "subject", required=True, help="The token's subject (a user or service name).")
+@click.option("--tenant", default="default", show_default=True,
+              help="The tenant it acts in; '*' with --admin reads every tenant.")
+@click.option("--org", help="The org it acts in (default: every org of the tenant).")
+@click.option("--admin", is_flag=True, help="Add the admin role.")
+@click.option("--ttl", type=click.IntRange(1, 366 * 86400), default=3600, show_default=True,
+              help="Seconds until it expires.")
+@click.pass_context
+def token(ctx: click.Context, subject: str, tenant: str, org: str | None, admin: bool, ttl: int) -> None:
+    """Mint an HS256 token for the HTTP API with CONVEYOR_JWT_SECRET (for development)."""
+    from conveyor.api import require_extra
+    require_extra()
+    from conveyor.api.auth import ALL_TENANTS, MIN_SECRET_BYTES, mint_token
+    s = _settings(ctx)
+    if not s.jwt_secret:
+        _die("CONVEYOR_JWT_SECRET is not set; set it (the API needs the same value) to mint tokens", EXIT_USAGE)
+    if len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        _die(f"CONVEYOR_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes", EXIT_USAGE)
+    if tenant == ALL_TENANTS and not admin:
+        _die("--tenant '*' needs --admin", EXIT_USAGE)
+    if s.jwt_public_key or s.jwt_jwks_file:
+        click.echo("warning: a public key is configured, so the API refuses HS256 tokens like this one", err=True)
+    click.echo(mint_token(s.jwt_secret, subject, tenant=tenant, org=org, roles=["admin"] if admin else [],
+                          ttl_s=ttl, audience=s.jwt_audience or None, issuer=s.jwt_issuer or None))
 
 
 # ---------------------------------------------------------------- introspection

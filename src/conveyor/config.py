@@ -14,6 +14,9 @@ from conveyor.errors import ConfigError
 from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES
 
 ENV_PREFIX = "CONVEYOR_"
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+#: settings printed as ``***`` by ``conveyor config`` when set
+SECRETS = frozenset({"jwt_secret", "metrics_token"})
 
 
 def _default_consumer() -> str:
@@ -48,6 +51,17 @@ class Settings:
     pressure_max_length: int = 0  # 0 → never refuse submits
     pressure_max_age_seconds: float = 0.0
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # ---- the HTTP API (`conveyor api`)
+    jwt_secret: str = field(default="", repr=False)  # HS256 key; secret
+    jwt_public_key: str = ""  # PEM file (or PEM text) of the RS256/ES256 verifying key
+    jwt_jwks_file: str = ""  # JWKS file of verifying keys, chosen by the token's kid
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    metrics_token: str = field(default="", repr=False)  # bearer that may read /metrics remotely; secret
+    tenant_max_active_jobs: int = 0  # 0 → no per-tenant quota
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    sse_heartbeat_seconds: float = 15.0
+    sse_poll_seconds: float = 0.5
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -73,7 +87,9 @@ class Settings:
             if f.name == "sources":
                 continue
             value = getattr(self, f.name)
-            if isinstance(value, str) and "://" in value:
+            if f.name in SECRETS and value:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
                 value = mask_url(value)
             out[f.name] = (value, self.sources.get(f.name, "default"))
         return out
@@ -147,4 +163,11 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
         raise ConfigError(f"{sources.get('max_payload_bytes', 'code')}: max_payload_bytes must be > 0 (the bytes of "
                           f"JSON a payload may have), got {settings.max_payload_bytes}; fix the value or unset it "
                           f"for {DEFAULT_MAX_PAYLOAD_BYTES}")
+    for name in ("tenant_max_active_jobs",):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{sources.get(name, 'code')}: {name} must be >= 0 (0: no limit), "
+                              f"got {getattr(settings, name)}")
+    for name in ("max_upload_bytes", "sse_heartbeat_seconds", "sse_poll_seconds"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{sources.get(name, 'code')}: {name} must be > 0, got {getattr(settings, name)}")
     return settings

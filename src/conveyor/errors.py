@@ -64,6 +64,33 @@ CORE_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("invalid_job", False, "A field of the submitted job is out of bounds (kind, priority, max_attempts, "
               "run_at or delay, idempotency key, tenant, org, file_id, trace_id); the submit was refused.",
               "Fix the field the message names; the message gives its bounds."),
+    # ---- answers of the HTTP API (never a job's code)
+    ErrorCode("unauthorized", False, "The HTTP API could not identify the caller: no bearer token, or one that is "
+              "expired, forged, for another audience or issuer, or signed with an algorithm the deployment does "
+              "not accept.",
+              "Send `Authorization: Bearer <JWT>` signed with the deployment's key; `conveyor token` mints one "
+              "for development."),
+    ErrorCode("forbidden", False, "The caller is known but may not do this: a tenant or org outside the token's "
+              "claims, or an admin-only route.",
+              "Use a token whose `tenant`, `org` (or `tenants`, `orgs`) or `roles` claims allow it."),
+    ErrorCode("not_found", False, "No such object for this caller: it does not exist, or it belongs to another "
+              "tenant (the API never says which).",
+              "Check the id and the tenant the token (or `x-tenant-id`) selects."),
+    ErrorCode("invalid_request", False, "The HTTP request is malformed: a body that is not JSON, a missing or "
+              "mistyped field, a bad query parameter or cursor.",
+              "Fix the request; the error's `detail` lists every field that is wrong and why."),
+    ErrorCode("request_too_large", False, "The HTTP request body is larger than the API accepts "
+              "(CONVEYOR_MAX_UPLOAD_BYTES for uploads, twice CONVEYOR_MAX_PAYLOAD_BYTES for JSON).",
+              "Send a smaller body; put large inputs in storage and send their key."),
+    ErrorCode("quota_exceeded", True, "The tenant already has CONVEYOR_TENANT_MAX_ACTIVE_JOBS jobs queued or "
+              "running; the submit was refused and nothing was written.",
+              "Retry after the advertised delay (`Retry-After`), when some of the tenant's jobs have finished."),
+    ErrorCode("illegal_transition", False, "The job's status does not allow the request (cancel a finished job, "
+              "retry one that has not failed or been cancelled).",
+              "Read the job's status first; only queued or running jobs cancel, only failed or cancelled ones "
+              "retry."),
+    ErrorCode("unavailable", True, "A backend the request needs (database, queue or storage) is unreachable.",
+              "Retry after the advertised delay; an operator checks `GET /api/v1/health` or `conveyor doctor`."),
 )
 
 
@@ -132,13 +159,38 @@ class QueueUnavailable(ConveyorError):
     """The queue backend cannot be reached; callers back off and retry."""
 
 
-class QueuePressure(ConveyorError):
-    """Submit refused because the queue is past its pressure thresholds."""
+class RetryLater(ConveyorError):
+    """A submit refused for now (backpressure): ``code`` names why, ``retry_after_s`` when to try again."""
+
+    code = "queue_pressure"
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
-        self.code = "queue_pressure"
         self.retry_after_s = retry_after_s
+
+
+class QueuePressure(RetryLater):
+    """Submit refused because the queue is past its pressure thresholds."""
+
+    code = "queue_pressure"
+
+
+class QuotaExceeded(RetryLater):
+    """Submit refused because the tenant has its quota of active jobs (CONVEYOR_TENANT_MAX_ACTIVE_JOBS)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float, *, tenant: str, limit: int) -> None:
+        super().__init__(message, retry_after_s)
+        self.tenant, self.limit = tenant, limit
+
+
+class WaitTimeout(ConveyorError):
+    """``wait`` gave up: the job was not final within the timeout (``status`` is what it was last seen as)."""
+
+    def __init__(self, job_id: str, status: str, timeout_s: float) -> None:
+        super().__init__(f"job {job_id} is still {status} after {timeout_s:g}s")
+        self.job_id, self.status, self.timeout_s = job_id, status, timeout_s
 
 
 class JobError(ConveyorError):

@@ -19,6 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+    from fastapi import APIRouter
 
     from conveyor.app import Conveyor
     from conveyor.errors import ErrorCode
@@ -147,9 +148,34 @@ def conveyor_demo(app: Conveyor, console: Any) -> bool | None:
 
 @hookspec(firstresult=True)
 def conveyor_authenticate(request: Any) -> dict[str, Any] | None:
-    """Identify the caller of the reference HTTP API.
+    """Identify the caller of the HTTP API before any bearer JWT is looked at.
 
-    :param request: the framework request object.
-    :return: an identity ``{"subject", "tenant", "org", "roles"}``; the first
-        non-None result wins; None everywhere means unauthenticated.
+    Called for every authenticated request of ``conveyor api`` (in a worker thread, so
+    blocking I/O is fine), the plugin registered last first. A host application uses it
+    to accept its own sessions or API keys.
+
+    :param request: the ``starlette.requests.Request`` being served.
+    :return: an identity ``{"sub", "tenant", "org", "roles", "tenants", "orgs"}`` (only
+        ``sub`` is required; ``tenant`` defaults to ``"default"``; ``roles`` may hold
+        ``"admin"``), or a ``conveyor.api.auth.Identity``; None to let the next plugin,
+        then the JWT check, decide. The first non-None result wins; an implementation that
+        raises is recorded against its plugin and skipped.
+    """
+
+
+@hookspec
+def conveyor_api_routes(router: APIRouter, app: Conveyor) -> None:
+    """Add a plugin's HTTP routes to ``conveyor api``.
+
+    Each plugin gets a router of its own, mounted under ``/api/v1`` once the hook returns;
+    core routes are matched first. Every route on it requires an authenticated caller;
+    use ``Depends(conveyor.api.deps.current_scope)`` for the tenant and org to read and
+    write in, and raise ``conveyor.api.errors.ApiError`` for the one error shape. Import
+    FastAPI inside the hook, so workers without the ``api`` extra still load the plugin.
+
+    :param router: a ``fastapi.APIRouter`` to add routes to (``@router.get("/files")``).
+    :param app: the ``Conveyor`` the API serves (database, queue, storage, plugins).
+    :return: nothing; every implementation is called. One that raises is reported by
+        name (log, ``conveyor plugins``, ``GET /api/v1/health``) and none of its routes
+        are mounted; the other plugins' routes are.
     """

@@ -67,6 +67,7 @@ class EventAction(str, enum.Enum):
     CANCELLED = "cancelled"
     REPUBLISHED = "republished"
     RELEASED = "released"
+    RETRIED = "retried"
 
 
 @dataclass(frozen=True)

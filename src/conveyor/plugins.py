@@ -112,6 +112,25 @@ class PluginHost:
                 results.append(res)
         return results
 
+    def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call implementations in pluggy's order (last registered first) until one returns non-None.
+
+        A failing implementation is recorded and skipped, as ``call_each`` does.
+        """
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                res = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception as exc:
+                self._record(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
+                continue
+            if res is not None:
+                return res
+        return None
+
+    def record(self, plugin: str, message: str) -> None:
+        """Report a plugin's failure met outside the host (logged, shown by ``conveyor plugins``)."""
+        self._record(plugin, message)
+
     def emit(self, event: dict[str, Any]) -> None:
         """Send a committed event to every ``conveyor_on_event`` observer."""
         if self.pm.hook.conveyor_on_event.get_hookimpls():

@@ -730,3 +730,129 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
     for j in released:
         logline("released", job_id=j, attempt_id=held[j], consumer=owner)
     return released
+
+
+# ---------------------------------------------------------------- retry / pages / counts
+
+RETRYABLE_FROM = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+
+
+def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, stream: str = "conveyor:jobs"
+          ) -> Job:
+    """Run a failed or cancelled job again: ``queued`` with a fresh attempt budget, republished.
+
+    One transaction writes the job row (a CAS on its status and ``attempt_id``), a
+    pending outbox row and a ``retried`` event. ``attempts`` restarts at 0, so the job
+    gets its ``max_attempts`` again; ``attempt_id`` keeps growing at the next claim, so
+    a late result of an earlier attempt is still fenced out. ``error_history`` is kept.
+    Raises JobNotFound (none in this tenant) or IllegalTransition (not failed or cancelled).
+    """
+    now = utcnow()
+    with _tx(bind) as conn:
+        stmt = select(jobs).where(jobs.c.id == job_id)
+        if tenant is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant)
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        old = Job.from_row(row)
+        if old.status.value not in RETRYABLE_FROM:
+            raise IllegalTransition(job_id, old.status.value, JobStatus.QUEUED.value)
+        new = conn.execute(
+            update(jobs).where(jobs.c.id == job_id, jobs.c.status == old.status.value,
+                               jobs.c.attempt_id == old.attempt_id)
+            .values(status=JobStatus.QUEUED.value, attempts=0, result=None, error_code=None, last_error=None,
+                    lease_owner=None, lease_expires_at=None, next_attempt_at=None, finished_at=None,
+                    updated_at=now)
+            .returning(*jobs.c)).mappings().first()
+        if new is None:
+            raise IllegalTransition(job_id, old.status.value, JobStatus.QUEUED.value)
+        job = Job.from_row(new)
+        conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempt_id + 1, job, now),
+                                                 now, None, stream)])
+        ev = [event_row(job.id, job.attempt_id, EventAction.RETRIED, now, job.file_id,
+                        previous_status=old.status.value, previous_error_code=old.error_code)]
+        conn.execute(insert(events), ev)
+        notify(conn, OUTBOX_CHANNEL)
+    from conveyor import outbox as _outbox
+    _outbox.wake()
+    observers.publish(ev)
+    logline("retried", job_id=job_id, attempt_id=job.attempt_id, previous_status=old.status.value)
+    return job
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a reader may see: one tenant (None: every tenant) and one org (None: every org)."""
+
+    tenant: str | None
+    org: str | None = None
+
+    def where(self, stmt: Any) -> Any:
+        """``stmt`` narrowed to this scope (on ``conveyor_jobs`` columns)."""
+        if self.tenant is not None:
+            stmt = stmt.where(jobs.c.tenant_id == self.tenant)
+        if self.org is not None:
+            stmt = stmt.where(jobs.c.org_id == self.org)
+        return stmt
+
+    def allows(self, job: Job) -> bool:
+        """Whether a job read without this scope is inside it."""
+        return (self.tenant is None or job.tenant_id == self.tenant) and (self.org is None or job.org_id == self.org)
+
+
+def page_jobs(bind: Engine | Connection, scope: Scope, *, status: str | None = None, kind: str | None = None,
+              file_id: str | None = None, limit: int = 50, before: tuple[datetime, str] | None = None
+              ) -> list[Job]:
+    """One page of jobs, newest first (``created_at``, then ``id``, both descending).
+
+    ``before`` is the ``(created_at, id)`` of the last job of the previous page; the
+    page holds the jobs strictly after it in that order.
+    """
+    stmt = scope.where(select(jobs)).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+    for col, val in ((jobs.c.status, status), (jobs.c.kind, kind), (jobs.c.file_id, file_id)):
+        if val is not None:
+            stmt = stmt.where(col == val)
+    if before is not None:
+        at, last_id = before
+        stmt = stmt.where(or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < last_id)))
+    with _read(bind) as conn:
+        return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
+
+
+def count_active(bind: Engine | Connection, tenant: str) -> int:
+    """Jobs of one tenant that are queued or running."""
+    from sqlalchemy import func
+    stmt = select(func.count()).select_from(jobs).where(
+        jobs.c.tenant_id == tenant, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+    with _read(bind) as conn:
+        return int(conn.execute(stmt).scalar() or 0)
+
+
+def events_after(bind: Engine | Connection, after: int, upto: int, scope: Scope, job_id: str | None = None,
+                 limit: int = 500) -> list[dict[str, Any]]:
+    """Events with ``after < id <= upto`` of the jobs in ``scope`` (and of one job), oldest first."""
+    from conveyor.models import iso
+    stmt = (select(events, jobs.c.tenant_id, jobs.c.org_id).join(jobs, jobs.c.id == events.c.job_id)
+            .where(events.c.id > after, events.c.id <= upto).order_by(events.c.id).limit(limit))
+    stmt = scope.where(stmt)
+    if job_id is not None:
+        stmt = stmt.where(events.c.job_id == job_id)
+    with _read(bind) as conn:
+        return [{"id": r["id"], "job_id": r["job_id"], "attempt_id": r["attempt_id"], "action": r["action"],
+                 "payload": r["payload"] or {}, "file_id": r["file_id"], "created_at": iso(r["created_at"])}
+                for r in conn.execute(stmt).mappings()]
+
+
+def event_ids_after(bind: Engine | Connection, after: int, limit: int = 1000) -> list[tuple[int, datetime]]:
+    """Ids and times of every committed event after ``after`` (all jobs), for gap detection."""
+    stmt = select(events.c.id, events.c.created_at).where(events.c.id > after).order_by(events.c.id).limit(limit)
+    with _read(bind) as conn:
+        return [(int(r.id), r.created_at) for r in conn.execute(stmt)]
+
+
+def last_event_id(bind: Engine | Connection) -> int:
+    """The highest event id committed so far (0 when there is none)."""
+    from sqlalchemy import func
+    with _read(bind) as conn:
+        return int(conn.execute(select(func.max(events.c.id))).scalar() or 0)

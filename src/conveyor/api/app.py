@@ -1,0 +1,77 @@
+"""``create_app``: the FastAPI application of one deployment, with the routes plugins add."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from conveyor import __version__
+from conveyor.api import errors, events, health, jobs
+from conveyor.api.auth import Verifier
+from conveyor.api.body import BodyLimitMiddleware
+from conveyor.api.deps import ApiState, current_identity
+from conveyor.api.observe import RequestMetrics
+from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.api")
+
+PREFIX = "/api/v1"
+#: JSON bodies may be this much larger than a payload (the job's other fields, escapes)
+JSON_OVERHEAD_BYTES = 65536
+
+DESCRIPTION = """Jobs, their event streams, and the routes installed plugins add.
+
+Authenticate with `Authorization: Bearer <JWT>` (`conveyor token` mints one for development).
+Every error is `{"error": {"code", "message", "detail"}}` with a code of the error catalog.
+"""
+
+
+def mount_plugin_routes(api: FastAPI, app: Conveyor, state: ApiState) -> None:
+    """Give each ``conveyor_api_routes`` plugin a router of its own and mount the ones that work."""
+    host = app.plugins
+    for impl in host.pm.hook.conveyor_api_routes.get_hookimpls():
+        router = APIRouter(dependencies=[Depends(current_identity)])
+        kwargs = {"router": router, "app": app}
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+            staged = APIRouter()
+            staged.include_router(router, prefix=PREFIX)  # builds every route before any is live
+        except Exception as exc:  # one broken plugin keeps its routes out, and nothing else
+            message = f"conveyor_api_routes: {type(exc).__name__}: {exc}"
+            state.route_errors[impl.plugin_name] = message
+            host.record(impl.plugin_name, message)
+            continue
+        api.router.routes.extend(staged.routes)
+
+
+def create_app(app: Conveyor | None = None) -> FastAPI:
+    """The ASGI application serving ``app``: core routes under ``/api/v1``, OpenAPI at ``/openapi.json``,
+    docs at ``/docs``, then the routes of every ``conveyor_api_routes`` plugin.
+
+    Nothing here touches the database: the application starts while a backend is down,
+    and ``/api/v1/health`` says which. A bad key configuration raises ConfigError.
+    """
+    app = app if app is not None else Conveyor()
+    state = ApiState(app=app, verifier=Verifier(app.settings))
+    if not state.verifier.configured and not app.plugins.pm.hook.conveyor_authenticate.get_hookimpls():
+        log.warning("no CONVEYOR_JWT_SECRET, CONVEYOR_JWT_PUBLIC_KEY or CONVEYOR_JWT_JWKS_FILE and no "
+                    "conveyor_authenticate plugin: every authenticated route answers 401")
+    api = FastAPI(title="Conveyor", version=__version__, description=DESCRIPTION, openapi_url="/openapi.json",
+                  docs_url="/docs", redoc_url=None)
+    api.state.conveyor = state
+    errors.install(api)
+    for module in (health, jobs, events):
+        api.include_router(module.router, prefix=PREFIX)
+    mount_plugin_routes(api, app, state)
+    s = app.settings
+    api.add_middleware(RequestMetrics)
+    api.add_middleware(BodyLimitMiddleware, json_limit=max(2 * s.max_payload_bytes,
+                                                           s.max_payload_bytes + JSON_OVERHEAD_BYTES),
+                       upload_limit=s.max_upload_bytes)
+    return api
+
+
+def from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (``conveyor api --workers N``): settings from the environment."""
+    return create_app(Conveyor())

@@ -1,0 +1,106 @@
+"""FastAPI dependencies: the API's state, the caller's identity, its scope and its deployment.
+
+Plugin routes use them too: ``Depends(current_identity)``, ``Depends(current_scope)``,
+``Depends(current_app)``. Every router handed to ``conveyor_api_routes`` already requires
+an identity, so a plugin route is never reachable anonymously.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conveyor.api.auth import Identity, Verifier
+from conveyor.api.errors import ApiError, unauthorized
+from conveyor.api.tenancy import resolve_app, scope_for
+from conveyor.app import Conveyor
+from conveyor.store import Scope
+
+log = logging.getLogger("conveyor.api")
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A JWT: `conveyor token --sub NAME` mints one.")
+
+
+@dataclass
+class ApiState:
+    """What every request of one API application shares."""
+
+    app: Conveyor
+    verifier: Verifier
+    route_errors: dict[str, str] = field(default_factory=dict)
+
+
+def api_state(request: Request) -> ApiState:
+    """This application's state."""
+    return request.app.state.conveyor  # type: ignore[no-any-return]
+
+
+def _hook_identity(state: ApiState, request: Request) -> Identity | None:
+    host = state.app.plugins
+    if not host.pm.hook.conveyor_authenticate.get_hookimpls():
+        return None
+    found: Any = host.first_result("conveyor_authenticate", request=request)
+    if found is None:
+        return None
+    if isinstance(found, Identity):
+        return found
+    if not isinstance(found, dict):
+        log.error("conveyor_authenticate returned %s, not a mapping; ignored", type(found).__name__)
+        return None
+    try:
+        return Identity.from_claims(found, source="hook")
+    except ValueError as exc:
+        raise unauthorized(f"the identity the authentication plugin gave is not usable: {exc}") from None
+
+
+def current_identity(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+                     ) -> Identity:
+    """The caller: the ``conveyor_authenticate`` hook's answer, else the bearer JWT; 401 when neither."""
+    cached = getattr(request.state, "identity", None)
+    if isinstance(cached, Identity):
+        return cached
+    state = api_state(request)
+    identity = _hook_identity(state, request)
+    if identity is None:
+        header = request.headers.get("authorization")
+        if not header:
+            raise unauthorized("no bearer token: send Authorization: Bearer <JWT>")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("the Authorization header must be 'Bearer <JWT>'")
+        identity = state.verifier.identity(token.strip())
+    request.state.identity = identity
+    return identity
+
+
+def current_scope(request: Request, identity: Annotated[Identity, Depends(current_identity)],
+                  x_tenant_id: Annotated[str | None, Header(description="Act in this tenant (one the token "
+                                                                         "allows).")] = None,
+                  x_org_id: Annotated[str | None, Header(description="Act in this org (one the token "
+                                                                      "allows).")] = None) -> Scope:
+    """The tenant and org this request may see (``conveyor.api.tenancy.scope_for``)."""
+    return scope_for(identity, x_tenant_id, x_org_id)
+
+
+def current_app(request: Request, identity: Annotated[Identity, Depends(current_identity)],
+                scope: Annotated[Scope, Depends(current_scope)]) -> Conveyor:
+    """The deployment holding this scope's jobs (``conveyor.api.tenancy.resolve_app``)."""
+    return resolve_app(api_state(request).app, identity, scope)
+
+
+def require_admin(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
+    """The caller, if it has the admin role; 403 otherwise."""
+    if not identity.admin:
+        raise ApiError(403, "forbidden", "this route is for the admin role")
+    return identity
+
+
+IdentityDep = Annotated[Identity, Depends(current_identity)]
+ScopeDep = Annotated[Scope, Depends(current_scope)]
+AppDep = Annotated[Conveyor, Depends(current_app)]
+AdminDep = Annotated[Identity, Depends(require_admin)]

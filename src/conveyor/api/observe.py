@@ -1,0 +1,58 @@
+"""Request metrics of the API: ``conveyor_api_requests_total{method, route, status}``.
+
+``route`` is the route's template (``/api/v1/jobs/{job_id}``), never a concrete path,
+so labels stay few. Counted only when ``prometheus_client`` is installed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_lock = threading.Lock()
+_counters: dict[int, Any] = {}
+
+
+def _counter() -> Any:
+    try:
+        from conveyor.metrics import enable
+        registry = enable().registry
+    except Exception:  # no prometheus_client: nothing to count into
+        return None
+    with _lock:
+        counter = _counters.get(id(registry))
+        if counter is None:
+            import prometheus_client as prom
+            counter = prom.Counter("conveyor_api_requests_total", "HTTP API requests by route and status.",
+                                   ["method", "route", "status"], registry=registry)
+            _counters[id(registry)] = counter
+        return counter
+
+
+class RequestMetrics:
+    """Count every HTTP request once its response has started."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.counter = _counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.counter is None:
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.counter.labels(scope.get("method", "?"), template, str(status or 500)).inc()
