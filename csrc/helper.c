@@ -249,7 +249,8 @@ struct opts {
 
 static int report_fd = 3;
 
-static int disk_full; /* set after the program's end, before the report */
+static int disk_full;     /* set after the program's end, before the report */
+static int64_t tmp_bytes; /* likewise */
 
 static void report_to(int fd, int stage, int err, int wstatus, int64_t wall_ns, const struct rusage *ru)
 {
@@ -261,6 +262,7 @@ static void report_to(int fd, int stage, int err, int wstatus, int64_t wall_ns, 
     r.wstatus = wstatus;
     r.wall_ns = wall_ns;
     r.disk_full = disk_full;
+    r.tmp_bytes = tmp_bytes;
     if (ru) {
         r.utime_us = (int64_t)ru->ru_utime.tv_sec * 1000000 + ru->ru_utime.tv_usec;
         r.stime_us = (int64_t)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec;
@@ -652,6 +654,15 @@ static int is_full(const char *path)
     if (S2(__NR_statfs, path, &sf) < 0 || sf.f_type != TMPFS_MAGIC)
         return 0;
     return sf.f_ffree == 0 || sf.f_bavail * 8 < sf.f_blocks;
+}
+
+/* Bytes in use on the file system at path (0 when it cannot be asked). */
+static int64_t used_bytes(const char *path)
+{
+    struct statfs sf;
+    if (S2(__NR_statfs, path, &sf) < 0)
+        return 0;
+    return (int64_t)(sf.f_blocks - sf.f_bfree) * sf.f_bsize;
 }
 
 /* The run's own part: its work directory (writable, noexec unless -x) and read-only
@@ -1192,6 +1203,7 @@ static int helper_main(int argc, char **argv, char **envp)
     int64_t t1 = now_ns();
     trace("reaped");
     disk_full = is_full("/tmp") || is_full("/dev/shm") || is_full(o.workdir);
+    tmp_bytes = used_bytes("/tmp") + used_bytes("/dev/shm");
     if (n == (long)sizeof early && early.magic == SBX_REPORT_MAGIC) {
         report_to(report_fd, early.stage, early.err, 0, 0, NULL);
         return 0;

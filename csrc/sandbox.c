@@ -1385,6 +1385,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
     }
     res->maxrss_kib = rp.maxrss_kib;
     res->disk_full = rp.disk_full;
+    res->tmp_bytes = rp.tmp_bytes;
     res->wall_us = (n == (ssize_t)sizeof rp && rp.wall_ns > 0) ? rp.wall_ns / 1000 : (t1 - t0) / 1000;
 
     int64_t cg_cpu = cpu_usage_us(box);

@@ -47,6 +47,7 @@ struct sbx_report {
     int64_t maxrss_kib;
     int32_t disk_full;  /* /tmp, /dev/shm or a bounded work directory ran out of bytes or inodes */
     int32_t pad;
+    int64_t tmp_bytes;  /* what the box left in its /tmp and /dev/shm (tmpfs: charged to its memory) */
 };
 
 #define SBX_REQUEST_MAGIC 0x43565951 /* "CVYQ" */
@@ -112,6 +113,7 @@ struct sbx_result {
     int32_t used_cgroup_kill;
     int32_t helper_pid;
     int32_t disk_full;       /* the box's /tmp, /dev/shm or work directory was full at its end */
+    int64_t tmp_bytes;       /* bytes the box left in its /tmp and /dev/shm */
 };
 
 /* Run one box; returns 0 when the result is filled (check stage), -1 on bad config.

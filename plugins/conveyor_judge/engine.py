@@ -23,6 +23,7 @@ from conveyor_judge.languages import Language, sandbox_env
 from conveyor_judge.problems import Problem, TestCase, cache_root, discard, replace_dir
 from conveyor_judge.verdicts import CompileResult, JudgeResult, TestResult, Verdict
 from conveyor_sandbox.cleanup import CleanupError, remove_tree
+from conveyor_sandbox.workspace import Workspace, open_workspace
 
 log = logging.getLogger("conveyor.judge")
 
@@ -75,6 +76,21 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 STALE_RUN_SECONDS = 6 * 3600
+
+
+def workspace_size() -> tuple[int, int]:
+    """(KiB, inodes) of a submission's workspace: ``CONVEYOR_JUDGE_WORKSPACE_MIB`` (512) and ``_INODES`` (16384)."""
+    def setting(name: str, default: int) -> int:
+        raw = os.environ.get(name, "")
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = 0
+        if value <= 0:
+            log.warning("%s=%r is not a positive integer; using %d", name, raw, default)
+            return default
+        return value
+    return setting("CONVEYOR_JUDGE_WORKSPACE_MIB", 512) * 1024, setting("CONVEYOR_JUDGE_WORKSPACE_INODES", 16384)
 
 
 def find_language(languages: Iterable[Language], name: str) -> Language:
@@ -157,6 +173,7 @@ class Judge:
         self.root = root or cache_root()
         self._as_only: bool | None = None
         self._peak_reliable = True
+        self._warned_workspace = False
         sweep_runs(self.root)
 
     # ------------------------------------------------------------ lookup
@@ -433,7 +450,8 @@ class Judge:
             raise JudgeError("invalid_payload", f"the source is {len(source)} bytes; the limit is {SOURCE_MAX_BYTES}")
         all_tests = problem.run_all_tests if run_all is None else run_all
         feedback = resolve_feedback(problem.feedback).value
-        run_dir = self._run_dir()
+        ws = self._workspace()
+        run_dir = ws.path if ws else self._run_dir()
         try:
             prog = self.build(lang, source, run_dir / "build")
             if not prog.compile.ok:
@@ -456,7 +474,29 @@ class Judge:
             return JudgeResult(verdict, round(sum(r.score for r in rows), 6), problem.max_score, lang.id, problem.id,
                                prog.compile, tuple(rows), len(problem.tests), self.sandbox.id, message, feedback)
         finally:
-            discard(run_dir)
+            if ws:
+                ws.close()
+            else:
+                discard(run_dir)
+
+    def _workspace(self) -> Workspace | None:
+        """A bounded workspace for one submission (its own tmpfs: compile output, tests, whatever boxes write).
+
+        None when this host cannot mount one (not root, or a container without mount rights): the
+        submission then works in a plain run directory, bounded per file only, and the log says so once.
+        """
+        if "c-sandbox" != getattr(self.sandbox, "id", None) or os.geteuid() != 0:
+            return None
+        size_kib, inodes = workspace_size()
+        try:
+            ws = open_workspace(size_kib=size_kib, inodes=inodes)
+        except OSError as exc:
+            if not self._warned_workspace:
+                log.warning("judge: no bounded workspace (%s); work directories are bounded per file only", exc)
+                self._warned_workspace = True
+            return None
+        os.chmod(ws.path, 0o711)
+        return ws
 
 
 _LIMIT_VERDICTS = (Verdict.TIME_LIMIT_EXCEEDED, Verdict.MEMORY_LIMIT_EXCEEDED, Verdict.OUTPUT_LIMIT_EXCEEDED)

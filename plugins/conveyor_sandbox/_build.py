@@ -48,6 +48,7 @@ struct sbx_result {
     int32_t used_cgroup_kill;
     int32_t helper_pid;
     int32_t disk_full;
+    int64_t tmp_bytes;
 };
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
 void sbx_set_spares(int n);

@@ -29,9 +29,17 @@ def classify(
     oom_killed: bool,
     output_over: bool,
     disk_full: bool = False,
+    disk_bytes: int = 0,
 ) -> Status:
-    """Decide a run's status from what was observed; the first matching rule wins."""
+    """Decide a run's status from what was observed; the first matching rule wins.
+
+    Files on tmpfs (the box's /tmp, a workspace) are memory charged to the box: when the
+    memory limit ran out while they held at least half of it, the box was filling its
+    disk, and the run ends ``output_limit``.
+    """
     if oom_killed:
+        if limits.memory_kib is not None and disk_bytes * 2 >= limits.memory_kib * 1024:
+            return Status.OUTPUT_LIMIT
         return Status.MEMORY_LIMIT
     if killed_cpu or (limits.cpu_ms is not None and cpu_ms > limits.cpu_ms) or signal == _signal.SIGXCPU:
         return Status.TIME_LIMIT

@@ -27,7 +27,7 @@ from conveyor_sandbox.common import (
     uid_pool,
     wait_status,
 )
-from conveyor_sandbox.workspace import is_bounded
+from conveyor_sandbox.workspace import is_bounded, used_bytes
 
 HELPER_NAME = "conveyor-sandbox-helper"
 
@@ -311,7 +311,8 @@ class CSandbox:
             enforced.append("network_namespace")
         enforced += ["allowlist_root", "minimal_dev", "private_tmp", "bounded_tmp", "no_new_privs", "seccomp",
                      "unprivileged_uid"]
-        if is_bounded(wd):
+        bounded = is_bounded(wd)
+        if bounded:
             enforced.append("bounded_workdir")
         if not lim.allow_exec:
             enforced.append("workdir_noexec")
@@ -397,6 +398,7 @@ class CSandbox:
         cfg.memory_limit = (lim.memory_kib or 0) * 1024
         cfg.pids_limit = lim.pids
         res = ffi.new("struct sbx_result *")
+        wd_used = used_bytes(wd) if bounded else 0
         if lib.sbx_run(cfg, res) != 0:
             raise SandboxArgumentError("the C sandbox rejected its configuration")
 
@@ -435,5 +437,6 @@ class CSandbox:
             oom_killed=bool(res.oom_killed),
             output_over=res.out_len > cap or res.err_len > cap,
             disk_full=bool(res.disk_full),
+            disk_bytes=int(res.tmp_bytes) + (max(0, used_bytes(wd) - wd_used) if bounded else 0),
         )
         return RunResult(status, exit_code=exit_code, signal=sig, **common)

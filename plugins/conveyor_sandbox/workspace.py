@@ -150,10 +150,16 @@ def open_workspace(*, size_kib: int = DEFAULT_SIZE_KIB, inodes: int = DEFAULT_IN
 
 def is_bounded(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` lies on a tmpfs (a workspace, or another bounded one)."""
+    return _fs_type(path) == TMPFS_MAGIC
+
+
+def used_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes in use on the file system holding ``path`` (0 when it cannot be asked)."""
     try:
-        return os.statvfs(path).f_fsid != 0 and _fs_type(path) == TMPFS_MAGIC
+        st = os.statvfs(path)
     except OSError:
-        return False
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
 def _fs_type(path: str | os.PathLike[str]) -> int:

@@ -290,3 +290,13 @@ def test_syscalls_newer_than_the_filter_fail_with_enosys(c_sandbox: CSandbox, wo
 def test_pidfd_getfd_is_denied(c_sandbox: CSandbox, workdir: Path) -> None:
     r = c_sandbox.run([PYTHON, "-I", "-c", SYSCALLS, "438"], limits=LIM, workdir=workdir)
     assert r.status is Status.SYSCALL_DENIED, r
+
+
+def test_files_that_exhaust_the_memory_limit_end_output_limit(c_sandbox: CSandbox, workdir: Path) -> None:
+    """tmpfs pages are charged to the box: a /tmp larger than the memory limit fills memory first."""
+    lim = Limits(cpu_ms=5000, wall_ms=20000, memory_kib=64 * 1024, tmp_kib=512 * 1024)
+    r = c_sandbox.run([PYTHON, "-I", "-c", FALLOCATE, "/tmp", "40", str(64 << 20)], limits=lim, workdir=workdir)
+    assert r.status is Status.OUTPUT_LIMIT, r
+    hog = "b = bytearray(200 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+    r = c_sandbox.run([PYTHON, "-I", "-c", hog], limits=lim, workdir=workdir)
+    assert r.status is Status.MEMORY_LIMIT, r
