@@ -141,9 +141,11 @@ class ConnectorConverter(Converter):
                 geom_fmt = fmt
                 geom_path = self._fetch(cfg, geometry[key], fetched / f"model.{fmt}")
                 break
+        companions: list[Path] = []
         if geom_path is not None and geometry.get("bin_url"):
-            name = PurePosixPath(urlsplit(geometry["bin_url"]).path).name or "model.bin"
-            self._fetch(cfg, geometry["bin_url"], fetched / name)
+            name = PurePosixPath(urlsplit(geometry["bin_url"]).path).name
+            name = name if name not in ("", ".", "..") else "model.bin"
+            companions.append(self._fetch(cfg, geometry["bin_url"], fetched / name))
         png: Path | None = None
         if preview.get("png_url"):
             png = self._fetch(cfg, preview["png_url"], fetched / "connector-preview.png")
@@ -160,8 +162,8 @@ class ConnectorConverter(Converter):
         assert geom_fmt is not None
         check = run_converter(MeshConverter(), geom_path, out_dir / "validate",
                               ConvertOptions(format=geom_fmt, filename=geom_path.name,
-                                             preview_size=options.preview_size), Limits(cfg.time_limit_s,
-                                                                                        cfg.memory_mb))
+                                             preview_size=options.preview_size),
+                              Limits(cfg.time_limit_s, cfg.memory_mb, cfg.output_mb), cfg=cfg, companions=companions)
         if check.error is not None:
             err = check.error
             raise ConversionError(err.code, f"connector geometry: {err.message}", err.stage)

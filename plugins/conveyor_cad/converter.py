@@ -28,13 +28,17 @@ class ConvertOptions:
     source_url: str | None = None
     #: a time-limited http(s) URL of the input, when storage can presign one (S3)
     source_signed_url: str | None = None
+    #: entities a converter may create by expanding references (DXF block inserts, MINSERT arrays)
+    max_expanded_entities: int = 200_000
 
 
 class Converter:
     """Base class of a converter: declare formats, extensions and magic, implement ``convert``.
 
     ``convert`` runs in a child process with time and memory limits (unless
-    ``isolated`` is False), so the instance must pickle: keep it to plain attributes.
+    ``isolated`` is False), normally in a sandbox box that sees only the input, its output
+    folder and the Python installation, so the instance must pickle: keep it to plain
+    attributes, and read nothing but ``source`` (and files beside it).
     """
 
     id: ClassVar[str] = ""
@@ -50,6 +54,9 @@ class Converter:
     #: a converter that recognises but cannot read its format ends as ``unsupported``
     supported: ClassVar[bool] = True
     description: ClassVar[str] = ""
+    #: top-level modules the converter imports from outside site-packages, made readable in its sandbox box
+    #: (its own module, ``conveyor`` and ``conveyor_cad`` always are)
+    sandbox_modules: ClassVar[tuple[str, ...]] = ()
 
     def accepts(self, fmt: str) -> bool:
         """Whether this converter takes the format id."""

@@ -102,7 +102,8 @@ def doctor(app: Any) -> list[dict[str, Any]]:
         return [*out, _finding("cad config", False, str(exc), "fix the CONVEYOR_CAD_* variables or [cad] table")]
     routes = ", ".join(f"{k}={v.value}" for k, v in cfg.routes.items()) or "every format local"
     out.append(_finding("cad config", True, f"time limit {cfg.time_limit_s:g}s, memory {cfg.memory_mb} MB, "
-                        f"routing: {routes}"))
+                        f"outputs up to {cfg.output_mb} MiB, routing: {routes}"))
+    out.append(isolation_finding(app, cfg))
     if cfg.connector_url:
         t0 = time.perf_counter()
         try:
@@ -116,3 +117,30 @@ def doctor(app: Any) -> list[dict[str, Any]]:
         out.append(_finding("cad connector", reachable, f"{cfg.connector_url} {detail} in {ms} ms",
                             None if reachable else "check CONVEYOR_CAD_CONNECTOR_URL and the service's health"))
     return out
+
+
+def isolation_finding(app: Any, cfg: Any) -> dict[str, Any]:
+    """How conversions are isolated on this host: a sandbox box, or the fork fallback and why."""
+    import os
+
+    from conveyor_cad.isolation import isolation_mode
+
+    try:
+        registry = app.plugins.registry("sandboxes")
+    except Exception:
+        registry = None
+    mode, sandbox, why = isolation_mode(cfg, registry)
+    if sandbox is not None:
+        return _finding("cad isolation", True, f"conversions run in sandbox {sandbox.id!r}: own uid, no network, "
+                        "only the input, its output folder and the Python installation visible "
+                        f"(CONVEYOR_CAD_ISOLATION={cfg.isolation})")
+    if mode == "sandbox":
+        return _finding("cad isolation", False, f"CONVEYOR_CAD_ISOLATION=sandbox but no sandbox can run here: {why}; "
+                        "every conversion fails with sandbox_error", "run `conveyor sandbox doctor` on this host")
+    root = os.geteuid() == 0
+    detail = (f"conversions run WITHOUT a sandbox ({mode}: rlimits only, as uid {os.geteuid()}, seeing this "
+              f"host's files): {why}")
+    # as root that is the whole host; as another user it is what the worker itself can reach
+    return _finding("cad isolation", not root, detail,
+                    "run workers as root on a host with namespaces and the C sandbox built (`conveyor sandbox "
+                    "doctor`), or accept the weaker isolation for trusted files only")

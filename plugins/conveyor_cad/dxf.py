@@ -41,6 +41,82 @@ def title_block(msp: Any) -> dict[str, str]:
     return fields
 
 
+def _reference(doc: Any, e: Any) -> tuple[str | None, int, int, str]:
+    """(block name, how many times it is placed, extra entities, description) of an entity's block reference."""
+    kind = e.dxftype()
+    if kind == "INSERT":
+        rows = max(1, int(e.dxf.get("row_count", 1) or 1))
+        cols = max(1, int(e.dxf.get("column_count", 1) or 1))
+        what = f"MINSERT {rows}x{cols}" if rows * cols > 1 else "INSERT"
+        return e.dxf.get("name"), rows * cols, rows * cols * len(getattr(e, "attribs", ()) or ()), what
+    if e.dxf.is_supported("geometry"):  # DIMENSION family, ACAD_TABLE: drawn from an anonymous block
+        return e.dxf.get("geometry"), 1, 0, kind
+    if kind == "MULTILEADER" or kind == "MLEADER":
+        record = doc.entitydb.get(e.dxf.get("block_record_handle")) if e.dxf.hasattr("block_record_handle") else None
+        name = record.dxf.get("name") if record is not None else None
+        return name, 1, 0, kind
+    return None, 0, 0, kind
+
+
+def expanded_entities(doc: Any, layout: Any, budget: int) -> int:
+    """Entities that drawing ``layout`` creates through block references, nested and arrayed.
+
+    Counted from the block definitions (each once, without recursion), before anything is
+    expanded, so a few hundred bytes asking for a 30000x30000 MINSERT fail at once instead
+    of burning the time limit. Raises ``conversion_failed`` past ``budget`` and on a block
+    that contains itself.
+    """
+    refs: dict[str, list[tuple[str | None, int, int]]] = {}
+    cost: dict[str, int] = {}
+
+    def references(name: str) -> list[tuple[str | None, int, int]]:
+        if name not in refs:
+            block = doc.blocks.get(name)
+            refs[name] = [_reference(doc, e)[:3] for e in block] if block is not None else []
+        return refs[name]
+
+    def block_cost(root: str) -> int:
+        stack: list[list[Any]] = [[root, 0]]
+        on_stack = {root}
+        while stack:
+            frame = stack[-1]
+            name, i = frame
+            items = references(name)
+            if i < len(items):
+                frame[1] += 1
+                child = items[i][0]
+                if child is None or child in cost or doc.blocks.get(child) is None:
+                    continue
+                if child in on_stack:
+                    raise ConversionError("conversion_failed", f"DXF block {child!r} contains a reference to itself",
+                                          Stage.READ)
+                stack.append([child, 0])
+                on_stack.add(child)
+                continue
+            total = 0
+            for child, times, extra in items:
+                total += 1 + extra + times * (cost.get(child, 0) if child is not None else 0)
+                if total > budget:
+                    break
+            cost[name] = min(total, budget + 1)
+            stack.pop()
+            on_stack.discard(name)
+        return cost[root]
+
+    total = 0
+    for e in layout:
+        name, times, extra, what = _reference(doc, e)
+        if name is None:
+            continue
+        inside = block_cost(name) if doc.blocks.get(name) is not None else 0
+        total += times * inside + extra
+        if total > budget:
+            raise ConversionError("conversion_failed", f"DXF expands to more than {budget} entities ({what} of block "
+                                  f"{name!r} at handle {e.dxf.handle}); refused (CONVEYOR_CAD_MAX_EXPANDED_ENTITIES)",
+                                  Stage.READ)
+    return total
+
+
 class DxfConverter(Converter):
     """DXF drawings: a PNG of model space, layers, entities, extents, units and title-block fields."""
 
@@ -81,6 +157,7 @@ class DxfConverter(Converter):
         from ezdxf import bbox
 
         msp = doc.modelspace()
+        expanded = expanded_entities(doc, msp, options.max_expanded_entities)
         counts = Counter(e.dxftype() for e in msp)
         total = sum(counts.values())
         if total == 0:
@@ -109,7 +186,8 @@ class DxfConverter(Converter):
                                  "message": f"drawing add-on failed: {type(exc).__name__}: {exc}"[:500]})
             preview = None
         meta = {"units": INSUNITS.get(insunits), "insunits": insunits, "dxfversion": doc.dxfversion,
-                "layers": layers, "entities": total, "entity_types": dict(counts.most_common()),
+                "layers": layers, "entities": total, "expanded_entities": expanded,
+                "entity_types": dict(counts.most_common()),
                 "extents": {"min": list(lo), "max": list(hi)},
                 "bbox": {"min": list(lo), "max": list(hi), "size": [size[0], size[1], hi.z - lo.z]}}
         attrs = {"layers": used_layers or layers, "title_block": fields, "units": INSUNITS.get(insunits)}
@@ -119,7 +197,7 @@ class DxfConverter(Converter):
     def _render(self, doc: Any, msp: Any, path: Path, size: int) -> None:
         require("matplotlib")
         from ezdxf.addons.drawing import Frontend, RenderContext
-        from ezdxf.addons.drawing.config import BackgroundPolicy, ColorPolicy, Configuration
+        from ezdxf.addons.drawing.config import BackgroundPolicy, ColorPolicy, Configuration, ImagePolicy
         from ezdxf.addons.drawing.matplotlib import MatplotlibBackend
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -128,8 +206,9 @@ class DxfConverter(Converter):
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
         # thumbnails are small: thin CAD lines would vanish, so draw every line at least ~1.5 px wide
+        # IMAGE entities as rectangles: DISPLAY would open whatever path the drawing names
         cfg = Configuration(background_policy=BackgroundPolicy.WHITE, color_policy=ColorPolicy.BLACK,
-                            min_lineweight=4.5, hatching_timeout=5.0)
+                            min_lineweight=4.5, hatching_timeout=5.0, image_policy=ImagePolicy.RECT)
         Frontend(RenderContext(doc), MatplotlibBackend(ax), config=cfg).draw_layout(msp, finalize=True)
         ax.margins(0.05)
         fig.savefig(path, dpi=100, facecolor="white")

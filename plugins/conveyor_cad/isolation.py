@@ -1,13 +1,20 @@
 """Run a converter in a child process with a time and memory limit, capturing its C-level output.
 
-Two ways to start the child (``CONVEYOR_CAD_ISOLATION``):
+How the child is isolated (``CONVEYOR_CAD_ISOLATION``):
 
-- ``fork`` (default): forked from a warm fork server that has the CAD libraries imported
-  already, so a conversion does not pay ~1 s of imports; the child still gets its own
-  address space, rlimits, session and captured stdout/stderr.
+- ``auto`` (default): ``sandbox`` where a namespace sandbox is available (root, the C
+  sandbox built), else ``fork``; the choice is logged once, reported by ``conveyor
+  doctor`` and recorded in every job result (``isolation``).
+- ``sandbox``: a fresh box of the C sandbox per conversion (``box.py``): its own uid, no
+  network, only the system directories, the Python installation and the input; a host
+  without one fails the conversion with ``sandbox_error`` (retryable) instead of falling back.
+- ``fork``: forked from a warm fork server that has the CAD libraries imported already, so
+  a conversion does not pay ~1 s of imports; the child gets its own address space,
+  rlimits, session and captured stdout/stderr, but runs as the worker's user and sees
+  the worker's files.
 - ``subprocess``: a fresh ``python -m conveyor_cad.convert_child``; slower, but it sees the
   current ``sys.path`` and environment (use it when converters are installed while
-  workers run).
+  workers run); same exposure as ``fork``.
 """
 
 from __future__ import annotations
@@ -23,12 +30,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.records import ConversionError, ConvertOutput, Stage
+
+if TYPE_CHECKING:
+    from conveyor_cad.routing import CadConfig
 
 log = logging.getLogger("conveyor.cad")
 
@@ -42,6 +53,8 @@ class Limits:
 
     time_s: float = 120.0
     memory_mb: int = 3072
+    #: largest file a sandboxed converter may write (and the worker reads back), MiB
+    output_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,10 @@ class ChildRun:
     captured: str
     seconds: float
     returncode: int
+    #: ``sandbox:<backend>``, ``fork`` or ``subprocess``
+    isolation: str = "fork"
+    #: what held the child in: the sandbox's ``RunResult.enforced``, or the rlimits of the fallbacks
+    enforced: tuple[str, ...] = ()
 
 
 def _limits(memory_mb: int, cpu_s: float):  # type: ignore[no-untyped-def]
@@ -154,12 +171,50 @@ def _run_subprocess(converter: Converter, source: Path, out_dir: Path, options: 
     return proc.returncode, out or b""
 
 
+FALLBACK_ENFORCED = ("rlimit_as", "rlimit_cpu", "wall_timer", "own_session")
+MODES = ("auto", "sandbox", "fork", "subprocess")
+_WARNED: set[str] = set()
+
+
+def isolation_mode(cfg: CadConfig | None = None, registry: Any = None) -> tuple[str, Any, str]:
+    """(mode actually used, sandbox or None, why) for the configured ``CONVEYOR_CAD_ISOLATION``."""
+    from conveyor_cad.box import choose_box
+
+    mode = cfg.isolation if cfg is not None else (os.environ.get("CONVEYOR_CAD_ISOLATION") or "auto")
+    prefer = cfg.sandbox if cfg is not None else (os.environ.get("CONVEYOR_CAD_SANDBOX") or None)
+    if mode in ("fork", "subprocess"):
+        return mode, None, f"CONVEYOR_CAD_ISOLATION={mode}: conversions run without a sandbox"
+    sandbox, why = choose_box(registry, prefer)
+    if sandbox is not None:
+        return "sandbox", sandbox, f"sandbox {sandbox.id!r}"
+    if mode == "sandbox":
+        return "sandbox", None, why
+    return "fork", None, why
+
+
 def run_converter(converter: Converter, source: Path, out_dir: Path, options: ConvertOptions, limits: Limits,
-                  token: Any = None) -> ChildRun:
-    """Run ``converter.convert`` in a child process; the converter's faults never raise here."""
+                  token: Any = None, *, cfg: CadConfig | None = None, sandboxes: Any = None,
+                  companions: Iterable[Path] = ()) -> ChildRun:
+    """Run ``converter.convert`` in a child process; the converter's faults never raise here.
+
+    ``cfg`` gives the isolation settings (default: ``CadConfig.load()``), ``sandboxes`` the
+    registry to choose a sandbox from (default: the process-wide plugins), ``companions``
+    files the converter may read beside the input (a glTF's buffers).
+    """
     source, out_dir = source.resolve(), out_dir.resolve()  # the child runs in out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    result_path = out_dir / RESULT_NAME
+    if cfg is None:
+        from conveyor_cad.routing import CadConfig
+        cfg = CadConfig.load()
+    mode, sandbox, why = isolation_mode(cfg, sandboxes)
+    if mode == "sandbox" and sandbox is None:
+        return ChildRun(None, ConversionError("sandbox_error", f"CONVEYOR_CAD_ISOLATION=sandbox but no sandbox can "
+                                              f"run conversions on this host: {why}", Stage.READ, retryable=True),
+                        "", 0.0, -1, "sandbox")
+    if mode == "fork" and cfg.isolation == "auto" and why not in _WARNED:
+        _WARNED.add(why)
+        log.warning("CAD conversions run WITHOUT a sandbox (fork as uid %d, seeing this host's files): %s",
+                    os.geteuid(), why)
     killed: list[str] = []
 
     def kill_hook(kill: Any) -> None:
@@ -172,34 +227,49 @@ def run_converter(converter: Converter, source: Path, out_dir: Path, options: Co
                 kill()
             token.on_cancel(on_cancel)
 
-    mode = os.environ.get("CONVEYOR_CAD_ISOLATION", "fork")
-    run = _run_subprocess if mode == "subprocess" else _run_forked
     t0 = time.monotonic()
+    if sandbox is not None:
+        from conveyor_cad.box import run_in_box
+
+        output, error, captured, rc, enforced = run_in_box(sandbox, converter, source, out_dir, options, limits,
+                                                           cfg.sandbox_paths, companions, kill_hook)
+        seconds = time.monotonic() - t0
+        isolation = f"sandbox:{sandbox.id}"
+        if killed and output is None:
+            error = ConversionError("conversion_failed", f"conversion stopped: {killed[0]}", Stage.READ)
+        return ChildRun(output, error, _tail(captured.encode()), seconds, rc, isolation, enforced)
+    result_path = out_dir / RESULT_NAME
+    run = _run_subprocess if mode == "subprocess" else _run_forked
     try:
         rc, out = run(converter, source, out_dir, options, limits, result_path, kill_hook)
     except (OSError, EOFError, RuntimeError) as exc:
         # the fork server could not start (e.g. a main script without a __name__ guard): fresh interpreter
         log.warning("conversion fork server unavailable (%s: %s); using a subprocess", type(exc).__name__, exc)
+        mode = "subprocess"
         rc, out = _run_subprocess(converter, source, out_dir, options, limits, result_path, kill_hook)
     seconds = time.monotonic() - t0
     captured = _tail(out)
+
+    def child(output: ConvertOutput | None, error: ConversionError | None) -> ChildRun:
+        return ChildRun(output, error, captured, seconds, rc, mode, FALLBACK_ENFORCED)
+
     if killed:
         what = killed[0]
         msg = (f"converter {converter.id!r} exceeded its time limit of {limits.time_s:g}s and was killed"
                if what == "time limit" else f"conversion stopped: {what}")
-        return ChildRun(None, ConversionError("conversion_failed", msg, Stage.READ), captured, seconds, rc)
+        return child(None, ConversionError("conversion_failed", msg, Stage.READ))
     if result_path.exists() and rc == 0:
         try:
             with open(result_path, "rb") as fh:
                 kind, value = pickle.load(fh)
         except Exception as exc:
-            return ChildRun(None, ConversionError("conversion_failed", f"converter {converter.id!r} left an "
-                                                  f"unreadable result: {exc}", Stage.WRITE), captured, seconds, rc)
+            return child(None, ConversionError("conversion_failed", f"converter {converter.id!r} left an "
+                                               f"unreadable result: {exc}", Stage.WRITE))
         finally:
             result_path.unlink(missing_ok=True)
         if kind == "ok":
-            return ChildRun(value, None, captured, seconds, rc)
-        return ChildRun(None, value, captured, seconds, rc)
+            return child(value, None)
+        return child(None, value)
     if rc < 0:
         sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
         reason = {"SIGXCPU": f"it used more than {limits.time_s:g}s of CPU",
@@ -209,4 +279,4 @@ def run_converter(converter: Converter, source: Path, out_dir: Path, options: Co
         msg = f"converter {converter.id!r} exited with status {rc} without a result"
         if "MemoryError" in captured or "std::bad_alloc" in captured:
             msg += f" (ran out of memory: limit {limits.memory_mb} MB)"
-    return ChildRun(None, ConversionError("conversion_failed", msg, Stage.READ), captured, seconds, rc)
+    return child(None, ConversionError("conversion_failed", msg, Stage.READ))

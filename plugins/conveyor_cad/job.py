@@ -62,6 +62,7 @@ class _Attempt:
         self.converter_id: str | None = None
         self.captured = ""
         self.timings: dict[str, float] = {}
+        self.isolation: dict[str, Any] | None = None
 
     def _mark(self, values: dict[str, Any]) -> tuple[bool, int, int]:
         ok, attempts, max_attempts = update_for_attempt(self.app.engine, self.rec.id, self.ctx.job_id,
@@ -97,7 +98,8 @@ class _Attempt:
                 options = ConvertOptions(format=fmt or "", filename=self.rec.filename,
                                          preview_size=int(self.payload.get("preview_size") or self.cfg.preview_size),
                                          tenant=self.ctx.tenant_id, org=self.ctx.org_id,
-                                         source_url=self.rec.system_path, source_signed_url=self._signed_url())
+                                         source_url=self.rec.system_path, source_signed_url=self._signed_url(),
+                                         max_expanded_entities=self.cfg.max_expanded_entities)
                 t1 = time.monotonic()
                 conv, out, warnings = self._run_chain(route, src, Path(tmp) / "out", options)
                 self.timings["convert_s"] = time.monotonic() - t1
@@ -137,6 +139,7 @@ class _Attempt:
     def _run_one(self, conv: Converter, src: Path, out_dir: Path, options: ConvertOptions) -> ConvertOutput:
         self.ctx.token.raise_if_cancelled()
         if not conv.isolated:
+            self.isolation = {"mode": "in-process", "enforced": []}
             out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 return conv.convert(src, out_dir, options)
@@ -145,9 +148,11 @@ class _Attempt:
             except Exception as exc:
                 raise ConversionError("conversion_failed", f"converter {conv.id!r}: {type(exc).__name__}: {exc}",
                                       Stage.READ) from None
-        run = run_converter(conv, src, out_dir, options, Limits(self.cfg.time_limit_s, self.cfg.memory_mb),
-                            self.ctx.token)
+        run = run_converter(conv, src, out_dir, options,
+                            Limits(self.cfg.time_limit_s, self.cfg.memory_mb, self.cfg.output_mb), self.ctx.token,
+                            cfg=self.cfg, sandboxes=self.app.plugins.registry("sandboxes"))
         self.captured = run.captured
+        self.isolation = {"mode": run.isolation, "enforced": list(run.enforced)}
         self.ctx.token.raise_if_cancelled()
         if run.error is not None:
             raise run.error
@@ -189,10 +194,12 @@ class _Attempt:
             manifest.append(Derivative("preview", "png", "image/png", None, 0, None, "failed",
                                        tuple(e["message"] for e in stage_errors if e["stage"] == "render")))
         all_warnings = [*warnings, *out.warnings]
+        # what the job itself knows wins over what the converter (a box, so untrusted) reported
+        own = ("format", "converter", "source", "attributes", "warnings", "stage_errors")
         meta = {"format": fmt, "converter": {"id": conv.id, "version": conv.version},
                 "source": {"filename": self.rec.filename, "size": self.rec.size, "sha256": self.rec.sha256},
-                **out.metadata, "attributes": out.attributes, "warnings": all_warnings,
-                "stage_errors": stage_errors}
+                **{k: v for k, v in out.metadata.items() if k not in own}, "attributes": out.attributes,
+                "warnings": all_warnings, "stage_errors": stage_errors}
         with tempfile.TemporaryDirectory(prefix="conveyor-cad-meta-") as mdir:
             meta_path = Path(mdir) / "metadata.json"
             meta_path.write_text(json.dumps(meta, indent=2, default=str))
@@ -215,7 +222,8 @@ class _Attempt:
                     "cad_format": fmt or self.rec.cad_format})
         return {"file_id": self.rec.id, "status": status.value, "converter": conv.id,
                 "converter_version": conv.version, "format": fmt, "manifest": [d.as_dict() for d in manifest],
-                "warnings": all_warnings, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+                "warnings": all_warnings, "timings": {k: round(v, 4) for k, v in self.timings.items()},
+                "isolation": self.isolation}
 
     def _stopped(self, stop: Cancelled) -> None:
         """The attempt was cancelled, timed out or lost its lease: never leave the file ``processing``."""
@@ -232,6 +240,8 @@ class _Attempt:
                                  "stage": err.stage.value}
         if self.captured.strip():
             error["output"] = self.captured[-OUTPUT_EXCERPT:]
+        if self.isolation is not None:
+            error["isolation"] = self.isolation["mode"]
         status = ConversionStatus.UNSUPPORTED if err.code == "unsupported_format" else ConversionStatus.FAILED
         _, attempts, max_attempts = update_for_attempt(self.app.engine, self.rec.id, self.ctx.job_id,
                                                        self.ctx.attempt_id, {})

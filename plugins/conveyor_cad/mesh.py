@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 from conveyor_cad.converter import Converter, ConvertOptions, require
 from conveyor_cad.records import ConversionError, ConvertOutput, Stage
@@ -28,6 +32,82 @@ def check_zip(path: Path) -> None:
     if total > MAX_3MF_UNCOMPRESSED or (total / packed > MAX_3MF_RATIO and total > 16 * 1024 * 1024):
         raise ConversionError("conversion_failed", f"3MF archive expands to {total} bytes from {packed} "
                               f"(ratio {total / packed:.0f}); refused as a likely zip bomb", Stage.READ)
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: a glTF JSON larger than this is refused before it is parsed
+MAX_GLTF_JSON = 256 * 1024 * 1024
+
+
+def gltf_json(path: Path) -> Any:
+    """The JSON of a .gltf file, or of a .glb's first (JSON) chunk."""
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+        if head[:4] == b"glTF":
+            if len(head) < 20:
+                raise ConversionError("conversion_failed", "truncated GLB header", Stage.READ)
+            length, kind = struct.unpack("<II", head[12:20])
+            if kind != 0x4E4F534A:  # "JSON"
+                raise ConversionError("conversion_failed", "the GLB's first chunk is not JSON", Stage.READ)
+            if length > MAX_GLTF_JSON:
+                raise ConversionError("conversion_failed", f"the GLB's JSON chunk is {length} bytes", Stage.READ)
+            raw = fh.read(length)
+        else:
+            fh.seek(0)
+            raw = fh.read(MAX_GLTF_JSON + 1)
+            if len(raw) > MAX_GLTF_JSON:
+                raise ConversionError("conversion_failed", f"the glTF JSON is larger than {MAX_GLTF_JSON} bytes",
+                                      Stage.READ)
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConversionError("conversion_failed", f"the glTF JSON does not parse: {str(exc)[:200]}",
+                              Stage.READ) from None
+
+
+def unsafe_uri(uri: Any, folder: Path) -> str | None:
+    """Why a glTF ``uri`` may not be read (None when it is a data: URI or a plain path inside ``folder``)."""
+    if not isinstance(uri, str):
+        return "is not a string"
+    if uri[:5].lower() == "data:":
+        return None
+    for form in dict.fromkeys((uri, unquote(uri))):
+        if "\0" in form:
+            return "holds a NUL byte"
+        if _SCHEME.match(form):
+            return "is a URL, not a path next to the file"
+        if form.startswith(("/", "\\")) or "\\" in form:
+            return "is an absolute or Windows path"
+        if ".." in re.split(r"[/\\]", form):
+            return "climbs out of the file's folder (..)"
+        base = folder.resolve()
+        if not (base / form).resolve().is_relative_to(base):
+            return "resolves outside the file's folder"
+    return None
+
+
+def check_gltf_references(path: Path) -> None:
+    """Refuse a glTF/GLB any of whose ``uri`` fields (buffers, images, extensions) points outside its folder.
+
+    Independent of what the loading library does with such a URI: only ``data:`` URIs and
+    relative paths that stay in the input's folder pass; anything else is ``unsafe_reference``.
+    """
+    stack = [gltf_json(path)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "uri":
+                    why = unsafe_uri(value, path.parent)
+                    if why is not None:
+                        shown = value[:120] if isinstance(value, str) else repr(value)[:120]
+                        raise ConversionError("unsafe_reference", f"glTF uri {shown!r} {why}; only data: URIs and "
+                                              "files beside the .gltf are read (upload a .glb, or a .gltf with "
+                                              "embedded buffers)", Stage.READ)
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def finish_scene(scene: Any, out_dir: Path, options: ConvertOptions, *, units: str | None = None,
@@ -119,6 +199,8 @@ class MeshConverter(Converter):
             raise ConversionError("empty_geometry", "the file is empty (0 bytes)", Stage.READ)
         if options.format == "3mf":
             check_zip(source)
+        if options.format in ("gltf", "glb"):
+            check_gltf_references(source)
         warnings: list[str] = []
         try:
             if options.format == "gltf":

@@ -40,7 +40,7 @@ def conveyor_register_converters(registry: Registry[Any]) -> None:
 
 @hookimpl
 def conveyor_error_codes() -> Iterable[ErrorCode]:
-    """``empty_geometry`` and ``missing_dependency``."""
+    """``empty_geometry``, ``missing_dependency`` and ``unsafe_reference``."""
     return (
         ErrorCode("empty_geometry", False, "The converter read the file but it holds no faces or a degenerate "
                   "bounding box (empty, truncated or unreadable input that a library accepted).",
@@ -48,6 +48,9 @@ def conveyor_error_codes() -> Iterable[ErrorCode]:
                   source=SOURCE),
         ErrorCode("missing_dependency", False, "A library the converter needs is not installed on the worker.",
                   "pip install 'conveyor-jobs[cad]' on every worker host, then resubmit.", source=SOURCE),
+        ErrorCode("unsafe_reference", False, "The file points at data outside itself: a glTF buffer or image URI "
+                  "that is an absolute path, a URL or a ../ path. Such references are never followed.",
+                  "Upload a .glb, or a .gltf whose buffers and images are embedded (data: URIs).", source=SOURCE),
     )
 
 

@@ -44,6 +44,16 @@ class CadConfig:
     connector_upload: str = "auto"
     routes: Mapping[str, Routing] = field(default_factory=dict)
     tenant_routes: Mapping[str, Mapping[str, Routing]] = field(default_factory=dict)
+    #: ``auto`` (sandbox where available, else fork), ``sandbox`` (required), ``fork``, ``subprocess``
+    isolation: str = "auto"
+    #: sandbox backend id to use (default: the strongest available)
+    sandbox: str | None = None
+    #: more directories a conversion box may read (a converter's own data or modules)
+    sandbox_paths: tuple[str, ...] = ()
+    #: largest file a conversion may write (GLB, PNG), MiB
+    output_mb: int = 512
+    #: entities a drawing may expand to through block references (DXF INSERT/MINSERT)
+    max_expanded_entities: int = 200_000
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> CadConfig:
@@ -79,11 +89,27 @@ class CadConfig:
         upload = get("connector_upload", str, "auto")
         if upload not in ("auto", "file", "url"):
             raise ConfigError(f"CONVEYOR_CAD_CONNECTOR_UPLOAD must be auto, file or url, got {upload!r}")
-        return cls(time_limit_s=get("time_limit", float, 120.0), memory_mb=get("memory_mb", int, 3072),
-                   preview_size=get("preview_size", int, 512), connector_url=get("connector_url", str, None),
+        isolation = get("isolation", str, "auto")
+        if isolation not in ("auto", "sandbox", "fork", "subprocess"):
+            raise ConfigError(f"CONVEYOR_CAD_ISOLATION must be auto, sandbox, fork or subprocess, got {isolation!r}")
+        raw_paths = env.get("CONVEYOR_CAD_SANDBOX_PATHS") or file_cfg.get("sandbox_paths") or ()
+        paths = raw_paths.replace(",", os.pathsep).split(os.pathsep) if isinstance(raw_paths, str) else raw_paths
+        sandbox_paths = tuple(str(p).strip() for p in paths if str(p).strip())
+        for p in sandbox_paths:
+            if not os.path.isabs(p):
+                raise ConfigError(f"CONVEYOR_CAD_SANDBOX_PATHS entries must be absolute paths, got {p!r}")
+        ints = {name: get(name, int, default) for name, default in
+                (("memory_mb", 3072), ("preview_size", 512), ("output_mb", 512), ("max_expanded_entities", 200_000))}
+        for name, value in ints.items():
+            if value <= 0:
+                raise ConfigError(f"CONVEYOR_CAD_{name.upper()} must be positive, got {value}")
+        return cls(time_limit_s=get("time_limit", float, 120.0), memory_mb=ints["memory_mb"],
+                   preview_size=ints["preview_size"], connector_url=get("connector_url", str, None),
                    connector_token=get("connector_token", str, None),
                    connector_timeout_s=get("connector_timeout", float, 60.0), connector_upload=upload,
-                   routes=_parse_routes(routes_raw, "CONVEYOR_CAD_ROUTING"), tenant_routes=tenant_routes)
+                   routes=_parse_routes(routes_raw, "CONVEYOR_CAD_ROUTING"), tenant_routes=tenant_routes,
+                   isolation=isolation, sandbox=get("sandbox", str, None), sandbox_paths=sandbox_paths,
+                   output_mb=ints["output_mb"], max_expanded_entities=ints["max_expanded_entities"])
 
     def policy(self, fmt: str, tenant: str = "default") -> Routing:
         """The routing policy of a format for a tenant (tenant override, then global, then ``*``, else local)."""
