@@ -423,3 +423,23 @@ def test_remove_tree_survives_a_deep_tree_and_planted_links(tmp_path):
     (tmp_path / "keep" / "file").write_text("kept")
     remove_tree(root)
     assert not root.exists() and (tmp_path / "keep" / "file").read_text() == "kept"
+
+
+def test_without_a_sandbox_auto_falls_back_and_sandbox_refuses(tmp_path, monkeypatch, meshes):
+    """A host with no sandbox for conversions: ``auto`` converts with ``fork`` and says so; ``sandbox`` refuses."""
+    import conveyor_cad.box
+    from conveyor_cad.isolation import Limits, run_converter
+    from conveyor_cad.mesh import MeshConverter
+    from conveyor_cad.routing import CadConfig
+
+    monkeypatch.setattr(conveyor_cad.box, "choose_box", lambda registry=None, prefer=None: (None, "no namespaces"))
+    opts = ConvertOptions(format="off", filename="box.off")
+    monkeypatch.setenv("CONVEYOR_CAD_ISOLATION", "auto")
+    run = run_converter(MeshConverter(), meshes["box.off"], tmp_path / "auto", opts, Limits(60, 2048),
+                        cfg=CadConfig.load())
+    assert run.error is None and run.isolation == "fork" and "rlimit_as" in run.enforced
+    monkeypatch.setenv("CONVEYOR_CAD_ISOLATION", "sandbox")
+    run = run_converter(MeshConverter(), meshes["box.off"], tmp_path / "required", opts, Limits(60, 2048),
+                        cfg=CadConfig.load())
+    assert run.output is None and run.error.code == "sandbox_error" and run.error.retryable
+    assert "no namespaces" in run.error.message
