@@ -170,8 +170,10 @@ def conveyor_api_routes(router: APIRouter, app: Conveyor) -> None:
     Each plugin gets a router of its own, mounted under ``/api/v1`` once the hook returns;
     core routes are matched first. Every route on it requires an authenticated caller;
     use ``Depends(conveyor.api.deps.current_scope)`` for the tenant and org to read and
-    write in, and raise ``conveyor.api.errors.ApiError`` for the one error shape. Import
-    FastAPI inside the hook, so workers without the ``api`` extra still load the plugin.
+    write in, and raise ``conveyor.api.errors.ApiError`` for the one error shape. Keep the
+    routes in a module of their own that imports FastAPI at its top, and import that module
+    inside the hook: workers without the ``api`` extra still load the plugin, and FastAPI
+    can resolve the names the routes' annotations use.
 
     :param router: a ``fastapi.APIRouter`` to add routes to (``@router.get("/files")``).
     :param app: the ``Conveyor`` the API serves (database, queue, storage, plugins).

@@ -57,6 +57,9 @@ def test_metrics_are_for_loopback_clients_or_the_metrics_token(api_env):
         r = httpx.get(local.url + "/api/v1/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         assert "conveyor_api_requests_total" in r.text and "conveyor_job_events_total" in r.text
+        httpx.get(local.url + "/api/v1/jobs/some-id", headers=auth(token()))
+        r = httpx.get(local.url + "/api/v1/metrics")
+        assert 'route="/api/v1/jobs/{job_id}",status="404"' in r.text and "some-id" not in r.text
     # behind a proxy, the client address comes from X-Forwarded-For: a remote client, not loopback
     with Server(api, proxy_headers=True, forwarded_allow_ips="*") as proxied:
         remote = {"X-Forwarded-For": "203.0.113.9"}

@@ -71,8 +71,14 @@ def retry_after(seconds: float) -> dict[str, str]:
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for e in exc.errors():
-        out.append({"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
-                    "type": str(e.get("type", ""))})
+        msg = str(e.get("msg", ""))
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx") or {}
+            where = e.get("loc", ("body", "?"))[-1]
+            msg = f"the body is not valid JSON: {ctx.get('error', 'decode error')} at character {where}"
+            out.append({"loc": ["body"], "msg": msg, "type": "json_invalid"})
+            continue
+        out.append({"loc": [str(p) for p in e.get("loc", ())], "msg": msg, "type": str(e.get("type", ""))})
     return out
 
 
@@ -87,8 +93,11 @@ def install(api: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc)
         first = detail[0] if detail else {"loc": [], "msg": "invalid"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "body"
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}", detail)
+        where = ".".join(p for p in first["loc"] if p != "body")
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        if len(detail) > 1:
+            message += f" (and {len(detail) - 1} more problem{'s' if len(detail) > 2 else ''}, see detail)"
+        return error_response(422, "invalid_request", message, detail)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

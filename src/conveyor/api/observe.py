@@ -34,8 +34,9 @@ def _counter() -> Any:
 class RequestMetrics:
     """Count every HTTP request once its response has started."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, prefix: str = "/api/v1") -> None:
         self.app = app
+        self.prefix = prefix
         self.counter = _counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,4 +56,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            # some FastAPI versions record the route as its router declared it, without the include prefix
+            if template != "unmatched" and str(scope.get("path", "")).startswith(self.prefix + "/") \
+                    and not template.startswith(self.prefix):
+                template = self.prefix + template
             self.counter.labels(scope.get("method", "?"), template, str(status or 500)).inc()
