@@ -32,13 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.records import ConversionError, ConvertOutput, Stage
+from conveyor_sandbox.cleanup import remove_tree
 
 log = logging.getLogger("conveyor.cad")
 
@@ -54,6 +54,9 @@ PREVIEW_MAX = 64 * 1024 * 1024
 SEED_FILE_MAX = 8 * 1024 * 1024
 OUTPUT_CAP = 256 * 1024
 TMP_MIB = 64
+WORKSPACE_INODES = 4096  # files and folders a conversion's work directory may hold
+WORKSPACE_SLACK_MIB = 64  # beyond the output limit and the inputs: previews, results, caches
+WARM_WORKSPACE_MIB = 256
 PIDS = 64
 OPEN_FILES = 512
 #: environment variables a box inherits from the worker when set (CPU quirks of OpenBLAS builds)
@@ -182,47 +185,24 @@ def plan(converter: Converter, extra_paths: Sequence[str] = ()) -> BoxPlan:
 # ------------------------------------------------------------------ the work directory
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Remove a directory tree the box wrote, without recursion and without following links.
+def _box_root(size_kib: int) -> tuple[Path, Any]:
+    """A folder for one box: a bounded workspace (its own tmpfs) where one can be mounted, else a temporary folder."""
+    try:
+        from conveyor_sandbox.workspace import open_workspace
 
-    A box can leave a directory nested thousands deep: every level found one down is
-    moved up to the top directory instead of descended into, so neither the stack nor
-    the open descriptors grow with the depth.
-    """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        top = os.open(path, flags)
-    except FileNotFoundError:
-        return
-    try:
-        while True:
-            with os.scandir(top) as it:
-                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-            dirs = [name for name, is_dir in entries if is_dir]
-            for name, is_dir in entries:
-                if not is_dir:
-                    _quiet(os.unlink, name, dir_fd=top)
-            if not dirs:
-                break
-            for name in dirs:
-                try:
-                    fd = os.open(name, flags, dir_fd=top)
-                except OSError:
-                    continue
-                try:
-                    with os.scandir(fd) as it:
-                        inner = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-                    for child, is_dir in inner:
-                        if is_dir:
-                            _quiet(os.rename, child, f".rm-{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=top)
-                        else:
-                            _quiet(os.unlink, child, dir_fd=fd)
-                finally:
-                    os.close(fd)
-                _quiet(os.rmdir, name, dir_fd=top)
-    finally:
-        os.close(top)
-    _quiet(os.rmdir, path)
+        ws = open_workspace(size_kib=size_kib, inodes=WORKSPACE_INODES)
+        os.chmod(ws.path, 0o755)
+        return ws.path, ws
+    except (ImportError, OSError) as exc:
+        log.debug("no bounded workspace for a CAD box (%s); using a temporary folder", exc)
+        return Path(tempfile.mkdtemp(prefix="conveyor-cad-box-")), None
+
+
+def _drop_root(root: Path, ws: Any) -> None:
+    if ws is not None:
+        ws.close()
+    else:
+        remove_tree(root)
 
 
 def _quiet(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -311,7 +291,7 @@ def _warm(sandbox: Any, box: BoxPlan) -> dict[str, bytes]:
     from conveyor.sandbox import Limits as SandboxLimits
     from conveyor.sandbox import safe_read
 
-    root = Path(tempfile.mkdtemp(prefix="conveyor-cad-warm-"))
+    root, ws = _box_root(WARM_WORKSPACE_MIB * 1024)
     try:
         wd = root / "work"
         wd.mkdir(mode=0o755)
@@ -332,7 +312,7 @@ def _warm(sandbox: Any, box: BoxPlan) -> dict[str, bytes]:
                     seed[rel] = data
         return seed
     finally:
-        remove_tree(root)
+        _drop_root(root, ws)
 
 
 def _with_modules(env: dict[str, str], wd: Path) -> dict[str, str]:
@@ -358,7 +338,9 @@ def run_in_box(sandbox: Any, converter: Converter, source: Path, out_dir: Path, 
 
     box = plan(converter, extra_paths)
     seed = font_seed(sandbox, box)
-    root = Path(tempfile.mkdtemp(prefix="conveyor-cad-box-"))
+    companions = list(companions)
+    inputs = sum(p.stat().st_size for p in (source, *companions)) + sum(len(v) for v in seed.values())
+    root, ws = _box_root(limits.output_mb * 1024 + inputs // 1024 + WORKSPACE_SLACK_MIB * 1024)
     done = threading.Event()
     try:
         wd, name = _prepare(root, source, companions, seed, box.modules)
@@ -392,7 +374,7 @@ def run_in_box(sandbox: Any, converter: Converter, source: Path, out_dir: Path, 
         return None, _failure(r, converter.id, limits, captured), captured.decode("utf-8", "replace"), rc, r.enforced
     finally:
         done.set()
-        remove_tree(root)
+        _drop_root(root, ws)
 
 
 def _failure(r: Any, conv_id: str, limits: Any, captured: bytes) -> ConversionError:

@@ -74,7 +74,7 @@ def _alive(pid: int) -> bool:
 def sweep(root: Path | None = None) -> list[str]:
     """Unmount and remove the workspaces of processes that are gone (a worker killed with -9)."""
     root = root or workspace_root()
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(root)
     except FileNotFoundError:

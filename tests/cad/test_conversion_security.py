@@ -31,6 +31,8 @@ def _box_or_skip(app=None):
 
     _, sandbox, why = isolation_mode(CadConfig.load(), app.plugins.registry("sandboxes") if app else None)
     if sandbox is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs as root with namespaces: a conversion sandbox must be available ({why})")
         pytest.skip(f"no sandbox for conversions on this host: {why}")
     return sandbox
 
@@ -347,7 +349,11 @@ def test_the_conversion_box_sees_no_host_files():
         _box_or_skip(app)
         storage = base / "data"
         home = Path.home()
-        probes = [str(db), str(storage), str(base), "/etc/shadow", "/run/conveyor-sandbox", str(ROOT / "setup.cfg"),
+        probes = [str(db), str(storage), str(base), "/etc/shadow",
+                  # the box's work directory may lie in a workspace under /run/conveyor-sandbox: only that path
+                  # is in the box, never the uid locks beside it or the host's service sockets
+                  "/run/conveyor-sandbox/uid-60000.lock", "/run/postgresql", "/var/run/postgresql",
+                  str(ROOT / "setup.cfg"),
                   str(ROOT / ".git"), *(str(home / n) for n in (".bashrc", ".profile", ".gitconfig", ".cache")
                                         if (home / n).exists())]
         # JSON with "asset" sniffs as glTF, so the forced converter gets it
