@@ -92,9 +92,9 @@ def install(api: FastAPI) -> None:
     @api.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc)
-        first = detail[0] if detail else {"loc": [], "msg": "invalid"}
+        first: dict[str, Any] = detail[0] if detail else {"loc": [], "msg": "invalid"}
         where = ".".join(p for p in first["loc"] if p != "body")
-        message = f"{where}: {first['msg']}" if where else first["msg"]
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
         if len(detail) > 1:
             message += f" (and {len(detail) - 1} more problem{'s' if len(detail) > 2 else ''}, see detail)"
         return error_response(422, "invalid_request", message, detail)
