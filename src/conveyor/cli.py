@@ -405,11 +405,12 @@ def api_command(ctx: click.Context, host: str, port: int, workers: int) -> None:
     uv_level = "info" if log_level in ("debug", "info") else log_level
     api_app = create_app(app)  # checks the key configuration before the server starts
     click.echo(f"conveyor api on http://{host}:{port}/api/v1 (docs at /docs, {workers} worker(s))", err=True)
+    # open event streams would hold a shutdown forever: they get a few seconds to end
     if workers == 1:
-        uvicorn.run(api_app, host=host, port=port, log_level=uv_level)
+        uvicorn.run(api_app, host=host, port=port, log_level=uv_level, timeout_graceful_shutdown=5)
     else:
         uvicorn.run("conveyor.api.app:from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_level=uv_level)
+                    log_level=uv_level, timeout_graceful_shutdown=5)
 
 
 @cli.command()

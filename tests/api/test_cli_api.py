@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -62,9 +63,25 @@ def test_conveyor_api_serves_jobs_with_a_minted_token(api_env, api_app, workers)
         assert r.status_code == 201, r.text
         assert api_app.get(r.json()["id"]).payload == [1]
         assert httpx.get(base + "/jobs").status_code == 401
+        # an open event stream does not keep SIGTERM from stopping the server
+        opened = threading.Event()
+
+        def listen():
+            try:
+                with httpx.stream("GET", base + "/events/stream", headers={"Authorization": f"Bearer {tok}"},
+                                  timeout=60) as resp:
+                    for _ in resp.iter_lines():
+                        opened.set()
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=listen, daemon=True).start()
+        assert opened.wait(10)
     finally:
+        t0 = time.monotonic()
         proc.terminate()
         _out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
     assert "Traceback" not in err, err
     assert f"conveyor api on http://127.0.0.1:{port}/api/v1" in err
 
