@@ -220,9 +220,30 @@ class Client(_Base):
                 pass
             time.sleep(0.5)
 
-    def wait(self, job_id: str, timeout: float | None = 60.0) -> dict[str, Any]:
-        """Block until the job is final and return it; WaitTimeout after ``timeout`` seconds (None: forever)."""
+    def _follow(self, job_id: str, read_timeout: float | None, deadline: float | None) -> None:
+        """Read one connection of the job's stream until it ends, breaks, or the deadline passes."""
         httpx = _httpx()
+        try:
+            with self._http.stream("GET", self._stream_path(job_id),
+                                   timeout=httpx.Timeout(self.timeout, read=read_timeout)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for(resp)
+                parser = SseParser()
+                for line in resp.iter_lines():
+                    msg = parser.feed(line)
+                    if msg is not None and msg.event in ("end", "error"):
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError):
+            time.sleep(0.2)
+
+    def wait(self, job_id: str, timeout: float | None = 60.0) -> dict[str, Any]:
+        """Block until the job is final and return it; WaitTimeout after ``timeout`` seconds (None: forever).
+
+        Follows the job's event stream, and reads the job again whenever it ends or breaks.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)
@@ -231,12 +252,7 @@ class Client(_Base):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise WaitTimeout(job_id, job["status"], timeout or 0.0)
-            try:
-                for _ in self.events(job_id, read_timeout=None if left is None else max(0.1, left)):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-            except httpx.TimeoutException:
-                pass
+            self._follow(job_id, None if left is None else max(0.1, left), deadline)
 
 
 class AsyncClient(_Base):
@@ -323,9 +339,28 @@ class AsyncClient(_Base):
                 pass
             await asyncio.sleep(0.5)
 
+    async def _follow(self, job_id: str, read_timeout: float | None, deadline: float | None) -> None:
+        """Read one connection of the job's stream until it ends, breaks, or the deadline passes."""
+        import asyncio
+        httpx = _httpx()
+        try:
+            async with self._http.stream("GET", self._stream_path(job_id),
+                                         timeout=httpx.Timeout(self.timeout, read=read_timeout)) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    _raise_for(resp)
+                parser = SseParser()
+                async for line in resp.aiter_lines():
+                    msg = parser.feed(line)
+                    if msg is not None and msg.event in ("end", "error"):
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError):
+            await asyncio.sleep(0.2)
+
     async def wait(self, job_id: str, timeout: float | None = 60.0) -> dict[str, Any]:
         """Wait until the job is final and return it; WaitTimeout after ``timeout`` seconds (None: forever)."""
-        httpx = _httpx()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = await self.get(job_id)
@@ -334,9 +369,4 @@ class AsyncClient(_Base):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise WaitTimeout(job_id, job["status"], timeout or 0.0)
-            try:
-                async for _ in self.events(job_id, read_timeout=None if left is None else max(0.1, left)):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-            except httpx.TimeoutException:
-                pass
+            await self._follow(job_id, None if left is None else max(0.1, left), deadline)

@@ -65,10 +65,10 @@ def create_app(app: Conveyor | None = None) -> FastAPI:
         api.include_router(module.router, prefix=PREFIX)
     mount_plugin_routes(api, app, state)
     s = app.settings
-    api.add_middleware(RequestMetrics, prefix=PREFIX)
     api.add_middleware(BodyLimitMiddleware, json_limit=max(2 * s.max_payload_bytes,
                                                            s.max_payload_bytes + JSON_OVERHEAD_BYTES),
                        upload_limit=s.max_upload_bytes)
+    api.add_middleware(RequestMetrics, prefix=PREFIX)  # outermost: refusals of the body limit are counted too
     return api
 
 

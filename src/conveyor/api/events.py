@@ -74,7 +74,7 @@ class Feed:
         rows = store.events_after(self.engine, self.position, safe, self.scope, self.job_id, ROW_BATCH)
         full = len(rows) == ROW_BATCH
         self.position = rows[-1]["id"] if full else safe
-        return Batch(rows, full or len(ids) == ID_BATCH, waiting)
+        return Batch(rows, full or (len(ids) == ID_BATCH and not waiting), waiting)
 
 
     def drain(self) -> list[dict[str, Any]]:
