@@ -192,3 +192,24 @@ def test_admin_only_fields_are_left_out_for_other_callers(http, server, api_app,
         plugins = {p["name"]: p for p in admin.get("/plugins").json()}
     assert "database is not configured" in plugins["conveyor_api_brokenroutes"]["error"]
     assert plugins["conveyor_api_testroutes"]["error"] is None
+
+
+def test_a_stuck_job_is_diagnosed_without_infrastructure_details_for_other_callers(http, server, api_app):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from conveyor.db import utcnow
+    from conveyor.schema import jobs, outbox
+    job_id = http.post("/jobs", json={"kind": "conveyor.echo"}).json()["id"]
+    assert http.get(f"/jobs/{job_id}").json()["diagnostics"] is None  # queued a moment ago: not stuck
+    with api_app.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=utcnow() - timedelta(hours=1)))
+        conn.execute(update(outbox).where(outbox.c.job_id == job_id).values(
+            attempts=7, last_error="ConnectionError: redis.internal:6379 refused"))
+    mine = http.get(f"/jobs/{job_id}").json()["diagnostics"]
+    assert mine["cause"].startswith("the dispatcher cannot publish") and "redis.internal" not in mine["cause"]
+    assert mine["next_step"].startswith("bring the queue back")
+    with httpx.Client(base_url=server + "/api/v1", headers=auth(token("root", admin=True))) as admin:
+        full = admin.get(f"/jobs/{job_id}").json()["diagnostics"]
+    assert "redis.internal:6379" in full["cause"] and full["findings"]

@@ -91,4 +91,7 @@ def diagnostics(app: Conveyor, job: Job, admin: bool) -> dict[str, Any] | None:
         cause = cause.replace(job.last_error, "details for administrators")
     if job.lease_owner:
         cause = cause.replace(job.lease_owner, "a worker")
+    for row in report.get("outbox") or ():  # queue errors name hosts and ports
+        if row.get("last_error"):
+            cause = cause.replace(str(row["last_error"]), "details for administrators")
     return {"cause": cause, "next_step": step}
