@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <limits.h>
 #include <pthread.h>
@@ -413,6 +414,11 @@ static int spawn_child(void *p)
 {
     struct spawn_args *a = p;
     int high[5];
+    /* the box dies with the thread that started it, whatever kills the process (kept across
+     * execve: the helper is not set-id); a caller killed before this line is caught by the
+     * helper itself (see its report-pipe check) */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        goto fail;
     if (a->netfd >= 0 && setns(a->netfd, CLONE_NEWNET) < 0)
         goto fail;
     for (int i = 0; i < a->nfds; i++) {
@@ -1354,6 +1360,12 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
             drain(&err[0], cfg->err_buf, cfg->output_cap, &res->err_len);
         if (ipid >= 0 && p[ipid].revents)
             helper_done = 1;
+        if (cfg->output_kill && !res->killed_output && !helper_done &&
+            (res->out_len > cfg->output_cap || res->err_len > cfg->output_cap)) {
+            /* a flood ends at the cap, not at the cpu limit */
+            res->killed_output = 1;
+            kill_box(box, pidfd, res);
+        }
     }
 
     struct rusage ru;
@@ -1378,7 +1390,7 @@ int sbx_run(const struct sbx_config *cfg, struct sbx_result *res)
                 res->have_status = 1;
                 res->wstatus = rp.wstatus;
             }
-        } else if (!res->killed_wall && !res->killed_cpu) {
+        } else if (!res->killed_wall && !res->killed_cpu && !res->killed_output) {
             res->stage = SBX_STAGE_LOST;
             res->err = 0;
         }

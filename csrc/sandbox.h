@@ -84,6 +84,7 @@ struct sbx_config {
     const char *cg_v1_pids;      /* parent of the run cgroup on a v1 pids hierarchy */
     int64_t memory_limit;        /* bytes, 0: none */
     int64_t pids_limit;          /* 0: none */
+    int output_kill;             /* kill the box once either stream passes output_cap */
 };
 
 enum sbx_mem_source {
@@ -114,6 +115,7 @@ struct sbx_result {
     int32_t helper_pid;
     int32_t disk_full;       /* the box's /tmp, /dev/shm or work directory was full at its end */
     int64_t tmp_bytes;       /* bytes the box left in its /tmp and /dev/shm */
+    int32_t killed_output;   /* a stream passed output_cap and the box was killed (output_kill) */
 };
 
 /* Run one box; returns 0 when the result is filled (check stage), -1 on bad config.

@@ -298,7 +298,8 @@ def _warm(sandbox: Any, box: BoxPlan) -> dict[str, bytes]:
         env = _with_modules(box.env, wd)
         r = sandbox.run([sys.executable, *CHILD_ARGV, "--warm"], workdir=wd, env=env, readonly_paths=box.readonly,
                         limits=SandboxLimits(cpu_ms=60_000, wall_ms=120_000, memory_kib=1024 * 1024,
-                                             output_bytes=OUTPUT_CAP, tmp_kib=TMP_MIB * 1024, pids=PIDS,
+                                             output_bytes=OUTPUT_CAP, output_kill=False, tmp_kib=TMP_MIB * 1024,
+                                             pids=PIDS,
                                              open_files=OPEN_FILES))
         if r.exit_code != 0:
             said = (r.stdout + r.stderr)[-500:].decode("utf-8", "replace")
@@ -351,8 +352,9 @@ def run_in_box(sandbox: Any, converter: Converter, source: Path, out_dir: Path, 
             on_kill(lambda: None if done.is_set() else _cancel(wd))
         time_ms = max(1, int(limits.time_s * 1000))
         lim = SandboxLimits(cpu_ms=time_ms, wall_ms=time_ms, memory_kib=limits.memory_mb * 1024,
-                            output_bytes=OUTPUT_CAP, file_size_kib=limits.output_mb * 1024, pids=PIDS,
-                            open_files=OPEN_FILES, tmp_kib=TMP_MIB * 1024)
+                            # a converter's chatter is cut at the cap, not killed
+                            output_bytes=OUTPUT_CAP, output_kill=False, file_size_kib=limits.output_mb * 1024,
+                            pids=PIDS, open_files=OPEN_FILES, tmp_kib=TMP_MIB * 1024)
         try:
             r = sandbox.run([sys.executable, *CHILD_ARGV, "--box"], limits=lim, stdin=request, workdir=wd,
                             env=_with_modules(box.env, wd), readonly_paths=box.readonly)

@@ -52,9 +52,10 @@ def compile_limits(lang: Language, address_space_only: bool = False) -> Limits:
         # javac, node and rustc reserve gigabytes of address space they never touch
         mem += COMPILE_ADDRESS_SPACE_GRACE_MIB
     # glibc sizes thread stacks by RLIMIT_STACK: as large as memory, threads would exhaust RLIMIT_AS
+    # a compiler's message flood is cut at the cap, not killed: warnings do not fail a build
     return Limits(cpu_ms=cpu, wall_ms=2 * cpu + 2000, memory_kib=mem * 1024, stack_kib=256 * 1024,
-                  output_bytes=256 * 1024, file_size_kib=256 * 1024, pids=lang.compile_pids, tmp_kib=128 * 1024,
-                  allow_exec=True, socket_errno=lang.socket_errno)
+                  output_bytes=256 * 1024, output_kill=False, file_size_kib=256 * 1024, pids=lang.compile_pids,
+                  tmp_kib=128 * 1024, allow_exec=True, socket_errno=lang.socket_errno)
 
 
 def _preview(data: bytes) -> str:

@@ -28,6 +28,7 @@ struct sbx_config {
     const char *cg_v1_pids;
     int64_t memory_limit;
     int64_t pids_limit;
+    int output_kill;
 };
 struct sbx_result {
     int32_t stage;
@@ -49,6 +50,7 @@ struct sbx_result {
     int32_t helper_pid;
     int32_t disk_full;
     int64_t tmp_bytes;
+    int32_t killed_output;
 };
 int sbx_run(const struct sbx_config *cfg, struct sbx_result *res);
 void sbx_set_spares(int n);

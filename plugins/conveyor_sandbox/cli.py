@@ -241,6 +241,29 @@ def run_attacks(sb: Any, src: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@sandbox.command("sweep")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def sweep_cmd(as_json: bool) -> None:
+    """Remove run cgroups (killing what is left in them) and workspaces of processes that are gone."""
+    from conveyor_sandbox.sweep import sweep
+
+    report = sweep()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for cg in report.cgroups:
+            click.echo(f"removed run cgroup {cg}")
+        for ws in report.workspaces:
+            click.echo(f"removed workspace {ws}")
+        if report.processes:
+            click.echo(f"killed {len(report.processes)} leftover box process(es)")
+        for f in report.failed:
+            click.echo(f"could not remove {f}", err=True)
+        if not report.removed and not report.failed:
+            click.echo("nothing to sweep")
+    sys.exit(1 if report.failed else 0)
+
+
 @sandbox.command("doctor")
 @click.option("--backend", default=None, help="Sandbox backend id (default: the best available).")
 @click.option("--no-attacks", is_flag=True, help="Only report kernel capabilities.")

@@ -56,6 +56,23 @@ def classify(
     return Status.OK
 
 
+def file_at_limit(workdir: str | os.PathLike[str], limit: int, most: int = 256) -> bool:
+    """Whether a regular file at the top of ``workdir`` reached ``limit`` bytes (looks at ``most`` entries)."""
+    try:
+        with os.scandir(workdir) as it:
+            for i, e in enumerate(it):
+                if i >= most:
+                    break
+                try:
+                    if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_size >= limit:
+                        return True
+                except OSError:
+                    continue
+    except OSError:
+        return False
+    return False
+
+
 def wait_status(wstatus: int) -> tuple[int | None, int | None]:
     """(exit code, signal) of a wait status."""
     if os.WIFSIGNALED(wstatus):

@@ -30,6 +30,7 @@ from conveyor.sandbox import (
 from conveyor_sandbox.common import (
     WorkdirOwnership,
     classify,
+    file_at_limit,
     stdin_file,
     uid_pool,
     wait_status,
@@ -93,7 +94,7 @@ class PythonSandbox:
 
     def _run(self, argv: list[str], lim: Limits, fin: Any, wd: str, environ: dict[str, str],
              uid: int | None) -> RunResult:
-        enforced = ["process_group", "wall_timer", "output_cap"]
+        enforced = ["process_group", "wall_timer", "output_cap"] + (["output_kill"] if lim.output_kill else [])
         rl: list[tuple[str, int, int]] = []
         if lim.cpu_ms is not None:
             secs = -(-lim.cpu_ms // 1000)
@@ -144,7 +145,7 @@ class PythonSandbox:
             os.set_blocking(f.fileno(), False)
             sel.register(f.fileno(), selectors.EVENT_READ, key)
         deadline = t0 + lim.effective_wall_ms / 1000
-        killed_wall = False
+        killed_wall = killed_output = False
         wstatus, ru = None, None
         open_fds = 2
         while True:
@@ -179,6 +180,9 @@ class PythonSandbox:
                 room = cap - len(bufs[name])
                 if room > 0:
                     bufs[name] += chunk[:room]
+                if lim.output_kill and lens[name] > cap and wstatus is None and not killed_output:
+                    killed_output = True  # a flood ends at the cap, not at the cpu limit
+                    self._kill(proc.pid, uid)
         sel.close()
         proc.stdout.close()
         proc.stderr.close()
@@ -192,7 +196,9 @@ class PythonSandbox:
                              enforced=tuple(enforced))
         cpu_ms = int((ru.ru_utime + ru.ru_stime) * 1000)
         status = classify(limits=lim, exit_code=exit_code, signal=sig, cpu_ms=cpu_ms, killed_wall=killed_wall,
-                          killed_cpu=False, oom_killed=False, output_over=lens["out"] > cap or lens["err"] > cap)
+                          killed_cpu=False, oom_killed=False,
+                          output_over=lens["out"] > cap or lens["err"] > cap or (
+                              lim.file_size_kib is not None and file_at_limit(wd, lim.file_size_kib * 1024)))
         return RunResult(
             status, self.id, exit_code=exit_code, signal=sig, cpu_ms=cpu_ms, wall_ms=wall_ms,
             memory_kib=int(ru.ru_maxrss), stdout=bytes(bufs["out"]), stderr=bytes(bufs["err"]),

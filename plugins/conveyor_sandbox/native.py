@@ -23,6 +23,7 @@ from conveyor.sandbox import (
 from conveyor_sandbox.common import (
     WorkdirOwnership,
     classify,
+    file_at_limit,
     stdin_file,
     uid_pool,
     wait_status,
@@ -189,6 +190,9 @@ def _library() -> tuple[Any, Any]:
             lib.sbx_set_spares(SPARES)
             atexit.register(lib.sbx_flush, 1)
             _LIB = (ffi, lib)
+            from conveyor_sandbox.sweep import sweep
+
+            sweep()  # what boxes of dead workers on this host left: run cgroups, workspaces
         return _LIB
 
 
@@ -357,6 +361,8 @@ class CSandbox:
         if cg_v2:
             enforced.append("cgroup_kill")
         enforced += ["wall_timer", "output_cap"]
+        if lim.output_kill:
+            enforced.append("output_kill")
 
         keep: list[Any] = []
 
@@ -397,6 +403,7 @@ class CSandbox:
         cfg.cg_v1_pids = cstr(cg_pids)
         cfg.memory_limit = (lim.memory_kib or 0) * 1024
         cfg.pids_limit = lim.pids
+        cfg.output_kill = int(lim.output_kill)
         res = ffi.new("struct sbx_result *")
         wd_used = used_bytes(wd) if bounded else 0
         if lib.sbx_run(cfg, res) != 0:
@@ -427,6 +434,9 @@ class CSandbox:
                 msg = f"executing {argv[0]!r} failed: {os.strerror(res.err)}"
             return RunResult(Status.SANDBOX_ERROR, error_code=code, error_message=msg, **common)
         exit_code, sig = wait_status(res.wstatus) if res.have_status else (None, None)
+        # a program that ignores SIGXFSZ (Python does) gets EFBIG instead of dying: its file at the limit says so
+        file_over = (lim.file_size_kib is not None and exit_code is not None and
+                     file_at_limit(wd, lim.file_size_kib * 1024))
         status = classify(
             limits=lim,
             exit_code=exit_code,
@@ -435,7 +445,7 @@ class CSandbox:
             killed_wall=bool(res.killed_wall),
             killed_cpu=bool(res.killed_cpu),
             oom_killed=bool(res.oom_killed),
-            output_over=res.out_len > cap or res.err_len > cap,
+            output_over=res.out_len > cap or res.err_len > cap or file_over,
             disk_full=bool(res.disk_full),
             disk_bytes=int(res.tmp_bytes) + (max(0, used_bytes(wd) - wd_used) if bounded else 0),
         )

@@ -62,6 +62,7 @@ class Limits:
     wall_ms: int | None = None  # None: 2 × cpu_ms + 1000
     memory_kib: int | None = 256 * 1024
     output_bytes: int = 64 * 1024  # kept of each of stdout and stderr
+    output_kill: bool = True  # past output_bytes on either stream the box is killed (output_limit)
     file_size_kib: int | None = 64 * 1024
     pids: int = 64
     open_files: int = 256

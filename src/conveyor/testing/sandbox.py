@@ -114,6 +114,16 @@ class SandboxContract:
         r = self.run(sandbox, workdir, ["/bin/sh", "-c", "head -c 1000000 /dev/zero"],
                      limits=Limits(cpu_ms=2000, output_bytes=1000))
         assert r.status is Status.OUTPUT_LIMIT, r
+        assert r.stdout_truncated and len(r.stdout) == 1000 and 1000 < r.stdout_len <= 1000000
+
+    def test_output_flood_is_killed_at_the_cap(self, sandbox: Sandbox, workdir: Path) -> None:
+        r = self.run(sandbox, workdir, ["/bin/sh", "-c", "yes flood"], limits=Limits(cpu_ms=5000, output_bytes=1000))
+        assert r.status is Status.OUTPUT_LIMIT and r.cpu_ms < 500, r
+
+    def test_output_past_the_cap_is_counted_when_not_killed(self, sandbox: Sandbox, workdir: Path) -> None:
+        r = self.run(sandbox, workdir, ["/bin/sh", "-c", "head -c 1000000 /dev/zero"],
+                     limits=Limits(cpu_ms=2000, output_bytes=1000, output_kill=False))
+        assert r.status is Status.OUTPUT_LIMIT, r
         assert r.stdout_truncated and len(r.stdout) == 1000 and r.stdout_len == 1000000
 
     def test_background_process_does_not_outlive_the_run(self, sandbox: Sandbox, workdir: Path) -> None:
