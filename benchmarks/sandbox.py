@@ -4,6 +4,7 @@ bubblewrap runs with the same allow-list root as the C sandbox (system directori
 the runtime files of /etc, a minimal /dev, /proc, a tmpfs /tmp, the work directory).
 
     python benchmarks/sandbox.py [--runs 500] [--batch 10] [--ballast-gib 2] [--baseline DIR]
+    python benchmarks/sandbox.py --flood 5
 
 Every contender runs in batches, and the batches are interleaved round-robin (the order
 rotating every round), so load from other work on the host hits all of them alike.
@@ -147,6 +148,31 @@ ROWS = [
 ]
 
 
+def flood(runs: int) -> None:
+    """CPU and wall per flooded run (``yes`` into a 64 KiB cap, 2 s cpu limit): killed at the cap against cut only."""
+    from conveyor.sandbox import Limits
+    from conveyor_sandbox.native import CSandbox
+
+    sb = CSandbox()
+    wd = tempfile.mkdtemp(prefix="conveyor-bench-flood-")
+    try:
+        print(f"output flood: /bin/sh -c 'yes flood' x {runs}, 64 KiB cap, 2 s cpu limit")
+        print(f"{'mode':<34} {'cpu ms/run':>10} {'wall ms/run':>11} {'status':>14}")
+        rows = {}
+        for label, kill in (("killed at the cap (output_kill)", True), ("cut only (before)", False)):
+            cpu = wall = 0
+            status = ""
+            for _ in range(runs):
+                r = sb.run(["/bin/sh", "-c", "yes flood"], workdir=wd,
+                           limits=Limits(cpu_ms=2000, output_bytes=64 * 1024, output_kill=kill))
+                cpu, wall, status = cpu + r.cpu_ms, wall + r.wall_ms, r.status.value
+            rows[kill] = cpu / runs
+            print(f"{label:<34} {cpu / runs:10.1f} {wall / runs:11.1f} {status:>14}")
+        print(f"cpu per flooded run, before / after: {rows[False] / max(rows[True], 0.1):.0f}x")
+    finally:
+        shutil.rmtree(wd, ignore_errors=True)
+
+
 def main() -> None:
     """Start the workers, interleave the contenders' batches, print a table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,8 +180,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10, help="runs per contender per round")
     ap.add_argument("--ballast-gib", type=float, default=2.0, help="memory the 'large parent' rows hold")
     ap.add_argument("--baseline", metavar="DIR", help="also run the C sandbox of the build found in DIR")
+    ap.add_argument("--flood", type=int, metavar="N", help="only the output-flood case, N runs of each mode")
     ap.add_argument("--worker", choices=["small", "sync", "large", "base", "base-large"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.flood:
+        flood(args.flood)
+        return
     if args.worker:
         worker("base" if args.worker == "base" else args.worker,
                args.ballast_gib if args.worker.endswith("large") else 0.0)
