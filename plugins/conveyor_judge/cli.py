@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from conveyor.text import printable
 from conveyor_judge.errors import JudgeError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -39,8 +40,8 @@ def verdict_table(result: dict[str, Any], title: str = "") -> Any:
         table.add_column(col, justify="right" if col in ("time ms", "memory KiB", "exit") else "left")
     for t in result["tests"]:
         exit_text = f"sig {t['signal']}" if t.get("signal") else str(t.get("exit_code", "-"))
-        table.add_row(t["name"], t["verdict"], str(t.get("time_ms", "-")), str(t.get("memory_kib") or "-"),
-                      exit_text, (t.get("message") or "")[:80])
+        table.add_row(printable(t["name"]), t["verdict"], str(t.get("time_ms", "-")), str(t.get("memory_kib") or "-"),
+                      exit_text, printable((t.get("message") or "")[:80]))
     return table
 
 
@@ -90,7 +91,7 @@ def problem_list(ctx: click.Context) -> None:
     """List stored problems."""
     from conveyor_judge.problems import ProblemStore
     for info in ProblemStore(_app(ctx, need_db=False).storage).list():
-        click.echo(f"{info.id}  {info.tests:>4} tests  {info.format:<7} {info.name}")
+        click.echo(f"{info.id}  {info.tests:>4} tests  {info.format:<7} {printable(info.name)}")
 
 
 @judge.command("submit")
@@ -145,8 +146,9 @@ def submit(ctx: click.Context, source: Path, problem_id: str, language: str | No
     if result["tests"]:
         console.print(verdict_table(result))
     if result["verdict"] == "compile_error":
-        console.print(result["compile"]["message"])
-        console.print(result["compile"]["output"], markup=False, highlight=False)
+        # compiler output quotes the submission: its escape sequences must not reach the terminal
+        console.print(printable(result["compile"]["message"]), markup=False, highlight=False)
+        console.print(printable(result["compile"]["output"], multiline=True), markup=False, highlight=False)
     click.echo(f"verdict: {result['verdict']}  job {job_id}")
 
 

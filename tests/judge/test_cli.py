@@ -80,6 +80,16 @@ def test_submit_wait_prints_table_and_json_with_the_verdict(cli, tmp_path, probl
     assert data["tests"][0]["verdict"] == "wrong_answer" and data["compile"]["ok"]
 
 
+def test_compiler_output_quoting_escape_sequences_is_printed_escaped(cli, tmp_path, problem_id, pipeline):
+    """A submission's #error text comes back in the compiler's output: its ESC never reaches the terminal."""
+    (tmp_path / "evil.c").write_text('#error "\x1b]0;owned\x07\x1b[2J"\nint main(void) { return 0; }\n')
+    with pipeline(concurrency=1):
+        r = cli("judge", "submit", "--problem", problem_id, str(tmp_path / "evil.c"), "--wait", check=False)
+    assert "compile_error" in r.stdout
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "\\x1b" in r.stdout  # shown, escaped
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_submit_without_wait_prints_the_job_id(cli, tmp_path, problem_id, app):
     (tmp_path / "a.c").write_text(program("c", "aplusb"))
