@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from conveyor.text import printable
 from conveyor_cad.files import add_file, file_json, get_file
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -42,17 +43,18 @@ def _check_path(path: str) -> Path:
 
 
 def _print_file(app: Any, d: dict[str, Any]) -> None:
-    click.echo(f"file {d['id']}  {d['filename']}  {d['size']} bytes  format={d['cad_format'] or '?'}  "
+    click.echo(f"file {d['id']}  {printable(d['filename'])}  {d['size']} bytes  format={d['cad_format'] or '?'}  "
                f"status={d['conversion_status'] or '-'}")
-    click.echo(f"  source:   {d['system_path']}")
+    click.echo(f"  source:   {printable(d['system_path'])}")
     if d.get("preview_url"):
         click.echo(f"  preview:  {d['preview_url']}")
     if d.get("geometry_url"):
         click.echo(f"  geometry: {d['geometry_url']}")
     err = d.get("conversion_error")
     if err:
+        # converter messages may carry a library's ANSI colours or a hostile file's bytes
         click.echo(f"  error:    {err.get('code')} at {err.get('stage')} ({err.get('converter')}): "
-                   f"{err.get('message')}")
+                   f"{printable(err.get('message'))}")
 
 
 def _wait(app: Any, job_id: str, timeout: float) -> Any:
@@ -194,4 +196,4 @@ def files_show(ctx: click.Context, file_id: str, as_json: bool, tenant: str | No
     if latest:
         click.echo(f"  job:      {latest[0].id} ({latest[0].status.value}, attempt {latest[0].attempt_id})")
     if rec.attributes:
-        click.echo("  attributes: " + json.dumps(rec.attributes, default=str)[:400])
+        click.echo("  attributes: " + printable(json.dumps(rec.attributes, default=str)[:400]))

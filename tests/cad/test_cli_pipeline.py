@@ -155,3 +155,16 @@ def test_doctor_checks_the_cad_libraries_and_the_connector(tmp_path):
         assert checks[f"cad library {dist}"]["ok"] is True
     assert checks["cad connector"]["ok"] is False and "unreachable" in checks["cad connector"]["detail"]
     assert checks["cad connector"]["next_step"]
+
+
+def test_file_text_from_hostile_names_and_converters_is_printed_escaped(capsys):
+    """A file named with escape sequences, and a converter message in ANSI colours, reach the terminal escaped."""
+    from conveyor_cad.cli import _print_file
+
+    _print_file(None, {"id": "f1", "filename": "a\x1b]0;owned\x07.step", "size": 1, "cad_format": "step",
+                       "conversion_status": "failed", "system_path": "file:///s/a\x1b[2J.step",
+                       "conversion_error": {"code": "conversion_failed", "stage": "read", "converter": "occ",
+                                            "message": "\x1b[31mStandard_Failure\x1b[0m"}})
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31mStandard_Failure" in out
