@@ -61,17 +61,59 @@ def _record(row: Any) -> FileRecord:
     return FileRecord(**{c: getattr(row, c) for c in FileRecord.__dataclass_fields__})
 
 
-def get_file(bind: Engine | Connection, file_id: str, tenant: str | None = None) -> FileRecord | None:
-    """One file row, or None."""
+def get_file(bind: Engine | Connection, file_id: str, tenant: str | None = None,
+             org: str | None = None) -> FileRecord | None:
+    """One file row (of ``tenant`` and ``org`` when given), or None."""
     q = select(files).where(files.c.id == file_id)
     if tenant is not None:
         q = q.where(files.c.tenant_id == tenant)
+    if org is not None:
+        q = q.where(files.c.org_id == org)
     if isinstance(bind, Connection):
         row = bind.execute(q).first()
     else:
         with bind.connect() as conn:
             row = conn.execute(q).first()
     return _record(row) if row is not None else None
+
+
+def file_jobs(bind: Engine | Connection, file_id: str, tenant: str | None = None, org: str | None = None,
+              limit: int = 100) -> list[tuple[str, str]]:
+    """``(job id, kind)`` of the jobs about a file (of ``tenant`` and ``org`` when given), newest first."""
+    q = (select(jobs.c.id, jobs.c.kind).where(jobs.c.file_id == file_id)
+         .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit))
+    if tenant is not None:
+        q = q.where(jobs.c.tenant_id == tenant)
+    if org is not None:
+        q = q.where(jobs.c.org_id == org)
+    with _reading(bind) as conn:
+        return [(r.id, r.kind) for r in conn.execute(q)]
+
+
+def artifact_sha256(bind: Engine | Connection, file_id: str, key: str) -> str | None:
+    """The sha256 that the manifest of a succeeded ``cad.convert`` job of the file records for ``key``."""
+    q = (select(jobs.c.result).where(jobs.c.file_id == file_id, jobs.c.kind == KIND, jobs.c.status == "succeeded")
+         .order_by(jobs.c.finished_at.desc()).limit(20))
+    with _reading(bind) as conn:
+        results = [r.result for r in conn.execute(q)]
+    for result in results:
+        manifest = result.get("manifest") if isinstance(result, dict) else None
+        for entry in manifest if isinstance(manifest, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            sha = entry.get("sha256")
+            if entry.get("path") == key and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha):
+                return sha
+    return None
+
+
+@contextmanager
+def _reading(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
 
 
 def list_files(engine: Engine, tenant: str | None = None, limit: int = 50) -> list[FileRecord]:
@@ -111,6 +153,71 @@ def _spooled(data: bytes | IO[bytes] | str | Path) -> Iterator[tuple[Path, int, 
         yield path, size, digest.hexdigest(), head
 
 
+def detect_format(app: Conveyor, head: bytes, size: int, filename: str,
+                  whole: Path | IO[bytes] | None = None) -> str | None:
+    """The format of an input: the built-in sniffing, then the ``magic`` and ``extensions`` of
+    registered converters (for formats Conveyor itself does not know); None if nothing matches.
+
+    ``whole`` (a path or a seekable binary file) is only read to look inside zip containers.
+    """
+    fmt = sniff_bytes(head, size, filename, whole)
+    if fmt is None:
+        for conv in app.plugins.registry("converters"):
+            if any(head.startswith(m) for m in getattr(conv, "magic", ())) or \
+                    Path(filename).suffix.lower() in getattr(conv, "extensions", ()):
+                return str(conv.formats[0])
+    return fmt
+
+
+def unsupported_error(filename: str, fmt: str | None) -> dict[str, Any]:
+    """``conversion_error`` of an input no converter accepts."""
+    return {"code": "unsupported_format", "stage": "sniff", "converter": None,
+            "message": f"no converter accepts {filename!r} (format {fmt or 'not recognised'}); "
+                       "`conveyor cad formats` lists them"}
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A stored input about to get its row: where it is, what it is, and how it will be converted."""
+
+    id: str
+    key: str
+    filename: str
+    size: int
+    sha256: str
+    fmt: str | None
+    choice: Any  # routing.Route | None
+
+    @classmethod
+    def plan(cls, app: Conveyor, file_id: str, key: str, filename: str, size: int, sha256: str, fmt: str | None,
+             tenant: str) -> NewFile:
+        """Choose the conversion route of a stored input for ``tenant``."""
+        from conveyor_cad.routing import CadConfig, choose
+
+        choice = choose(app.plugins.registry("converters"), fmt, tenant, CadConfig.load()) if fmt else None
+        return cls(file_id, key, filename, size, sha256, fmt, choice)
+
+
+def insert_file(app: Conveyor, conn: Connection, new: NewFile, *, tenant: str, org: str | None,
+                convert: bool = True, attributes: Mapping[str, Any] | None = None) -> str | None:
+    """Add the row of a stored input and, when a converter accepts it, submit ``cad.convert``, both in
+    ``conn``'s transaction; returns the job id (None when nothing was submitted)."""
+    fmt, choice = new.fmt, new.choice
+    content_type = mime_of(fmt) if fmt else (mimetypes.guess_type(new.filename)[0] or "application/octet-stream")
+    now = utcnow()
+    status = ConversionStatus.PENDING if (choice and convert) else (
+        ConversionStatus.UNSUPPORTED if not choice else None)
+    row = {"id": new.id, "tenant_id": tenant, "org_id": org, "filename": new.filename,
+           "system_path": app.storage.url(new.key), "size": new.size, "sha256": new.sha256,
+           "content_type": content_type, "cad_format": fmt, "conversion_status": status.value if status else None,
+           "conversion_error": None if choice else unsupported_error(new.filename, fmt),
+           "attributes": dict(attributes or {}) or None, "created_at": now, "updated_at": now}
+    conn.execute(insert(files).values(**row))
+    if choice and convert:
+        return app.submit(KIND, {"file_id": new.id}, conn=conn, tenant=tenant, org=org, file_id=new.id)
+    return None
+
+
 def add_file(app: Conveyor, data: bytes | IO[bytes] | str | Path, filename: str | None = None, *,
              tenant: str = "default", org: str | None = None, conn: Connection | None = None,
              convert: bool = True, attributes: Mapping[str, Any] | None = None) -> AddedFile:
@@ -120,8 +227,6 @@ def add_file(app: Conveyor, data: bytes | IO[bytes] | str | Path, filename: str 
     written to storage first: if that transaction rolls back, the object is left behind
     for ``conveyor gc`` rather than a row pointing at nothing.
     """
-    from conveyor_cad.routing import CadConfig, choose
-
     if filename is None:
         if isinstance(data, (str, Path)):
             filename = Path(data).name
@@ -130,35 +235,13 @@ def add_file(app: Conveyor, data: bytes | IO[bytes] | str | Path, filename: str 
     file_id = str(uuid.uuid4())
     key = source_key(file_id, filename)
     with _spooled(data) as (path, size, sha, head):
-        fmt = sniff_bytes(head, size, filename, path)
-        converters = app.plugins.registry("converters")
-        if fmt is None:
-            for conv in converters:
-                if any(head.startswith(m) for m in getattr(conv, "magic", ())) or \
-                        Path(filename).suffix.lower() in getattr(conv, "extensions", ()):
-                    fmt = conv.formats[0]
-                    break
+        fmt = detect_format(app, head, size, filename, path)
         with open(path, "rb") as fh:
             app.storage.put(key, fh)
-    choice = choose(converters, fmt, tenant, CadConfig.load()) if fmt else None
-    content_type = mime_of(fmt) if fmt else (mimetypes.guess_type(filename)[0] or "application/octet-stream")
-    now = utcnow()
-    status = ConversionStatus.PENDING if (choice and convert) else (
-        ConversionStatus.UNSUPPORTED if not choice else None)
-    error = None if choice else {"code": "unsupported_format", "stage": "sniff", "converter": None,
-                                 "message": f"no converter accepts {filename!r} (format "
-                                            f"{fmt or 'not recognised'}); `conveyor cad formats` lists them"}
-    row = {"id": file_id, "tenant_id": tenant, "org_id": org, "filename": filename,
-           "system_path": app.storage.url(key), "size": size, "sha256": sha, "content_type": content_type,
-           "cad_format": fmt, "conversion_status": status.value if status else None, "conversion_error": error,
-           "attributes": dict(attributes or {}) or None, "created_at": now, "updated_at": now}
-    job_id = None
+    new = NewFile.plan(app, file_id, key, filename, size, sha, fmt, tenant)
 
     def write(c: Connection) -> str | None:
-        c.execute(insert(files).values(**row))
-        if choice and convert:
-            return app.submit(KIND, {"file_id": file_id}, conn=c, tenant=tenant, org=org, file_id=file_id)
-        return None
+        return insert_file(app, c, new, tenant=tenant, org=org, convert=convert, attributes=attributes)
 
     if conn is not None:
         job_id = write(conn)
@@ -168,7 +251,7 @@ def add_file(app: Conveyor, data: bytes | IO[bytes] | str | Path, filename: str 
             job_id = write(c)
         rec = get_file(app.engine, file_id)
     assert rec is not None
-    return AddedFile(rec, job_id, choice.describe_route() if choice else None)
+    return AddedFile(rec, job_id, new.choice.describe_route() if new.choice else None)
 
 
 def update_for_attempt(engine: Engine, file_id: str, job_id: str, attempt_id: int,

@@ -7,6 +7,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,11 @@ def _strip(head: bytes) -> bytes:
     return head.lstrip()
 
 
-def sniff_bytes(head: bytes, size: int, filename: str = "", path: Path | None = None) -> str | None:
+def sniff_bytes(head: bytes, size: int, filename: str = "", path: Path | IO[bytes] | None = None) -> str | None:
     """The format of a file from its first bytes, total size and name (None if nothing matches).
 
-    ``path`` (the whole file) is only needed to look inside zip containers (3MF).
+    ``path`` (the whole file: a path, or a seekable binary file) is only needed to look
+    inside zip containers (3MF).
     """
     ext_fmt = format_by_extension(filename)
     if head.startswith(b"glTF"):
@@ -77,7 +79,7 @@ def sniff_bytes(head: bytes, size: int, filename: str = "", path: Path | None = 
                     names = {n.lower() for n in zf.namelist()}
                 if "3d/3dmodel.model" in names or any(n.endswith(".model") and n.startswith("3d/") for n in names):
                     return "3mf"
-            except (zipfile.BadZipFile, OSError):
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError):
                 pass
         return "3mf" if ext_fmt == "3mf" else None
     # binary STL: an 80-byte header and a facet count that matches the size exactly

@@ -40,7 +40,7 @@ def conveyor_register_converters(registry: Registry[Any]) -> None:
 
 @hookimpl
 def conveyor_error_codes() -> Iterable[ErrorCode]:
-    """``empty_geometry``, ``missing_dependency`` and ``unsafe_reference``."""
+    """``empty_geometry``, ``missing_dependency``, ``unsafe_reference`` and ``not_converted``."""
     return (
         ErrorCode("empty_geometry", False, "The converter read the file but it holds no faces or a degenerate "
                   "bounding box (empty, truncated or unreadable input that a library accepted).",
@@ -51,6 +51,11 @@ def conveyor_error_codes() -> Iterable[ErrorCode]:
         ErrorCode("unsafe_reference", False, "The file points at data outside itself: a glTF buffer or image URI "
                   "that is an absolute path, a URL or a ../ path. Such references are never followed.",
                   "Upload a .glb, or a .gltf whose buffers and images are embedded (data: URIs).", source=SOURCE),
+        ErrorCode("not_converted", False, "An answer of the HTTP API, never a job's code: the file exists but has "
+                  "no such derivative (yet): its conversion is pending or running, failed, or made none (a 2D "
+                  "drawing has no geometry).",
+                  "Read GET /api/v1/file/{id}: wait while conversion_status is pending or processing; "
+                  "conversion_error says why a failed file has none.", source=SOURCE),
     )
 
 
@@ -61,6 +66,14 @@ def conveyor_add_commands(cli: click.Group) -> None:
 
     cli.add_command(cad)
     cli.add_command(files_group)
+
+
+@hookimpl
+def conveyor_api_routes(router: Any, app: Conveyor) -> None:
+    """``POST /files``, ``GET /file/{id}`` and its ``/preview`` and ``/geometry`` under ``/api/v1``."""
+    from conveyor_cad.api import add_routes
+
+    add_routes(router, app)
 
 
 @hookimpl
