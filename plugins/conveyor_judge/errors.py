@@ -31,6 +31,9 @@ CODES: tuple[ErrorCode, ...] = (
               "belongs to another tenant or to the judge (the two are not told apart).",
               "Store the source under submissions/{tenant}/ (conveyor_judge.sources.source_key) or as a file of "
               "the same tenant, and submit in that tenant.", SOURCE),
+    ErrorCode("source_too_large", False,
+              "The submitted source is larger than the judge accepts (1 MiB of UTF-8).",
+              "Submit a smaller source; generated tables belong in the program's logic, not its text.", SOURCE),
 )
 
 

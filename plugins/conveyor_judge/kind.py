@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 from conveyor.kinds import JobContext, JobKind, RetryPolicy
 from conveyor_judge.engine import Judge
 from conveyor_judge.errors import JudgeError
-from conveyor_judge.problems import ProblemStore
+from conveyor_judge.problems import Problem, ProblemStore
 from conveyor_judge.sources import owned_key
 from conveyor_judge.verdicts import JudgeResult
 
 KIND = "judge.submission"
 #: the full result, checker messages included, for operators: next to the attempt, never in the job result
 ADMIN_ARTIFACT = "judge-admin.json"
+#: optional payload limits (cpu ms, MiB): honoured up to the problem's own, a larger value is capped to it
+LIMIT_KEYS = ("time_limit_ms", "memory_limit_mib")
+#: the largest value a payload limit may name (it is capped to the problem's anyway)
+LIMIT_MAX = 2**31 - 1
 _JUDGE: Judge | None = None
 _LOCK = threading.Lock()
 log = logging.getLogger("conveyor.judge")
@@ -46,7 +51,23 @@ def _payload(ctx: JobContext) -> dict[str, Any]:
                                             "(a storage key)")
     if "run_all_tests" in p and not isinstance(p["run_all_tests"], bool):
         raise JudgeError("invalid_payload", "payload.run_all_tests must be true or false")
+    for key in LIMIT_KEYS:
+        value = p.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= LIMIT_MAX):
+            raise JudgeError("invalid_payload", f"payload.{key} must be a whole number from 1 to {LIMIT_MAX} "
+                                                "(a value above the problem's limit is capped to it)")
     return p
+
+
+def capped_limits(problem: Problem, time_limit_ms: int | None, memory_limit_mib: int | None) -> Problem:
+    """The problem with a submission's own limits, each at most the problem's (a larger one is capped)."""
+    over: dict[str, int] = {}
+    if time_limit_ms is not None:
+        over["time_limit_ms"] = min(problem.time_limit_ms, time_limit_ms)
+    if memory_limit_mib is not None:
+        over["memory_limit_mib"] = min(problem.memory_limit_mib, memory_limit_mib)
+    return replace(problem, **over) if over else problem
 
 
 def admin_key(job_id: str, attempt_id: int) -> str:
@@ -68,6 +89,7 @@ def handle_submission(ctx: JobContext) -> dict[str, Any]:
     judge = shared_judge()
     lang = judge.language(p["language"])
     problem = ProblemStore(ctx.storage, judge.root).load(p["problem_id"])
+    problem = capped_limits(problem, p.get("time_limit_ms"), p.get("memory_limit_mib"))
     if "source_key" in p:
         key = owned_key(ctx.storage, p["source_key"], ctx.tenant_id, ctx.services.get("app"))
         source = ctx.storage.get(key)

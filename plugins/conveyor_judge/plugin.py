@@ -1,4 +1,5 @@
-"""Entry point of the judge plugin: languages, checkers, the job kind, error codes, CLI, doctor and demo."""
+"""Entry point of the judge plugin: languages, checkers, the job kind, error codes, CLI, HTTP routes, doctor
+and demo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from conveyor.errors import ErrorCode
 
 if TYPE_CHECKING:
     import click
+    from fastapi import APIRouter
 
     from conveyor.app import Conveyor
     from conveyor.registry import Registry
@@ -55,6 +57,14 @@ def conveyor_add_commands(cli: click.Group) -> None:
     from conveyor_judge.cli import judge
 
     cli.add_command(judge)
+
+
+@hookimpl
+def conveyor_api_routes(router: APIRouter, app: Conveyor) -> None:
+    """Add ``/problems``, ``/submit`` and ``/status/{job_id}`` to ``conveyor api`` (FastAPI is imported here only)."""
+    from conveyor_judge.api import add_routes
+
+    add_routes(router, app)
 
 
 @hookimpl

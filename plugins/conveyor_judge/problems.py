@@ -48,7 +48,7 @@ TOML_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,), "time_limit_ms": (int,), "memory_limit_mib": (int,), "output_limit_kib": (int,),
     "checker": (str,), "checker_source": (str,), "float_abs_tol": (int, float), "float_rel_tol": (int, float),
     "interactor_source": (str,), "interactor_protocol": (str,), "run_all_tests": (bool,), "points": (int, float),
-    "feedback": (str,),
+    "feedback": (str,), "samples": (list,),
 }
 PROGRAM_CHECKERS = ("testlib", "kattis")
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx", ".py")
@@ -79,6 +79,7 @@ class TestCase:
     input: Path
     answer: Path | None
     points: float = 1.0
+    sample: bool = False  # public: shown to everyone (Kattis data/sample/, or listed in problem.toml samples)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ class Problem:
         """Sum of every test's points."""
         return float(sum(t.points for t in self.tests))
 
+    @property
+    def samples(self) -> tuple[TestCase, ...]:
+        """The tests the package marks public (shown by ``GET /problems/{id}``); never the others."""
+        return tuple(t for t in self.tests if t.sample)
+
 
 # ---------------------------------------------------------------- layouts
 
@@ -119,10 +125,16 @@ def _natural(s: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+def _kattis_data(root: Path) -> bool:
+    return (root / "data" / "secret").is_dir() or (root / "data" / "sample").is_dir()
+
+
 def _content_root(root: Path) -> Path:
     """Descend through a single wrapping folder (``problem/1.in`` zipped with its folder)."""
     cur = root
     while True:
+        if _kattis_data(cur):  # a Kattis package of data/ alone is not a wrapping folder
+            return cur
         entries = [e for e in cur.iterdir() if e.name not in ("__MACOSX", ".DS_Store")]
         if len(entries) == 1 and entries[0].is_dir():
             cur = entries[0]
@@ -130,7 +142,7 @@ def _content_root(root: Path) -> Path:
         return cur
 
 
-def _pair_tests(base: Path, under: Path, label: str, need_answer: bool) -> list[TestCase]:
+def _pair_tests(base: Path, under: Path, label: str, need_answer: bool, sample: bool = False) -> list[TestCase]:
     tests = []
     inputs = sorted((p for p in under.rglob("*.in") if p.is_file()),
                     key=lambda p: _natural(p.relative_to(base).as_posix()))
@@ -141,7 +153,7 @@ def _pair_tests(base: Path, under: Path, label: str, need_answer: bool) -> list[
             raise JudgeError("invalid_problem_package",
                              f"{label}: test input {rel} has no expected output {inp.stem}.out or {inp.stem}.ans "
                              "next to it")
-        tests.append(TestCase(rel[:-3], inp, ans))
+        tests.append(TestCase(rel[:-3], inp, ans, sample=sample))
     return tests
 
 
@@ -178,7 +190,23 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
             raise JudgeError("invalid_problem_package",
                              f"{label}: problem.toml {key} = {str(value)[:40]} should be a "
                              f"{' or '.join(t.__name__ for t in TOML_KEYS[key])}")
+    if "samples" in data and not all(isinstance(v, str) for v in data["samples"]):
+        raise JudgeError("invalid_problem_package",
+                         f"{label}: problem.toml samples should be a list of test names, such as [\"1\", \"2\"]")
     return data
+
+
+def _mark_samples(tests: list[TestCase], names: list[str], label: str) -> list[TestCase]:
+    """The tests with those named in problem.toml ``samples`` marked public; an unknown name is refused."""
+    known = {t.name for t in tests}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise JudgeError("invalid_problem_package",
+                         f"{label}: problem.toml samples names {unknown[0][:80]!r}, which is not a test of the "
+                         "package (a test's name is its .in path without the suffix, such as \"1\" or "
+                         "\"tests/group2/10\")")
+    wanted = set(names)
+    return [replace(t, sample=True) if t.name in wanted else t for t in tests]
 
 
 def _source_path(root: Path, rel: str, label: str, what: str) -> Path:
@@ -309,7 +337,7 @@ def _load_kattis(pid: str, root: Path, label: str) -> Problem:
     tests: list[TestCase] = []
     for group in ("sample", "secret"):
         if (data / group).is_dir():
-            tests += _pair_tests(root, data / group, label, need_answer=not interactive)
+            tests += _pair_tests(root, data / group, label, need_answer=not interactive, sample=group == "sample")
     if custom:
         vdir = root / "output_validators"
         src = None
@@ -333,7 +361,7 @@ def load_problem(pid: str, root: Path, label: str | None = None) -> Problem:
     """Read an unpacked package (plain or Kattis layout) into a Problem, or say what is wrong."""
     label = label or f"problem {pid}"
     root = _content_root(root)
-    if (root / "problem.yaml").is_file() or (root / "data" / "secret").is_dir() or (root / "data" / "sample").is_dir():
+    if (root / "problem.yaml").is_file() or _kattis_data(root):
         problem = _load_kattis(pid, root, label)
     else:
         cfg = _read_toml(root / "problem.toml", label) if (root / "problem.toml").is_file() else {}
@@ -370,6 +398,8 @@ def load_problem(pid: str, root: Path, label: str | None = None) -> Problem:
         tests = _pair_tests(root, root, label, need_answer="interactor_source" not in kw)
         points = bounds.check_range(cfg.get("points", 1.0), "points", label)
         tests = [replace(t, points=points) for t in tests]
+        if "samples" in cfg:
+            tests = _mark_samples(tests, cfg["samples"], label)
         problem = Problem(pid, root, "plain", tuple(tests), **kw)
     if not problem.tests:
         raise JudgeError("invalid_problem_package",
@@ -413,6 +443,14 @@ def check_overrides(time_limit_ms: int | None, memory_limit_mib: int | None, fee
         bounds.check_int_range(memory_limit_mib, "memory_limit_mib", f"{label}: --memory-limit")
     if feedback is not None:
         parse_feedback(feedback, f"{label}: --feedback")
+
+
+def check_title(title: str, label: str) -> str:
+    """A problem's display name: at most ``NAME_MAX_CHARS`` printable characters."""
+    if not isinstance(title, str) or len(title) > bounds.NAME_MAX_CHARS or not title.isprintable():
+        raise JudgeError("invalid_problem_package", f"{label}: the title must be at most {bounds.NAME_MAX_CHARS} "
+                                                    "printable characters")
+    return title
 
 
 def discard(path: Path) -> bool:
@@ -465,14 +503,20 @@ class ProblemStore:
         return self._checkers | set(PROGRAM_CHECKERS)
 
     def add(self, data: bytes, *, time_limit_ms: int | None = None, memory_limit_mib: int | None = None,
-            feedback: str | None = None, label: str = "package") -> ProblemInfo:
-        """Validate and store a zipped package; returns its id (same bytes → same id)."""
+            feedback: str | None = None, label: str = "package", title: str | None = None) -> ProblemInfo:
+        """Validate and store a zipped package; returns its id (same bytes → same id).
+
+        ``title`` replaces the package's ``name``; adding the same bytes again replaces the title
+        and the limit overrides of the stored record.
+        """
         check_overrides(time_limit_ms, memory_limit_mib, feedback, label)
+        if title is not None:
+            check_title(title, label)
         sha = hashlib.sha256(data).hexdigest()
         problem = self._unpacked(sha, sha[: self.ID_LEN], lambda: data, label, self._check_checker)
         self._check_checker(problem, label)
         info = ProblemInfo(sha[: self.ID_LEN], sha, len(problem.tests), problem.format, time_limit_ms,
-                           memory_limit_mib, problem.name, datetime.now(UTC).isoformat(),
+                           memory_limit_mib, title or problem.name, datetime.now(UTC).isoformat(),
                            parse_feedback(feedback, label).value if feedback else None)
         self._put_private(f"problems/{sha}.zip", data)
         self._put_private(f"problems/{info.id}.json", json.dumps(info.as_dict()).encode())

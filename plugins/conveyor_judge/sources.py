@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,15 @@ def source_key(tenant: str, name: str) -> str:
     if not clean or clean.startswith(".."):
         raise ValueError(f"{name!r} is not a plain relative name")
     return tenant_prefix(tenant) + clean
+
+
+def store_source(storage: Storage, tenant: str, name: str, data: bytes) -> str:
+    """Store a submission's source under the tenant's prefix (``0600`` on local disk); returns its key."""
+    key = source_key(tenant, name)
+    storage.put(key, data)
+    if storage.protocol == "file":
+        os.chmod(storage.path(key), 0o600)
+    return key
 
 
 def _not_found(key: str, tenant: str) -> JudgeError:
