@@ -6,7 +6,8 @@
   one database transaction, in the caller's tenant and org.
 - ``GET /file/{file_id}``: the row as the caller may see it (storage paths for admins only).
 - ``GET /file/{file_id}/preview`` and ``/geometry``: the derivative's bytes, streamed from
-  storage, with an ``ETag`` (the artifact's sha256) and ``If-None-Match`` → 304.
+  storage, with an ``ETag`` (a digest of the artifact's per-attempt storage key) and
+  ``If-None-Match`` → 304.
 
 A file of another tenant or org, and an id that cannot be one, is ``404 not_found``, the
 answer for a missing id. FastAPI is imported here at the top: the hook imports this module
@@ -39,7 +40,6 @@ from conveyor.store import Scope
 from conveyor_cad.files import (
     KIND,
     NewFile,
-    artifact_sha256,
     detect_format,
     file_jobs,
     get_file,
@@ -110,7 +110,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "properties": {"file": {"type": "string", "format": "binary",
                             "description": "The CAD file; its part must carry a filename."}}}}}}}
 
-ETAG_HEADER = {"ETag": {"description": "The artifact's sha256, quoted.", "schema": {"type": "string"}}}
+ETAG_HEADER = {"ETag": {"description": "A strong tag of the artifact (a digest of its per-attempt storage key).",
+                        "schema": {"type": "string"}}}
 
 
 def add_routes(router: APIRouter, app: Conveyor) -> None:
@@ -221,6 +222,17 @@ def _not_converted(rec: FileRecord, role: str) -> ApiError:
     return ApiError(404, "not_converted", f"no {role}: {why}", {"conversion_status": status})
 
 
+def artifact_etag(key: str) -> str:
+    """The strong ETag of a derivative: a digest of its storage key.
+
+    Keys are per attempt (``jobs/{job_id}/{attempt_id}/preview.png``), an attempt writes each
+    derivative once and attempt ids only grow, so the key names the content: a reconversion
+    gives a new key and a new tag. (The job's manifest has the content's sha256 too, but only
+    once the job is finalized, after the file row already names the derivative.)
+    """
+    return f'"{hashlib.sha256(key.encode()).hexdigest()}"'
+
+
 def _download_name(rec: FileRecord, key: str) -> str:
     stem = PurePosixPath(source_key(rec.id, rec.filename)).stem or "file"
     return f"{stem}{PurePosixPath(key).suffix}"
@@ -232,9 +244,7 @@ def send_artifact(app: Conveyor, scope: Scope, file_id: str, role: str, if_none_
     key = rec.preview_path if role == "preview" else rec.geometry_path
     if not key:
         raise _not_converted(rec, role)
-    sha = artifact_sha256(app.engine, rec.id, key)
-    # keys are per attempt (jobs/{job_id}/{attempt_id}/…) and written once, so the key names the content too
-    etag = f'"{sha or hashlib.sha256(key.encode()).hexdigest()}"'
+    etag = artifact_etag(key)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"}
     if if_none_match and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -271,7 +281,7 @@ def _artifact_route(role: str) -> Any:
 
     download.__name__ = f"download_{role}"
     download.__doc__ = (f"The file's {role} ({'PNG' if role == 'preview' else 'glTF binary'}), streamed from "
-                        "storage with its sha256 as `ETag`; `404 not_converted` until the conversion made it.")
+                        "storage with an `ETag`; `404 not_converted` until the conversion made it.")
     return download
 
 

@@ -90,23 +90,6 @@ def file_jobs(bind: Engine | Connection, file_id: str, tenant: str | None = None
         return [(r.id, r.kind) for r in conn.execute(q)]
 
 
-def artifact_sha256(bind: Engine | Connection, file_id: str, key: str) -> str | None:
-    """The sha256 that the manifest of a succeeded ``cad.convert`` job of the file records for ``key``."""
-    q = (select(jobs.c.result).where(jobs.c.file_id == file_id, jobs.c.kind == KIND, jobs.c.status == "succeeded")
-         .order_by(jobs.c.finished_at.desc()).limit(20))
-    with _reading(bind) as conn:
-        results = [r.result for r in conn.execute(q)]
-    for result in results:
-        manifest = result.get("manifest") if isinstance(result, dict) else None
-        for entry in manifest if isinstance(manifest, list) else ():
-            if not isinstance(entry, dict):
-                continue
-            sha = entry.get("sha256")
-            if entry.get("path") == key and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha):
-                return sha
-    return None
-
-
 @contextmanager
 def _reading(bind: Engine | Connection) -> Iterator[Connection]:
     if isinstance(bind, Connection):

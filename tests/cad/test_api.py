@@ -4,6 +4,7 @@ PostgreSQL: upload, conversion by a real worker, downloads with ETags, tenancy, 
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import struct
 import threading
@@ -121,6 +122,16 @@ def _upload(client: httpx.Client, name: str, data: bytes, headers: dict) -> http
     return client.post("/files", files={"file": (name, data, "application/octet-stream")}, headers=headers)
 
 
+def _wait_job(client: httpx.Client, job_id: str, headers: dict, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        time.sleep(0.05)
+
+
 def _wait_converted(client: httpx.Client, file_id: str, headers: dict, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -179,7 +190,7 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
         assert preview.headers["content-type"] == "image/png"
         assert preview.content.startswith(PNG)
         assert_png(preview.content)
-        assert preview.headers["etag"] == f'"{hashlib.sha256(preview.content).hexdigest()}"'
+        assert re.fullmatch(r'"[0-9a-f]{64}"', preview.headers["etag"])
         assert int(preview.headers["content-length"]) == len(preview.content)
         geometry = c.get(f"/file/{file_id}/geometry", headers=alice)
         assert geometry.status_code == 200, geometry.text
@@ -187,7 +198,8 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
         magic, version, length = struct.unpack_from("<4sII", geometry.content)
         assert (magic, version, length) == (b"glTF", 2, len(geometry.content))
         assert glb_faces(geometry.content) > 0
-        assert geometry.headers["etag"] == f'"{hashlib.sha256(geometry.content).hexdigest()}"'
+        assert re.fullmatch(r'"[0-9a-f]{64}"', geometry.headers["etag"])
+        assert geometry.headers["etag"] != preview.headers["etag"]
         for resp, path in ((preview, "preview"), (geometry, "geometry")):
             tag = resp.headers["etag"]
             for header in (tag, f"W/{tag}", f'"nope", {tag}', "*"):
@@ -195,9 +207,10 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
                 assert again.status_code == 304, (header, again.text)
                 assert again.content == b"" and again.headers["etag"] == tag
             fresh = c.get(f"/file/{file_id}/{path}", headers={**alice, "If-None-Match": '"stale"'})
-            assert fresh.status_code == 200 and fresh.content == resp.content
+            assert fresh.status_code == 200 and fresh.content == resp.content and fresh.headers["etag"] == tag
 
-        # the file's jobs through the core's job list
+        # the file's jobs through the core's job list (the row is done just before the job is finalized)
+        _wait_job(c, up["job_id"], alice)
         listed = c.get("/jobs", params={"file_id": file_id}, headers=alice).json()["items"]
         assert [(j["id"], j["kind"], j["status"], j["tenant_id"], j["org_id"]) for j in listed] == \
             [(up["job_id"], "cad.convert", "succeeded", "acme", "eng")]
@@ -219,6 +232,9 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
             assert seen["preview_path"].startswith(f"jobs/{up['job_id']}/")
             assert seen["preview_path"].endswith("/preview.png")
             assert seen["geometry_path"].endswith("/model.glb")
+            # the tag names the per-attempt key, so it changes when a reconversion writes new artifacts
+            assert preview.headers["etag"] == f'"{hashlib.sha256(seen["preview_path"].encode()).hexdigest()}"'
+            assert geometry.headers["etag"] == f'"{hashlib.sha256(seen["geometry_path"].encode()).hexdigest()}"'
             assert {k: seen[k] for k in done} == done
             failed_seen = c.get(f"/file/{failed['id']}", headers=admin).json()
             assert "isolation" in failed_seen["conversion_error"]
