@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
 from conveyor import observers, store
 from conveyor.config import Settings, load_settings
 from conveyor.db import get_engine, init_db, utcnow
-from conveyor.errors import QueuePressure, QuotaExceeded, WaitTimeout
+from conveyor.errors import ConfigError, QueuePressure, QuotaExceeded, WaitTimeout
 from conveyor.kinds import JobKind
 from conveyor.limits import check_specs
 from conveyor.models import Job
@@ -24,18 +25,35 @@ from conveyor.queue import Queue, open_queue
 from conveyor.registry import Registry
 from conveyor.storage import Storage
 
+if TYPE_CHECKING:
+    from conveyor.tenancy import Tenancy, TenantKey
+
 
 class Conveyor:
-    """The library's entry point for a host application, a worker or the CLI."""
+    """The library's entry point for a host application, a worker or the CLI.
+
+    With ``CONVEYOR_TENANCY`` ``db-per-tenant`` or ``db-per-tenant-org`` the ``Conveyor``
+    built from the settings is the *control* one: its database is the control database,
+    and ``for_tenant(tenant, org)`` gives the ``Conveyor`` of a tenant's database (sharing
+    the control one's queue, storage and plugins) to submit and read jobs with.
+    """
 
     def __init__(self, settings: Settings | None = None, *, engine: Engine | None = None,
-                 queue: Queue | None = None, plugins: PluginHost | None = None) -> None:
+                 queue: Queue | None = None, plugins: PluginHost | None = None, storage: Storage | None = None,
+                 control: Conveyor | None = None, tenant_key: TenantKey | None = None) -> None:
         self.settings = settings or load_settings()
         self._engine = engine
         self._queue = queue
         self._plugins = plugins
-        self._observing = False
+        self._observing = control is not None  # a tenant's Conveyor shares the control one's observers
         self._closed = False
+        if storage is not None:
+            self.__dict__["storage"] = storage
+        self._control = control
+        #: the tenant database this ``Conveyor`` serves (None: a single database, or the control one)
+        self.tenant_key = tenant_key
+        self._tenancy: Tenancy | None = None
+        self._tenancy_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -49,8 +67,9 @@ class Conveyor:
         """The queue backend ``queue_url`` names."""
         if self._queue is None:
             s = self.settings
+            # a database per tenant: a sql queue is a table of the control database, apart from the jobs
             self._queue = open_queue(s.queue_url, self.engine, stream=s.stream_key, group=s.stream_group,
-                                     maxlen=s.stream_maxlen)
+                                     maxlen=s.stream_maxlen, transactional=s.tenancy == "single")
         return self._queue
 
     @cached_property
@@ -74,9 +93,50 @@ class Conveyor:
         """Registered job kinds."""
         return self.plugins.registry("job_kinds")
 
+    # ------------------------------------------------------------ tenancy
+
+    @property
+    def control(self) -> Conveyor:
+        """The ``Conveyor`` of the control database: this one, unless this one serves a tenant's database.
+
+        Processes register there (``conveyor_workers``) and the scheduler's leader lease lives there.
+        """
+        return self._control if self._control is not None else self
+
+    @property
+    def tenancy(self) -> Tenancy | None:
+        """The tenant databases of a database-per-tenant deployment; None in ``single`` mode."""
+        if self._control is not None:
+            return self._control.tenancy
+        if self.settings.tenancy == "single":
+            return None
+        with self._tenancy_lock:
+            if self._tenancy is None:
+                from conveyor.tenancy import Tenancy
+                self._tenancy = Tenancy(self)
+            return self._tenancy
+
+    def for_tenant(self, tenant: str, org: str | None = None) -> Conveyor:
+        """The ``Conveyor`` holding ``tenant``'s (and ``org``'s) jobs: this one in ``single`` mode.
+
+        In the database-per-tenant modes, the registered tenant database's (cached);
+        ``conveyor.tenancy.InvalidTenant`` for a name that is not one, ``UnknownTenant``
+        for one without a registered database.
+        """
+        t = self.tenancy
+        if t is None:
+            return self
+        if self.tenant_key is not None and self.tenant_key == t.key(tenant, org):
+            return self
+        return t.app_for(t.key(tenant, org))
+
     def init_db(self) -> list[str]:
-        """Create missing tables (idempotent)."""
-        created = init_db(self.engine)
+        """Create missing tables (idempotent); the control database's too in a database-per-tenant mode.
+
+        Tenant databases are migrated by ``Tenancy.init_all`` (``conveyor db init``) and
+        ``Tenancy.add`` (``conveyor tenants add``).
+        """
+        created = init_db(self.engine, control=self.settings.tenancy != "single" and self._control is None)
         self.queue.ensure_group()
         return created
 
@@ -137,6 +197,9 @@ class Conveyor:
 
     def submit_many(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> list[str]:
         """Submit many jobs in one transaction; returns their ids in order (InvalidJob if any is refused)."""
+        if self._control is None and self.settings.tenancy != "single":
+            raise ConfigError(f"this Conveyor serves the control database of a {self.settings.tenancy} deployment, "
+                              "which holds no jobs: submit through app.for_tenant(tenant, org)")
         checked = check_specs(specs, self.settings.max_payload_bytes, utcnow())
         self.check_pressure()
         self.check_quota(checked, conn=conn)
@@ -189,8 +252,12 @@ class Conveyor:
             delay = min(poll_s, delay * 2)
 
     def close(self) -> None:
-        """Release queue connections and stop observing events."""
+        """Release queue connections and stop observing events (and the tenant databases' engines)."""
         self._closed = True
+        if self._control is not None:
+            return  # the queue, plugins and engine belong to the control Conveyor and its Tenancy
+        if self._tenancy is not None:
+            self._tenancy.close()
         if self._plugins is not None:
             observers.unsubscribe(self._plugins.emit)
         if self._queue is not None:

@@ -49,7 +49,7 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
         try:
             app = Conveyor(_settings(ctx))
             if need_db:
-                missing = missing_tables(app.engine)
+                missing = missing_tables(app.engine, control=app.settings.tenancy != "single")
                 if missing:
                     _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
                          "run `conveyor db init` first", EXIT_USAGE)
@@ -119,6 +119,11 @@ class _Root(click.Group):
         except ConfigError as exc:
             _die(str(exc), EXIT_USAGE)
         except ConveyorError as exc:
+            from conveyor.tenancy import InvalidTenant, UnknownTenant
+            if isinstance(exc, InvalidTenant):
+                _die(str(exc), EXIT_USAGE)
+            if isinstance(exc, UnknownTenant):
+                _die(str(exc))
             _die(f"{type(exc).__name__}: {exc}")
 
 
@@ -143,10 +148,74 @@ def db() -> None:
 @db.command("init")
 @click.pass_context
 def db_init(ctx: click.Context) -> None:
-    """Create the tables (safe to run again)."""
+    """Create the tables (safe to run again); with a database per tenant, in every registered one too."""
     app = _app(ctx, need_db=False)
     created = app.init_db()
-    click.echo(f"created {', '.join(created)}" if created else "database already initialised")
+    if app.tenancy is None:
+        click.echo(f"created {', '.join(created)}" if created else "database already initialised")
+        return
+    click.echo("control database: " + (f"created {', '.join(created)}" if created else "already initialised"))
+    failed = 0
+    for r in app.tenancy.init_all():
+        name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
+        if r["error"]:
+            failed += 1
+            click.echo(printable(f"tenant {name}: FAILED: {r['error']}"))
+        else:
+            click.echo(printable(f"tenant {name}: " + (f"created {', '.join(r['created'])}" if r["created"]
+                                                      else "already initialised")))
+    if failed:
+        _die(f"{failed} tenant database(s) could not be initialised; `conveyor tenants add` creates a missing one")
+
+
+# ---------------------------------------------------------------- tenants
+
+def _tenancy(ctx: click.Context) -> Any:
+    app = _app(ctx)
+    if app.tenancy is None:
+        _die("CONVEYOR_TENANCY is single: every tenant shares the one database; set it to db-per-tenant or "
+             "db-per-tenant-org (with CONVEYOR_DB_URL_TEMPLATE) to give tenants databases", EXIT_USAGE)
+    return app.tenancy
+
+
+@cli.group()
+def tenants() -> None:
+    """Tenant databases (CONVEYOR_TENANCY db-per-tenant or db-per-tenant-org)."""
+
+
+@tenants.command("add")
+@click.argument("tenant")
+@click.option("--org", help="The org (db-per-tenant-org: required; each org has its own database).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tenants_add(ctx: click.Context, tenant: str, org: str | None, as_json: bool) -> None:
+    """Create (if missing), migrate and register the database of TENANT (and --org); safe to run again."""
+    t = _tenancy(ctx)
+    if org and not t.per_org:
+        _die(f"--org is for db-per-tenant-org; in {t.mode} a tenant's orgs share its database", EXIT_USAGE)
+    r = t.add(tenant, org)
+    if as_json:
+        _json(r)
+        return
+    name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
+    click.echo(printable(f"tenant {name}: database {r['database']}"
+                         + (" created" if r["database_created"] else " exists")
+                         + (f", created {', '.join(r['created'])}" if r["created"] else ", tables present")
+                         + (", registered" if r["registered"] else ", already registered")))
+
+
+@tenants.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tenants_list(ctx: click.Context, as_json: bool) -> None:
+    """The registered tenant databases."""
+    rows = _tenancy(ctx).describe()
+    if as_json:
+        _json(rows)
+        return
+    for r in rows:
+        name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
+        click.echo(printable(f"{name:<40} {r['database']}"))
 
 
 # ---------------------------------------------------------------- submit / jobs
@@ -190,6 +259,7 @@ def submit(ctx: click.Context, kind: str, payload: str | None, tenant: str, org:
     if delay:
         from conveyor.db import utcnow
         run_at = utcnow() + timedelta(seconds=delay)
+    app = app.for_tenant(tenant, org)  # itself unless each tenant has a database
     job_id = app.submit(kind, data, tenant=tenant, org=org, priority=priority, idempotency_key=idempotency_key,
                         max_attempts=max_attempts, run_at=run_at)
     if as_json:
@@ -203,6 +273,31 @@ def jobs() -> None:
     """Inspect, cancel and retry jobs."""
 
 
+def _tenant_option(f: Any) -> Any:
+    f = click.option("--org", help="Only in this org (the job's database with db-per-tenant-org).")(f)
+    return click.option("--tenant", help="Only in this tenant (the job's database with a database per tenant; "
+                                         "required then).")(f)
+
+
+def _scoped(ctx: click.Context, tenant: str | None, org: str | None) -> Any:
+    """The Conveyor holding TENANT's (and ORG's) jobs; the one database in single mode."""
+    app = _app(ctx)
+    t = app.tenancy
+    if t is None:
+        return app
+    if tenant is None or (t.per_org and org is None):
+        _die(f"each {'org' if t.per_org else 'tenant'} has its own database ({t.mode}): pass --tenant"
+             + (" and --org" if t.per_org else ""), EXIT_USAGE)
+    return app.for_tenant(tenant, org)
+
+
+def _get_scoped(app: Any, job_id: str, tenant: str | None, org: str | None) -> Job:
+    job: Job = app.get(job_id, tenant)
+    if org is not None and job.org_id != org:
+        raise JobNotFound(f"no job {job_id!r} in org {org!r}")
+    return job
+
+
 def _job_line(j: Job) -> str:
     return f"{printable(j.id)}  {printable(j.kind):<20} {j.status.value:<10} attempt={j.attempt_id}/{j.max_attempts} " \
            f"{printable(j.error_code or '')}"
@@ -210,12 +305,13 @@ def _job_line(j: Job) -> str:
 
 @jobs.command("show")
 @click.argument("job_id")
+@_tenant_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
+def jobs_show(ctx: click.Context, job_id: str, tenant: str | None, org: str | None, as_json: bool) -> None:
     """Show one job with its change log."""
-    app = _app(ctx)
-    job = app.get(job_id)
+    app = _scoped(ctx, tenant, org)
+    job = _get_scoped(app, job_id, tenant, org)
     data = job.as_dict()
     data["events"] = app.events(job_id)
     if as_json:
@@ -242,14 +338,15 @@ def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--kind")
 @click.option("--file-id")
-@click.option("--tenant")
+@_tenant_option
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, kind: str | None, file_id: str | None, tenant: str | None,
-              limit: int, as_json: bool) -> None:
+              org: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
-    found = _app(ctx).list_jobs(status=status, kind=kind, file_id=file_id, tenant=tenant, limit=limit)
+    found = _scoped(ctx, tenant, org).list_jobs(status=status, kind=kind, file_id=file_id, tenant=tenant, org=org,
+                                                limit=limit)
     if as_json:
         _json([j.as_dict() for j in found])
     else:
@@ -260,19 +357,23 @@ def jobs_list(ctx: click.Context, status: str | None, kind: str | None, file_id:
 @jobs.command("cancel")
 @click.argument("job_id")
 @click.option("--reason", default="")
+@_tenant_option
 @click.pass_context
-def jobs_cancel(ctx: click.Context, job_id: str, reason: str) -> None:
+def jobs_cancel(ctx: click.Context, job_id: str, reason: str, tenant: str | None, org: str | None) -> None:
     """Cancel a queued or running job (a running handler stops at its next heartbeat)."""
-    job = _app(ctx).cancel(job_id, reason=reason)
+    app = _scoped(ctx, tenant, org)
+    job = app.cancel(_get_scoped(app, job_id, tenant, org).id, tenant=tenant, reason=reason)
     click.echo(f"{printable(job.id)} cancelled")
 
 
 @jobs.command("retry")
 @click.argument("job_id")
+@_tenant_option
 @click.pass_context
-def jobs_retry(ctx: click.Context, job_id: str) -> None:
+def jobs_retry(ctx: click.Context, job_id: str, tenant: str | None, org: str | None) -> None:
     """Run a failed or cancelled job again, with a fresh attempt budget."""
-    job = _app(ctx).retry(job_id)
+    app = _scoped(ctx, tenant, org)
+    job = app.retry(_get_scoped(app, job_id, tenant, org).id, tenant=tenant)
     click.echo(f"{printable(job.id)} queued again")
 
 
@@ -304,15 +405,23 @@ def dispatcher(ctx: click.Context, once: bool) -> None:
     import signal
 
     from conveyor import presence
-    from conveyor.outbox import Dispatcher, run_until_empty
+    from conveyor.outbox import Dispatcher, FleetDispatcher, run_fleet_until_empty, run_until_empty
     app = _app(ctx)
     s = app.settings
     _serve_metrics(app)
-    d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
-                   backoff_cap_s=s.dispatch_backoff_max_seconds)
-    if once:
-        click.echo(f"published {run_until_empty(d)}")
-        return
+    d: Dispatcher | FleetDispatcher
+    if app.tenancy is not None:  # one dispatcher drains every registered tenant database
+        d = FleetDispatcher(app, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+                            backoff_cap_s=s.dispatch_backoff_max_seconds)
+        if once:
+            click.echo(f"published {run_fleet_until_empty(d)}")
+            return
+    else:
+        d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+                       backoff_cap_s=s.dispatch_backoff_max_seconds)
+        if once:
+            click.echo(f"published {run_until_empty(d)}")
+            return
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: d.stop())
     name = f"{s.consumer_name}-dispatcher"
@@ -522,12 +631,13 @@ def workers(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@_tenant_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def diagnose(ctx: click.Context, job_id: str, as_json: bool) -> None:
+def diagnose(ctx: click.Context, job_id: str, tenant: str | None, org: str | None, as_json: bool) -> None:
     """Gather everything about a job and name the likely cause and next step."""
     from conveyor.diagnostics import diagnose as run_diagnose
-    report = run_diagnose(_app(ctx), job_id)
+    report = run_diagnose(_scoped(ctx, tenant, org), job_id, tenant, org)
     if as_json:
         _json(report)
         return

@@ -62,6 +62,10 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     sse_heartbeat_seconds: float = 15.0
     sse_poll_seconds: float = 0.5
+    # ---- tenancy (see conveyor.tenancy)
+    tenancy: str = "single"  # single | db-per-tenant | db-per-tenant-org
+    db_url_template: str = ""  # the URL of a tenant's database: {tenant} (and {org}) filled in
+    tenant_cache_size: int = 64  # tenant databases a process keeps engines for (least recently used go)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -167,7 +171,9 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
         if getattr(settings, name) < 0:
             raise ConfigError(f"{sources.get(name, 'code')}: {name} must be >= 0 (0: no limit), "
                               f"got {getattr(settings, name)}")
-    for name in ("max_upload_bytes", "sse_heartbeat_seconds", "sse_poll_seconds"):
+    for name in ("max_upload_bytes", "sse_heartbeat_seconds", "sse_poll_seconds", "tenant_cache_size"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"{sources.get(name, 'code')}: {name} must be > 0, got {getattr(settings, name)}")
+    from conveyor.tenancy import check_settings
+    check_settings(settings)
     return settings

@@ -7,12 +7,12 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from conveyor.errors import ConfigError
-from conveyor.schema import metadata
+from conveyor.schema import control_metadata, metadata
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -84,14 +84,34 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
-def init_db(engine: Engine) -> list[str]:
-    """Create missing tables (idempotent); returns the names created."""
-    existing = set(inspect(engine).get_table_names())
-    metadata.create_all(engine, checkfirst=True)
-    return sorted(t for t in metadata.tables if t not in existing)
+def _metadatas(control: bool) -> tuple[MetaData, ...]:
+    return (metadata, control_metadata) if control else (metadata,)
 
 
-def missing_tables(engine: Engine) -> list[str]:
-    """Tables the job store needs that the database lacks."""
+def init_db(engine: Engine, *, control: bool = False) -> list[str]:
+    """Create missing tables, and missing indexes of existing tables (idempotent); returns the names created.
+
+    ``control``: also the tables of a database-per-tenant deployment's control database.
+    An index added to an existing table is built with a plain ``CREATE INDEX``, which
+    blocks writes to that table while it runs; on a large table build it first with
+    ``CREATE INDEX CONCURRENTLY`` under the same name (docs/operations.md).
+    """
+    insp = inspect(engine)
+    existing = set(insp.get_table_names())
+    created: list[str] = []
+    for md in _metadatas(control):
+        md.create_all(engine, checkfirst=True)
+        created += sorted(t for t in md.tables if t not in existing)
+        for name in sorted(t for t in md.tables if t in existing):
+            have = {ix["name"] for ix in insp.get_indexes(name)}
+            for index in sorted(md.tables[name].indexes, key=lambda ix: str(ix.name)):
+                if index.name not in have:
+                    index.create(engine)
+                    created.append(str(index.name))
+    return created
+
+
+def missing_tables(engine: Engine, *, control: bool = False) -> list[str]:
+    """Tables the job store (with ``control``: the control database) needs that the database lacks."""
     existing = set(inspect(engine).get_table_names())
-    return sorted(t for t in metadata.tables if t not in existing)
+    return sorted(t for md in _metadatas(control) for t in md.tables if t not in existing)

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 
 from conveyor import lease
+from conveyor.config import mask_url
 from conveyor.db import missing_tables, utcnow
+from conveyor.errors import ConfigError, JobNotFound
 from conveyor.presence import list_workers
 from conveyor.scheduler import LEADER_LEASE
 from conveyor.schema import outbox
@@ -23,17 +25,32 @@ def _finding(check: str, ok: bool, detail: str, next_step: str | None = None) ->
     return {"check": check, "ok": ok, "detail": detail, "next_step": next_step}
 
 
-def diagnose(app: Conveyor, job_id: str) -> dict[str, Any]:
-    """Everything known about one job, the most likely root cause and the next step."""
-    job = app.get(job_id)
+def diagnose(app: Conveyor, job_id: str, tenant: str | None = None, org: str | None = None) -> dict[str, Any]:
+    """Everything known about one job, the most likely root cause and the next step.
+
+    ``tenant`` (and ``org``): the job must be theirs (JobNotFound otherwise). In a
+    database-per-tenant deployment they also pick the database to look in, when ``app``
+    is the control one; ``tenant`` is required then.
+    """
+    if app.tenancy is not None and app.tenant_key is None:
+        if tenant is None:
+            raise ConfigError(f"this deployment keeps a database per tenant ({app.settings.tenancy}): "
+                              "name the job's tenant" + (" and org" if app.tenancy.per_org else ""))
+        app = app.for_tenant(tenant, org)
+    job = app.get(job_id, tenant)
+    if org is not None and job.org_id != org:
+        raise JobNotFound(f"no job {job_id!r} in org {org!r}")
     now = utcnow()
     evs = app.events(job_id)
     findings: list[dict[str, Any]] = []
     with app.engine.connect() as conn:
         box = [dict(r) for r in conn.execute(select(outbox).where(outbox.c.job_id == job_id)
                                              .order_by(outbox.c.id)).mappings()]
-    alive = {w["name"]: w for w in list_workers(app.engine) if w["alive"]}
+    control = app.control.engine  # processes and the leader lease are there
+    alive = {w["name"]: w for w in list_workers(control) if w["alive"]}
     kind_known = job.kind in app.kinds
+    if app.tenant_key is not None:
+        findings.append(_finding("tenant database", True, f"{app.tenant_key}: {mask_url(app.settings.db_url)}"))
     findings.append(_finding("job kind", kind_known,
                              f"{job.kind} is registered by {app.kinds.owner(job.kind)}" if kind_known else
                              f"{job.kind} is not registered by any plugin loaded here",
@@ -63,7 +80,7 @@ def diagnose(app: Conveyor, job_id: str) -> dict[str, Any]:
         findings.append(_finding("lease", live, f"held by {job.lease_owner} until {job.lease_expires_at}"
                                  f" ({'live' if live else 'expired'}); owner "
                                  f"{'is alive' if job.lease_owner in alive else 'is not a live worker'}"))
-    leader = lease.current(app.engine, LEADER_LEASE)
+    leader = lease.current(control, LEADER_LEASE)
     has_leader = bool(leader and leader["holder"] and leader["expires_at"] and leader["expires_at"] > now)
     leader_text = f"leader {leader['holder']}" if leader and has_leader else "no scheduler holds the leader lease"
     findings.append(_finding("scheduler", has_leader, leader_text,
@@ -128,6 +145,27 @@ def _cause(app: Conveyor, job: Any, box: list[dict[str, Any]], held: bool | None
     return st, "see the events"
 
 
+def _tenant_databases(app: Conveyor) -> dict[str, Any]:
+    """Every registered tenant database reachable, with its tables."""
+    t = app.tenancy
+    assert t is not None
+    try:
+        keys = t.registered(refresh=True)
+    except Exception as exc:
+        return _finding("tenant databases", False, f"registry unreadable: {exc}", "run `conveyor db init`")
+    bad = []
+    for key in keys:
+        try:
+            missing = missing_tables(t.app_for(key, check=False).engine)
+            if missing:
+                bad.append(f"{key}: missing {', '.join(missing)}")
+        except Exception as exc:
+            bad.append(f"{key}: unreachable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    detail = f"{len(keys)} registered ({t.mode})" + (f"; {'; '.join(bad)}" if bad else ", all reachable and migrated")
+    return _finding("tenant databases", not bad, detail,
+                    "run `conveyor db init`, or `conveyor tenants add` for a database that is gone" if bad else None)
+
+
 def doctor(app: Conveyor) -> list[dict[str, Any]]:
     """Check the deployment: database, tables, queue, storage, plugins, processes."""
     checks: list[dict[str, Any]] = []
@@ -137,12 +175,14 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
             conn.execute(text("select 1"))
         checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
                                f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
-        missing = missing_tables(app.engine)
+        missing = missing_tables(app.engine, control=app.tenancy is not None)
         checks.append(_finding("tables", not missing, "all present" if not missing else
                                f"missing {', '.join(missing)}: run `conveyor db init`"))
     except Exception as exc:
         checks.append(_finding("database", False, f"unreachable: {exc}", "check CONVEYOR_DB_URL"))
         return checks
+    if app.tenancy is not None:
+        checks.append(_tenant_databases(app))
     try:
         app.queue.ensure_group()
         p = app.queue.pressure()

@@ -176,7 +176,10 @@ def conveyor_api_routes(router: APIRouter, app: Conveyor) -> None:
     can resolve the names the routes' annotations use.
 
     :param router: a ``fastapi.APIRouter`` to add routes to (``@router.get("/files")``).
-    :param app: the ``Conveyor`` the API serves (database, queue, storage, plugins).
+    :param app: the ``Conveyor`` the API serves (database, queue, storage, plugins). With a
+        database per tenant (``CONVEYOR_TENANCY``) it is the control one, whose database
+        holds no jobs: a route reaches the request's tenant database through
+        ``Depends(conveyor.api.deps.current_app)``.
     :return: nothing; every implementation is called. One that raises is reported by
         name (log, ``conveyor plugins``, ``GET /api/v1/health``) and none of its routes
         are mounted; the other plugins' routes are.

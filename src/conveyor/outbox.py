@@ -1,4 +1,8 @@
-"""The dispatcher: moves pending outbox rows to the queue; never drops one."""
+"""The dispatcher: moves pending outbox rows to the queue; never drops one.
+
+``Dispatcher`` drains one database's outbox. ``FleetDispatcher`` drains the outbox of every
+registered tenant database of a database-per-tenant deployment, round-robin.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 
@@ -18,6 +23,9 @@ from conveyor.models import EventAction
 from conveyor.notify import OUTBOX_CHANNEL, Listener
 from conveyor.queue import Message, Queue
 from conveyor.schema import events, outbox
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
 
 log = logging.getLogger("conveyor.dispatcher")
 
@@ -171,6 +179,148 @@ def run_until_empty(dispatcher: Dispatcher, timeout_s: float = 30.0) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         r = dispatcher.run_once()
+        total += r.published
+        if r.published == 0:
+            break
+    return total
+
+
+@dataclass
+class _TenantState:
+    """When to poll one tenant database next, and how long it has been quiet or failing."""
+
+    next_at: float = 0.0
+    idle: float = 0.005
+    failures: int = 0
+    published: int = 0
+    last_error: str | None = field(default=None, repr=False)
+
+
+class FleetDispatcher:
+    """Publishes the outboxes of every registered tenant database to the one queue, round-robin.
+
+    Each round gives every due tenant database one batch (``batch`` rows), starting one
+    database further each round, so a tenant with a backlog of thousands does not delay
+    another's single job by more than one batch. A quiet database is polled again after
+    a wait that doubles from 5 ms up to ``idle_max_s``; one that published is polled again
+    at once; a submit in this process wakes every database. A database that cannot be
+    reached, or whose rows the queue refuses, backs off on its own while the others go on.
+    The registry is read again every ``refresh_s`` seconds, so an added tenant is served
+    without a restart.
+    """
+
+    def __init__(self, app: Conveyor, *, batch: int = 500, maxlen: int | None = 200_000,
+                 backoff_cap_s: float = 30.0, idle_max_s: float = 0.25, refresh_s: float = 5.0) -> None:
+        tenancy = app.tenancy
+        if tenancy is None:
+            raise ValueError("FleetDispatcher serves a database-per-tenant deployment; use Dispatcher")
+        self.app = app
+        self.tenancy = tenancy
+        self.queue = app.queue
+        self.batch = batch
+        self.maxlen = maxlen
+        self.backoff_cap_s = backoff_cap_s
+        self.idle_max_s = idle_max_s
+        self.refresh_s = refresh_s
+        self._state: dict[Any, _TenantState] = {}
+        self._keys: list[Any] = []
+        self._keys_at = -1e18
+        self._turn = 0
+        self._stop = threading.Event()
+        self.published_total = 0
+        self.failures_total = 0
+
+    def _tenants(self) -> list[Any]:
+        now = time.monotonic()
+        if now - self._keys_at >= self.refresh_s:
+            try:
+                self._keys = self.tenancy.registered(refresh=True)
+                self._keys_at = now
+            except Exception as exc:  # the control database is down: serve the tenants known so far
+                log.error("cannot read the tenant registry (%s); serving the %d tenants known", exc,
+                          len(self._keys))
+                self._keys_at = now - self.refresh_s + 1.0
+        return self._keys
+
+    def _dispatcher(self, key: Any) -> Dispatcher:
+        engine = self.tenancy.app_for(key, check=False).engine
+        return Dispatcher(engine, self.queue, batch=self.batch, maxlen=self.maxlen,
+                          backoff_cap_s=self.backoff_cap_s)
+
+    def run_once(self, *, force: bool = False) -> DispatchRound:
+        """One round: one batch from every tenant database that is due (every one with ``force``)."""
+        keys = self._tenants()
+        if not keys:
+            return DispatchRound(0, 0)
+        start = self._turn % len(keys)
+        self._turn += 1
+        published = failed = 0
+        error = None
+        for key in keys[start:] + keys[:start]:
+            st = self._state.setdefault(key, _TenantState())
+            now = time.monotonic()
+            if not force and now < st.next_at:
+                continue
+            try:
+                r = self._dispatcher(key).run_once()
+            except Exception as exc:  # this tenant's database is down
+                st.failures += 1
+                st.next_at = now + min(self.backoff_cap_s, 0.2 * 2 ** min(st.failures, 8)) * random.uniform(0.5, 1)
+                st.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("dispatch round of tenant %s failed: %s", key, st.last_error)
+                continue
+            published += r.published
+            failed += r.failed
+            st.published += r.published
+            if r.failed:
+                error = r.error
+                st.failures += 1
+                st.next_at = now + min(self.backoff_cap_s, 0.2 * 2 ** min(st.failures, 8)) * random.uniform(0.5, 1)
+            elif r.published:
+                st.failures, st.idle, st.next_at = 0, 0.005, now
+            else:
+                st.failures = 0
+                st.idle = min(st.idle * 2, self.idle_max_s)
+                st.next_at = now + st.idle
+        self.published_total += published
+        self.failures_total += failed
+        return DispatchRound(published, failed, error)
+
+    def pending_count(self) -> int:
+        """Rows not yet published, over every registered tenant database."""
+        return sum(self._dispatcher(k).pending_count() for k in self.tenancy.registered(refresh=True))
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current round."""
+        self._stop.set()
+        wake()
+
+    def run(self) -> None:
+        """Loop until stopped."""
+        log.info("fleet dispatcher started (%s)", self.tenancy.mode)
+        force = True
+        while not self._stop.is_set():
+            r = self.run_once(force=force)
+            force = False
+            if r.published:
+                continue  # someone published: go round again at once (quiet ones are still skipped)
+            now = time.monotonic()
+            due = min((st.next_at for st in self._state.values()), default=now + self.idle_max_s)
+            wait = min(max(0.002, due - now), self.idle_max_s)
+            with _WAKE:
+                if self._stop.is_set():
+                    break
+                woken = _WAKE.wait(wait)
+            force = woken  # a submit in this process: look at every database now
+        log.info("fleet dispatcher stopped published=%d", self.published_total)
+
+
+def run_fleet_until_empty(dispatcher: FleetDispatcher, timeout_s: float = 30.0) -> int:
+    """Publish every currently due row of every tenant database (``--once``); returns how many."""
+    total = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = dispatcher.run_once(force=True)
         total += r.published
         if r.published == 0:
             break

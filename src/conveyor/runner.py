@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from conveyor.outbox import Dispatcher
+from conveyor.outbox import Dispatcher, FleetDispatcher
 from conveyor.scheduler import Scheduler
 from conveyor.worker import Worker, WorkerStats
 
@@ -20,8 +20,13 @@ class Runner:
                  scheduler: bool = True) -> None:
         s = app.settings
         self.app = app
-        self.dispatcher = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
-                                     backoff_cap_s=s.dispatch_backoff_max_seconds)
+        self.dispatcher: Dispatcher | FleetDispatcher
+        if app.tenancy is not None:  # a database per tenant: drain every registered one
+            self.dispatcher = FleetDispatcher(app, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+                                              backoff_cap_s=s.dispatch_backoff_max_seconds)
+        else:
+            self.dispatcher = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+                                         backoff_cap_s=s.dispatch_backoff_max_seconds)
         self.scheduler = Scheduler(app) if scheduler else None
         self.worker = Worker(app, concurrency=concurrency, burst=False, block_ms=200)
         self.burst = burst
@@ -53,14 +58,18 @@ class Runner:
         from conveyor.db import utcnow
         from conveyor.schema import jobs
         quiet = 0
+        t = self.app.tenancy
         while not self.worker._stopping.is_set():
             now = utcnow()
-            with self.app.engine.connect() as conn:
-                # delayed jobs and jobs waiting out a retry backoff are not work for now
-                open_jobs = conn.execute(select(func.count()).where(
-                    or_(jobs.c.status == "running",
-                        and_(jobs.c.status == "queued",
-                             or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now))))).scalar()
+            open_jobs = 0
+            for app in [self.app] if t is None else [a for _, a in t.apps()]:
+                with app.engine.connect() as conn:
+                    # delayed jobs and jobs waiting out a retry backoff are not work for now
+                    open_jobs += conn.execute(select(func.count()).where(
+                        or_(jobs.c.status == "running",
+                            and_(jobs.c.status == "queued",
+                                 or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now))))).scalar() \
+                        or 0
             quiet = quiet + 1 if not open_jobs and self.worker.in_flight == 0 else 0
             if quiet >= 2:
                 self.worker.stop()

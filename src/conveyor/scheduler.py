@@ -4,6 +4,10 @@ Repair finds every job the queue no longer holds but the database says must run
 (queued, or running under an expired lease) and republishes it through the
 outbox, at most once per lease period. GC trims the queue and plans (or, with
 ``apply``, performs) deletion of finished jobs past their retention.
+
+In a database-per-tenant deployment the leader lease lives in the control database and
+each round repairs every registered tenant database in turn (GC too); a tenant database
+that fails is logged and skipped until the next round.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class RepairReport:
     republished: list[str] = field(default_factory=list)
     failed_exhausted: list[str] = field(default_factory=list)
     checked: int = 0
+    tenants: int = 0  # tenant databases repaired (database-per-tenant)
+    tenant_errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,10 +60,14 @@ class GcPlan:
     artifact_prefixes: int = 0
     trimmed_entries: int = 0
     sample_job_ids: list[str] = field(default_factory=list)
+    tenant_errors: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if not out["tenant_errors"]:
+            del out["tenant_errors"]
+        return out
 
 
 class Scheduler:
@@ -88,9 +98,35 @@ class Scheduler:
 
     # ------------------------------------------------------------ repair
 
-    def repair(self) -> RepairReport:
-        """Republish jobs that must run but that no queue entry holds any more."""
-        engine, q, s = self.app.engine, self.app.queue, self.app.settings
+    def _databases(self) -> list[tuple[str, Conveyor]]:
+        """``(label, app)`` of every database holding jobs: the one, or each registered tenant's."""
+        t = self.app.tenancy
+        if t is None:
+            return [("", self.app)]
+        return [(str(key), app) for key, app in t.apps()]
+
+    def repair_all(self) -> RepairReport:
+        """``repair`` of every database holding jobs; a tenant database that fails is skipped this round."""
+        if self.app.tenancy is None:
+            return self.repair()
+        total = RepairReport()
+        for label, app in self._databases():
+            try:
+                rep = self.repair(app)
+            except Exception as exc:
+                log.error("repair of tenant %s failed: %s", label, exc)
+                total.tenant_errors[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                continue
+            total.tenants += 1
+            total.checked += rep.checked
+            total.republished += rep.republished
+            total.failed_exhausted += rep.failed_exhausted
+        return total
+
+    def repair(self, app: Conveyor | None = None) -> RepairReport:
+        """Republish jobs that must run but that no queue entry holds any more (in ``app``'s database)."""
+        app = app or self.app
+        engine, q, s = app.engine, app.queue, app.settings
         now = utcnow()
         quiet = now - timedelta(seconds=s.lease_seconds)
         report = RepairReport()
@@ -145,23 +181,37 @@ class Scheduler:
     # ------------------------------------------------------------ gc
 
     def gc(self, apply: bool | None = None, retention_days: float | None = None) -> GcPlan:
-        """Trim the queue and plan (or perform) deletion of old finished jobs."""
+        """Trim the queue and plan (or perform) deletion of old finished jobs (of every tenant database)."""
         apply = self.gc_apply if apply is None else apply
         s = self.app.settings
         days = s.gc_retention_days if retention_days is None else retention_days
         plan = GcPlan(applied=apply, retention_days=days)
         cutoff = utcnow() - timedelta(days=days)
-        finals = [st.value for st in FINAL]
-        old = select(jobs.c.id).where(jobs.c.status.in_(finals), jobs.c.finished_at < cutoff)
-        engine = self.app.engine
-        with engine.connect() as conn:
-            plan.jobs = int(conn.execute(select(func.count()).select_from(old.subquery())).scalar() or 0)
-            plan.events = int(conn.execute(select(func.count()).where(events.c.job_id.in_(old))).scalar() or 0)
-            plan.outbox_rows = int(conn.execute(select(func.count()).where(outbox.c.job_id.in_(old))).scalar() or 0)
-            plan.sample_job_ids = list(conn.execute(old.limit(10)).scalars())
-        plan.artifact_prefixes = plan.jobs
         if apply:
             plan.trimmed_entries = self.app.queue.trim(s.stream_maxlen)
+        for label, app in self._databases():
+            try:
+                self._gc_database(app, plan, apply, cutoff)
+            except Exception as exc:
+                if self.app.tenancy is None:
+                    raise
+                log.error("gc of tenant %s failed: %s", label, exc)
+                plan.tenant_errors[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        plan.artifact_prefixes = plan.jobs
+        return plan
+
+    def _gc_database(self, app: Conveyor, plan: GcPlan, apply: bool, cutoff: Any) -> None:
+        finals = [st.value for st in FINAL]
+        old = select(jobs.c.id).where(jobs.c.status.in_(finals), jobs.c.finished_at < cutoff)
+        engine = app.engine
+        with engine.connect() as conn:
+            plan.jobs += int(conn.execute(select(func.count()).select_from(old.subquery())).scalar() or 0)
+            plan.events += int(conn.execute(select(func.count()).where(events.c.job_id.in_(old))).scalar() or 0)
+            plan.outbox_rows += int(conn.execute(select(func.count()).where(outbox.c.job_id.in_(old))).scalar()
+                                    or 0)
+            if len(plan.sample_job_ids) < 10:
+                plan.sample_job_ids += list(conn.execute(old.limit(10 - len(plan.sample_job_ids))).scalars())
+        if apply:
             while True:
                 with engine.begin() as conn:
                     ids = list(conn.execute(old.limit(self.batch)).scalars())
@@ -172,10 +222,9 @@ class Scheduler:
                     conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
                 for j in ids:
                     try:
-                        self.app.storage.delete(f"jobs/{j}", recursive=True)
+                        app.storage.delete(f"jobs/{j}", recursive=True)
                     except Exception as exc:
                         log.warning("gc could not delete artifacts of %s: %s", j, exc)
-        return plan
 
     # ------------------------------------------------------------ loop
 
@@ -184,17 +233,23 @@ class Scheduler:
         if not self.is_leader():
             holder = lease.current(self.app.engine, LEADER_LEASE)
             return {"leader": False, "holder": holder["holder"] if holder else None}
-        rep = self.repair()
+        rep = self.repair_all()
         m = get_metrics()
         if m is not None:
             p = self.app.queue.pressure()
             m.queue.labels("length").set(p.length)
             m.queue.labels("pending").set(p.pending)
-            with self.app.engine.connect() as conn:
-                m.outbox_pending.set(conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar()
-                                     or 0)
-        return {"leader": True, "token": self.token, "republished": len(rep.republished),
-                "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
+            pending = 0
+            for _label, app in self._databases():
+                with app.engine.connect() as conn:
+                    pending += conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0
+            m.outbox_pending.set(pending)
+        out: dict[str, Any] = {"leader": True, "token": self.token, "republished": len(rep.republished),
+                               "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
+        if self.app.tenancy is not None:
+            out["tenants"] = rep.tenants
+            out["tenant_errors"] = rep.tenant_errors
+        return out
 
     def stop(self) -> None:
         """End the loop after the current round."""

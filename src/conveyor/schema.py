@@ -68,6 +68,9 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Index("ix_conveyor_jobs_status_lease", "status", "lease_expires_at", **_where(_OPEN)),
         Index("ix_conveyor_jobs_kind_status", "kind", "status", **_where(_OPEN)),
         Index("ix_conveyor_jobs_finished", "finished_at", **_where("finished_at IS NOT NULL")),
+        # the API's pages: one tenant's jobs, newest first (its key never changes, so it costs an
+        # entry per row version, nothing more)
+        Index("ix_conveyor_jobs_tenant_created", "tenant_id", "created_at", "id"),
     )
     outbox = Table(
         "conveyor_outbox", md,
@@ -155,6 +158,17 @@ def define_tables(md: MetaData) -> dict[str, Table]:
             "workers": workers, "leases": leases, "queue": queue}
 
 
+def define_control_tables(md: MetaData) -> dict[str, Table]:
+    """Tables only the control database of a database-per-tenant deployment has (``conveyor.tenancy``)."""
+    tenants = Table(
+        "conveyor_tenants", md,
+        Column("tenant", String(63), primary_key=True),
+        Column("org", String(63), primary_key=True, default=""),  # "" when databases are per tenant
+        Column("created_at", DateTime, nullable=False),
+    )
+    return {"tenants": tenants}
+
+
 TABLES = define_tables(metadata)
 jobs = TABLES["jobs"]
 outbox = TABLES["outbox"]
@@ -163,3 +177,8 @@ files = TABLES["files"]
 workers = TABLES["workers"]
 leases = TABLES["leases"]
 queue_entries = TABLES["queue"]
+
+#: the control database's own tables (created there next to every table of ``metadata``)
+control_metadata = MetaData()
+CONTROL_TABLES = define_control_tables(control_metadata)
+tenants = CONTROL_TABLES["tenants"]

@@ -282,11 +282,12 @@ def _read(bind: Engine | Connection) -> Iterator[Connection]:
 
 
 def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str | None = None,
-              file_id: str | None = None, tenant: str | None = None, limit: int = 50) -> list[Job]:
+              file_id: str | None = None, tenant: str | None = None, org: str | None = None,
+              limit: int = 50) -> list[Job]:
     """Newest jobs first, filtered."""
     stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
     for col, val in ((jobs.c.status, status), (jobs.c.kind, kind), (jobs.c.file_id, file_id),
-                     (jobs.c.tenant_id, tenant)):
+                     (jobs.c.tenant_id, tenant), (jobs.c.org_id, org)):
         if val is not None:
             stmt = stmt.where(col == val)
     with _read(bind) as conn:

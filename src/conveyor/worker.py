@@ -4,6 +4,12 @@ Threads: the caller's thread reads and claims; one thread per slot runs handlers
 (a slot whose handler is abandoned gets a fresh thread); one heartbeat thread renews
 leases, refreshes queue entries, fires timeouts and cancellations; one finalizer
 thread commits outcomes in batches, then acks.
+
+In a database-per-tenant deployment (``conveyor.tenancy``) one worker serves every
+tenant database: each queue entry names its tenant (and org), the claim goes to that
+database, and the job's heartbeat, finalize and release follow it there. A tenant
+database that fails delays only its own jobs: its claims stay in the queue for the
+reclaim loop, its outcomes are retried after a backoff while the others commit.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor import observers, presence, store
-from conveyor.errors import Cancelled, JobError
+from conveyor.errors import Cancelled, ConfigError, JobError
 from conveyor.kinds import CancelToken, JobContext, JobKind
 from conveyor.metrics import get_metrics
 from conveyor.queue import START_CURSOR, Entry
@@ -53,6 +59,7 @@ class _Running:
     claimed: store.Claimed
     token: CancelToken
     deadline: float | None
+    app: Conveyor  # whose database holds the job
     thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
     outcome_sent: bool = False
@@ -87,9 +94,17 @@ class Worker:
         self.claim_linger_s = 0.001
         self.max_held = 4 * self.slots
         q = app.queue
+        # a database per tenant: entries are routed to their tenant's database (None: one database)
+        self._tenancy = app.tenancy
+        if self._tenancy is not None and q.transactional:
+            raise ConfigError("a worker serving many tenant databases needs a queue outside them "
+                              "(redis://, or the sql queue of the control database)")
         self._ack_in_tx = (lambda conn, ids: q.ack(ids, conn=conn)) if q.transactional else None
         # on PostgreSQL with a queue outside the database, a claim also commits what finished meanwhile
-        self._combine = app.engine.dialect.name == "postgresql" and not q.transactional
+        self._combine = app.engine.dialect.name == "postgresql" and not q.transactional and self._tenancy is None
+        # outcomes a failing tenant database could not take: (not before, outcomes); and each one's backoff
+        self._deferred: list[tuple[float, list[store.Outcome]]] = []
+        self._defer_s: dict[Any, float] = {}
         self._running: dict[str, _Running] = {}
         # One mutex, three conditions: each thread is woken only by what it waits for, because
         # every needless wake-up of a thread costs the others the GIL on a job's hot path.
@@ -302,6 +317,9 @@ class Worker:
                 self._finalizer_wake.notify()
 
     def _claim_and_start(self, entries: list[Entry], reclaim: bool) -> None:
+        if self._tenancy is not None:
+            self._claim_and_start_tenants(entries)
+            return
         self.stats.read += len(entries)
         with self._lock:
             # what finished meanwhile is committed with this claim, in the same statement
@@ -343,10 +361,68 @@ class Worker:
                 self.stats.reclaimed += 1
             self._start(c)
 
-    def _start(self, c: store.Claimed) -> None:
+    def _route(self, entries: list[Entry]) -> tuple[dict[Any, tuple[Conveyor, list[Entry]]], list[str]]:
+        """Entries by tenant database, and the entries to acknowledge unrun (they name no tenant database).
+
+        An entry whose tenant cannot be looked up now (the control database is down) is in
+        neither: it stays pending and the reclaim loop brings it back.
+        """
+        assert self._tenancy is not None
+        groups: dict[Any, tuple[Conveyor, list[Entry]]] = {}
+        drop: list[str] = []
+        from conveyor.tenancy import TenantError
+        for e in entries:
+            try:
+                key = self._tenancy.key_of(e.fields)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = (self._tenancy.app_for(key), [])
+            except TenantError as exc:
+                log.warning("queue entry %s (job %s) names no tenant database here (%s); acknowledged unrun",
+                            e.entry_id, e.job_id, exc)
+                drop.append(e.entry_id)
+                continue
+            except Exception as exc:
+                log.error("cannot look up the tenant of entry %s (%s); it stays pending", e.entry_id, exc)
+                continue
+            group[1].append(e)
+        return groups, drop
+
+    def _claim_and_start_tenants(self, entries: list[Entry]) -> None:
+        """Claim each tenant's entries in its own database; one failing database does not hold the others."""
+        self.stats.read += len(entries)
+        with self._lock:
+            self._reader_cycling = False
+            if self._outcomes:
+                self._finalizer_wake.notify()
+        groups, skip = self._route(entries)
+        failed = 0
+        for key, (app, group) in groups.items():
+            try:
+                claimed, more, _events = store.claim(app.engine, [(e.entry_id, e.job_id) for e in group],
+                                                     self.name, self.lease_s)
+            except Exception as exc:  # they stay pending in the queue; the reclaim loop retries them
+                log.error("claim failed for %d entries of tenant %s: %s", len(group), key, exc)
+                failed += 1
+                continue
+            skip += more
+            for c in claimed:
+                self.stats.claimed += 1
+                if c.reclaimed:
+                    self.stats.reclaimed += 1
+                self._start(c, app)
+        if skip:
+            self.stats.skipped += len(skip)
+            with self._lock:
+                self._acks.extend(skip)
+                self._finalizer_wake.notify()
+        if failed and failed == len(groups):
+            self._stopping.wait(0.5)
+
+    def _start(self, c: store.Claimed, app: Conveyor | None = None) -> None:
         kind: JobKind | None = self.app.kinds.get(c.job.kind)
         timeout = kind.timeout_s if kind else None
-        run = _Running(c, CancelToken(), time.monotonic() + timeout if timeout else None)
+        run = _Running(c, CancelToken(), time.monotonic() + timeout if timeout else None, app or self.app)
         run.token.on_cancel(lambda _reason: run.extra.setdefault("stop_at", time.monotonic()))
         with self._lock:
             self._running[c.job.id] = run
@@ -381,7 +457,7 @@ class Worker:
         job = run.claimed.job
         settings = self.app.settings
         ctx = JobContext(job.id, job.attempt_id, job.kind, job.payload, job.tenant_id, job.org_id, job.file_id,
-                         job.trace_id, run.token, self.app.storage, {"app": self.app})
+                         job.trace_id, run.token, self.app.storage, {"app": run.app})
         base: dict[str, Any] = dict(job_id=job.id, attempt_id=job.attempt_id, entry_id=run.claimed.entry_id)
         if kind is None:
             outcome = store.Outcome(**base, ok=False, error_code="handler_not_found",
@@ -426,6 +502,15 @@ class Worker:
 
     # ------------------------------------------------------------ heartbeat
 
+    def _by_app(self, running: list[_Running]) -> list[tuple[Conveyor, list[_Running]]]:
+        """Held jobs grouped by the database that holds them (one group with one database)."""
+        if self._tenancy is None:
+            return [(self.app, running)] if running else []
+        groups: dict[int, tuple[Conveyor, list[_Running]]] = {}
+        for r in running:
+            groups.setdefault(id(r.app), (r.app, []))[1].append(r)
+        return list(groups.values())
+
     def _heartbeat_loop(self) -> None:
         engine = self.app.engine
         next_beat = time.monotonic() + self.heartbeat_s
@@ -440,26 +525,37 @@ class Worker:
                     run.token.cancel("timeout")
                 elif "stop_at" in run.extra and now - run.extra["stop_at"] > self.stop_grace_s:
                     self._abandon(run)
-            held = {r.claimed.job.id: r.claimed.job.attempt_id for r in running}
-            if now >= next_cancel_poll and now < next_beat and held:
+            groups = self._by_app(running)
+            if now >= next_cancel_poll and now < next_beat and running:
                 next_cancel_poll = now + self.cancel_poll_s
-                try:
-                    for job_id in store.cancelled_among(engine, list(held)):
-                        r = self._running.get(job_id)
-                        if r is not None:
-                            r.token.cancel("cancelled")
-                except Exception as exc:
-                    log.debug("cancel poll failed: %s", exc)
+                for app, group in groups:
+                    try:
+                        for job_id in store.cancelled_among(app.engine, [r.claimed.job.id for r in group]):
+                            r = self._running.get(job_id)
+                            if r is not None:
+                                r.token.cancel("cancelled")
+                    except Exception as exc:
+                        log.debug("cancel poll failed: %s", exc)
             if now < next_beat:
                 continue
             next_beat = now + self.heartbeat_s
             try:
-                lost = store.renew(engine, self.name, held, self.lease_s)
-                for job_id, why in lost.items():
-                    r = self._running.get(job_id)
-                    if r is not None:
-                        r.token.cancel(why)
-                self.app.queue.touch(self.name, [r.claimed.entry_id for r in running])
+                renewed: list[_Running] = []
+                for app, group in groups:  # each database's leases; a failing one is left to expire
+                    try:
+                        lost = store.renew(app.engine, self.name,
+                                           {r.claimed.job.id: r.claimed.job.attempt_id for r in group}, self.lease_s)
+                    except Exception as exc:
+                        if self._tenancy is None:
+                            raise
+                        log.warning("heartbeat failed for tenant %s: %s", app.tenant_key, exc)
+                        continue
+                    renewed += group
+                    for job_id, why in lost.items():
+                        r = self._running.get(job_id)
+                        if r is not None:
+                            r.token.cancel(why)
+                self.app.queue.touch(self.name, [r.claimed.entry_id for r in renewed])
                 presence.beat(engine, self.name, len(running), self._progressed)
                 self._progressed = False
             except Exception as exc:
@@ -516,9 +612,15 @@ class Worker:
                 acks, self._acks = self._acks, []
             if acks:
                 self._ack(acks)
+            if self._deferred:
+                self._retry_deferred()
             with self._lock:
                 if not self._outcomes:
                     if self._done.is_set() and not self._acks:
+                        if self._deferred:
+                            log.error("%d outcome(s) of unreachable tenant databases not recorded at shutdown; "
+                                      "their leases expire and the jobs run again",
+                                      sum(len(d[1]) for d in self._deferred))
                         return
                     if not self._acks:
                         self._finalizer_wake.wait(0.2)
@@ -540,6 +642,9 @@ class Worker:
                 self._finalize(batch)
 
     def _finalize(self, batch: list[store.Outcome]) -> None:
+        if self._tenancy is not None:
+            self._finalize_tenants(batch)
+            return
         delay = 0.2
         while True:
             try:
@@ -553,6 +658,40 @@ class Worker:
         if self._ack_in_tx is None:
             self._ack([d.entry_id for d in done])
         self._finalized(batch, done)
+
+    def _finalize_tenants(self, batch: list[store.Outcome]) -> None:
+        """Commit each tenant's outcomes in its database; a failing database's wait for a retry."""
+        with self._lock:
+            apps = {o.job_id: r.app for o in batch if (r := self._running.get(o.job_id)) is not None}
+        groups: dict[int, tuple[Conveyor, list[store.Outcome]]] = {}
+        for o in batch:
+            app = apps.get(o.job_id)
+            if app is None:  # released or forgotten meanwhile: nothing holds it any more
+                log.warning("outcome of job %s attempt %s has no held job; dropped", o.job_id, o.attempt_id)
+                continue
+            groups.setdefault(id(app), (app, []))[1].append(o)
+        for app, outcomes in groups.values():
+            try:
+                done, _events = store.finalize(app.engine, outcomes, stream=self.app.settings.stream_key)
+            except Exception as exc:  # that database is down: hold its outcomes; fencing keeps a late commit safe
+                delay = min(self._defer_s.get(app.tenant_key, 0.1) * 2, 10.0)
+                self._defer_s[app.tenant_key] = delay
+                log.error("finalize failed for %d outcomes of tenant %s: %s; retrying in %.1fs", len(outcomes),
+                          app.tenant_key, exc, delay)
+                with self._lock:
+                    self._deferred.append((time.monotonic() + delay, outcomes))
+                continue
+            self._defer_s.pop(app.tenant_key, None)
+            self._ack([d.entry_id for d in done])
+            self._finalized(outcomes, done)
+
+    def _retry_deferred(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [o for at, outs in self._deferred if at <= now for o in outs]
+            self._deferred = [(at, outs) for at, outs in self._deferred if at > now]
+        if due:
+            self._finalize_tenants(due)
 
     def _finalized(self, batch: list[store.Outcome], done: list[store.Finalized]) -> None:
         """Count, report and forget committed outcomes."""
@@ -600,13 +739,18 @@ class Worker:
                 self._running[j].outcome_sent = True
         if leftover:
             released: list[str] = []
-            try:
-                released = store.release(self.app.engine, self.name, leftover, stream=self.app.settings.stream_key)
-                self.stats.released += len(released)
-                self._ack([self._running[j].claimed.entry_id for j in released if j in self._running])
-            except Exception as exc:
-                log.error("release of %d jobs failed (%s); their leases expire and peers reclaim them",
-                          len(leftover), exc)
+            with self._lock:
+                by_app = self._by_app([self._running[j] for j in leftover])
+            for app, group in by_app:
+                held = {r.claimed.job.id: r.claimed.job.attempt_id for r in group}
+                try:
+                    done = store.release(app.engine, self.name, held, stream=self.app.settings.stream_key)
+                    released += done
+                    self.stats.released += len(done)
+                    self._ack([self._running[j].claimed.entry_id for j in done if j in self._running])
+                except Exception as exc:
+                    log.error("release of %d jobs failed (%s); their leases expire and peers reclaim them",
+                              len(held), exc)
             with self._lock:
                 for j in leftover:
                     r = self._running.pop(j, None) if j in released else self._running.get(j)
@@ -614,7 +758,7 @@ class Worker:
                         r.token.cancel("released")
         # let the finalizer commit what is already done
         t_end = time.monotonic() + 5.0
-        while self._outcomes and time.monotonic() < t_end:
+        while (self._outcomes or self._deferred) and time.monotonic() < t_end:
             time.sleep(0.02)
         self._done.set()
         with self._lock:

@@ -1,8 +1,11 @@
-"""Tenancy, first step: one database, every row tagged with its tenant and org.
+"""Tenancy of a request: which tenant and org it acts in, and which database holds them.
 
 ``scope_for`` turns an identity and the ``x-tenant-id`` / ``x-org-id`` headers into the
-``Scope`` every query of a request is narrowed to. ``resolve_app`` is the seam for
-database-per-tenant deployments: today it returns the one ``Conveyor`` the API serves.
+``Scope`` every query of a request is narrowed to (every row carries its tenant and org,
+in every mode). ``resolve_app`` picks the ``Conveyor`` of the scope's database: the one
+the API serves in ``single`` mode, else the registered tenant database's
+(``conveyor.tenancy``). A tenant without a registered database is 403; no request ever
+creates a database.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from conveyor.api.errors import ApiError
 from conveyor.errors import InvalidJob
 from conveyor.limits import TEXT_LIMITS, check_text
 from conveyor.store import Scope
+from conveyor.tenancy import InvalidTenant, UnknownTenant
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -64,9 +68,28 @@ def write_tenant(scope: Scope) -> str:
 
 
 def resolve_app(default: Conveyor, identity: Identity, scope: Scope) -> Conveyor:
-    """The deployment that holds this scope's jobs: ``default`` while tenancy is a single database.
+    """The ``Conveyor`` that holds this scope's jobs.
 
-    A database-per-tenant mode replaces this with a lookup (a URL template per tenant,
-    and one cached ``Conveyor`` per tenant database).
+    ``single``: ``default``. ``db-per-tenant``: the scope's tenant's database, so a scope
+    spanning every tenant (a ``*`` admin without ``x-tenant-id``) is 422. ``db-per-tenant-org``:
+    the tenant's org's database, so a scope spanning every org of a tenant (a token without
+    ``org`` and no ``x-org-id``) is 422 too. A name that is no tenant name, and a tenant (or
+    org) without a registered database, are 403 ``forbidden``, before any database is touched
+    but the control one's registry.
     """
-    return default
+    tenancy = default.tenancy
+    if tenancy is None:
+        return default
+    if scope.tenant is None:
+        raise ApiError(422, "invalid_request", "each tenant has its own database here: choose the tenant with the "
+                                               "x-tenant-id header", {"header": "x-tenant-id"})
+    if tenancy.per_org and scope.org is None:
+        raise ApiError(422, "invalid_request", "each org has its own database here: choose the org with the "
+                                               "x-org-id header (or use a token naming one)", {"header": "x-org-id"})
+    try:
+        return tenancy.app_for(tenancy.key(scope.tenant, scope.org))
+    except InvalidTenant as exc:
+        raise _forbidden(f"not a tenant this deployment serves: {exc}") from None
+    except UnknownTenant:
+        where = f"tenant {scope.tenant!r}" + (f" org {scope.org!r}" if tenancy.per_org else "")
+        raise _forbidden(f"{where} has no database in this deployment") from None

@@ -23,7 +23,12 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
 
 
 def open_queue(url: str, engine: Engine | None = None, **options: Any) -> Queue:
-    """Open the queue a ``CONVEYOR_QUEUE_URL`` names."""
+    """Open the queue a ``CONVEYOR_QUEUE_URL`` names.
+
+    ``transactional=False`` keeps a ``sql`` queue out of callers' transactions: its table
+    is then in another database than the jobs (the control database of a
+    database-per-tenant deployment).
+    """
     scheme = url.split("://", 1)[0] if "://" in url else url
     if scheme not in BACKENDS:
         raise ConfigError(f"CONVEYOR_QUEUE_URL {url!r}: unknown queue scheme {scheme!r}; "
@@ -35,10 +40,12 @@ def open_queue(url: str, engine: Engine | None = None, **options: Any) -> Queue:
         hint = f"pip install 'conveyor-jobs[{extra}]'" if extra else "reinstall conveyor-jobs"
         raise ConfigError(f"queue backend {scheme!r} needs {exc.name!r}: {hint}") from None
     make: Callable[..., Queue] = getattr(module, factory)
+    transactional = options.pop("transactional", True)
     if scheme == "sql":
         if engine is None:
             raise ConfigError("the sql queue lives in the job database: pass its engine")
-        return make(engine, stream=options.get("stream", "conveyor:jobs"))
+        return make(engine, stream=options.get("stream", "conveyor:jobs"),
+                    transactional=transactional)
     if scheme == "memory":
         return make(url)
     return make(url, **options)

@@ -48,9 +48,12 @@ class SqlQueue(Queue):
 
     transactional = True
 
-    def __init__(self, engine: Engine, stream: str = "conveyor:jobs") -> None:
+    def __init__(self, engine: Engine, stream: str = "conveyor:jobs", *, transactional: bool = True) -> None:
         self.url = "sql"
         self.engine = engine
+        # False: the table lives in another database than the jobs (a database-per-tenant
+        # deployment keeps it in the control database), so a caller's ``conn`` is never used
+        self.transactional = transactional
         self.stream = stream
         self._reads = 0
         self._pg = engine.dialect.name == "postgresql"
@@ -70,7 +73,7 @@ class SqlQueue(Queue):
         rows = [{"stream": self.stream, "job_id": m.job_id, "priority": m.priority, "fields": dict(m.fields),
                  "enqueued_at": now, "deliveries": 0} for m in messages]
         stmt = q.insert().returning(q.c.id, sort_by_parameter_order=True)
-        if conn is not None:
+        if conn is not None and self.transactional:
             ids = [r[0] for r in conn.execute(stmt, rows)]
             notify(conn, QUEUE_CHANNEL)
         else:
@@ -123,7 +126,7 @@ class SqlQueue(Queue):
         ids = [int(e) for e in entry_ids if e]
         if not ids:
             return 0
-        if conn is not None:
+        if conn is not None and self.transactional:
             return conn.execute(_ACK, {"ids": ids}).rowcount or 0
         with self.engine.begin() as own:
             return own.execute(_ACK, {"ids": ids}).rowcount or 0
