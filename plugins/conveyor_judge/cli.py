@@ -94,6 +94,18 @@ def problem_list(ctx: click.Context) -> None:
         click.echo(f"{info.id}  {info.tests:>4} tests  {info.format:<7} {printable(info.name)}")
 
 
+NO_WORKER_HINT_S = 3.0
+
+
+def _live_workers(app: Any) -> int:
+    """How many worker processes have shown progress lately (0 when the table cannot be read)."""
+    from conveyor.presence import list_workers
+    try:
+        return sum(1 for w in list_workers(app.engine, stale_after_s=30) if w["alive"] and w["role"] == "worker")
+    except Exception:  # a hint only: never fail the wait over it
+        return 0
+
+
 @judge.command("submit")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--problem", "problem_id", required=True, help="Problem id from `conveyor judge problem add`.")
@@ -129,8 +141,15 @@ def submit(ctx: click.Context, source: Path, problem_id: str, language: str | No
         click.echo(job_id)
         return
     deadline = time.monotonic() + timeout
+    hint_at = time.monotonic() + NO_WORKER_HINT_S
     job = app.get(job_id)
     while job.status.value not in TERMINAL:
+        if hint_at and time.monotonic() > hint_at:
+            hint_at = 0.0
+            if job.status.value == "queued" and not _live_workers(app):
+                click.echo(f"waiting for job {job_id}: no live worker serves the queue; start one with "
+                           "`conveyor worker` (same CONVEYOR_DB_URL and CONVEYOR_QUEUE_URL) in another shell",
+                           err=True)
         if time.monotonic() > deadline:
             _fail(f"job {job_id} is still {job.status.value} after {timeout:g}s; is a worker running "
                   "(`conveyor worker`)?")

@@ -91,6 +91,17 @@ def test_compiler_output_quoting_escape_sequences_is_printed_escaped(cli, tmp_pa
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_submit_wait_without_a_worker_says_so_within_seconds(cli, tmp_path, problem_id):
+    """Nobody serves the queue: the wait names that and how to start a worker, long before its timeout."""
+    (tmp_path / "sol.py").write_text(program("python3", "aplusb"))
+    r = cli("judge", "submit", "--problem", problem_id, str(tmp_path / "sol.py"), "--wait", "--timeout", "6",
+            check=False)
+    assert r.returncode != 0
+    assert "no live worker serves the queue" in r.stderr and "conveyor worker" in r.stderr
+    assert r.stderr.index("no live worker") < r.stderr.index("still queued")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_submit_without_wait_prints_the_job_id(cli, tmp_path, problem_id, app):
     (tmp_path / "a.c").write_text(program("c", "aplusb"))
     job_id = cli("judge", "submit", "--problem", problem_id, str(tmp_path / "a.c")).stdout.strip()
