@@ -380,3 +380,28 @@ def test_diagnose_and_jobs_show_look_in_the_tenants_database(fleet):
     listed = cli_json(fleet.env, "jobs", "list", "--tenant", "globex", "--org", "sales", "--json", cwd=fleet.cwd)
     assert new_id in {j["id"] for j in listed} and {j["org_id"] for j in listed} == {"sales"}
     fleet.check_alive()
+
+
+def test_a_killed_workers_job_is_reclaimed_in_its_tenants_database(fleet):
+    """Last in the module: the fleet's worker is killed (-9) mid-job and a new one takes its place."""
+    c = fleet.client("globex", "support")
+    try:
+        job_id = c.post("/jobs", json={"kind": "conveyor.sleep", "payload": {"seconds": 2}}).json()["id"]
+        deadline = time.monotonic() + 30
+        while c.get(f"/jobs/{job_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        old = fleet.procs[0]
+        old.proc.kill()
+        old.proc.wait(10)
+        old.stop()
+        fleet.procs[0] = Process(fleet.env, "worker", "-c", "2", "--name", "fleet-worker-2", cwd=fleet.cwd,
+                                 name="worker-2")
+        job = wait_final(c, job_id, timeout=60)
+    finally:
+        c.close()
+    assert job["status"] == "succeeded" and job["attempt_id"] == 2, job
+    actions = [(e["action"], e["payload"].get("consumer")) for e in fleet.app.for_tenant("globex", "support")
+               .events(job_id)]
+    assert ("claimed", "fleet-worker") in actions and ("reclaimed", "fleet-worker-2") in actions, actions
+    fleet.check_alive()

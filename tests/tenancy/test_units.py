@@ -157,3 +157,29 @@ def test_db_init_adds_the_list_index_to_an_existing_jobs_table(tmp_path):
     assert init_db(engine) == []
     assert "conveyor_tenants" not in inspect(engine).get_table_names()  # only a control database has it
     engine.dispose()
+
+
+def test_the_fleet_dispatcher_gives_each_tenant_database_one_batch_per_round(tmp_path):
+    import uuid
+
+    from conveyor.outbox import FleetDispatcher
+    from conveyor.store import JobSpec
+    app = _control(tmp_path, CONVEYOR_QUEUE_URL=f"memory://fair-{uuid.uuid4().hex}")
+    for name in ("big", "small", "idle"):
+        app.tenancy.add(name)
+    big, small = app.for_tenant("big"), app.for_tenant("small")
+    big.submit_many([JobSpec("conveyor.echo", i, "big") for i in range(1000)])
+    small.submit("conveyor.echo", "me too", tenant="small")
+    d = FleetDispatcher(app, batch=100)
+
+    def pending(a):
+        with a.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM conveyor_outbox WHERE status = 'pending'")).scalar()
+
+    r = d.run_once(force=True)
+    assert r.published == 101 and (pending(big), pending(small)) == (900, 0)  # the backlog waits its turn
+    assert d.run_once(force=True).published == 100
+    entries = app.queue.read("probe", 1000)
+    assert {e.fields["tenant_id"] for e in entries} == {"big", "small"} and len(entries) == 201
+    assert d.pending_count() == 800
+    app.close()
