@@ -132,8 +132,8 @@ def test_mini_oj_register_login_submit_accepted_and_leaderboard(tmp_path, judge_
                 assert conn.execute(select(oj.submissions.c.job_id)
                                     .where(oj.submissions.c.id == sub["id"])).scalar() == sub["job_id"]
             assert http.get(sub["status_url"], headers=tokens["root"]).status_code == 404, "alice's own"
-            done = poll(http.__class__(base_url=url, headers=tokens["alice"], timeout=60), sub["status_url"],
-                        lambda b: b["status"] in ("succeeded", "failed", "cancelled"))
+            with httpx.Client(base_url=url, headers=tokens["alice"], timeout=60) as as_alice:
+                done = poll(as_alice, sub["status_url"], lambda b: b["status"] in ("succeeded", "failed", "cancelled"))
             assert (done["status"], done["verdict"], done["score"]) == ("succeeded", "accepted", 3.0), done
             status = http.get(f"/api/v1/status/{sub['job_id']}", headers=tokens["alice"]).json()
             assert status["verdict"] == "accepted" and status["sandbox"] == "c-sandbox"
@@ -163,8 +163,9 @@ def test_mini_cad_service_upload_a_step_file_converted_with_a_preview(tmp_path):
             project = r.json()
             assert project["cad_format"] == "step" and project["owner"] == "alice" and project["job_id"]
 
-            converted = poll(httpx.Client(base_url=url, headers=alice, timeout=60), f"/cad/projects/{project['id']}",
-                             lambda b: b["conversion_status"] not in ("pending", "processing"), timeout=50)
+            with httpx.Client(base_url=url, headers=alice, timeout=60) as as_alice:
+                converted = poll(as_alice, f"/cad/projects/{project['id']}",
+                                 lambda b: b["conversion_status"] not in ("pending", "processing"), timeout=50)
             assert converted["conversion_status"] == "done", converted
             assert [j["id"] for j in converted["jobs"]] == [project["job_id"]]
             preview = http.get(converted["links"]["preview"], headers=alice)

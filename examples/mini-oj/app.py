@@ -182,11 +182,15 @@ def make_router(conveyor: Conveyor) -> APIRouter:
             raise HTTPException(404 if exc.code == "problem_not_found" else 422, exc.code) from None
         key = store_source(conveyor.storage, TENANT, f"{uuid.uuid4().hex}/{lang.source_name}", body.code.encode())
         sid = str(uuid.uuid4())
-        with conveyor.engine.begin() as conn:  # both rows, or neither
-            job_id = conveyor.submit(JUDGE_KIND, {"problem_id": body.problem_id, "language": lang.id,
-                                                  "source_key": key}, conn=conn, tenant=TENANT)
-            conn.execute(insert(submissions).values(id=sid, user_id=user.id, problem_id=body.problem_id,
-                                                    language=lang.id, job_id=job_id, created_at=now()))
+        try:
+            with conveyor.engine.begin() as conn:  # both rows, or neither
+                job_id = conveyor.submit(JUDGE_KIND, {"problem_id": body.problem_id, "language": lang.id,
+                                                      "source_key": key}, conn=conn, tenant=TENANT)
+                conn.execute(insert(submissions).values(id=sid, user_id=user.id, problem_id=body.problem_id,
+                                                        language=lang.id, job_id=job_id, created_at=now()))
+        except BaseException:
+            conveyor.storage.delete(key)  # rolled back (a quota, the queue's pressure): no orphan source
+            raise
         return {"id": sid, "job_id": job_id, "status_url": f"/oj/submissions/{sid}"}
 
     @router.get("/submissions/{sid}")
