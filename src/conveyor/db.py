@@ -111,6 +111,18 @@ def init_db(engine: Engine, *, control: bool = False) -> list[str]:
     return created
 
 
+def missing_indexes(engine: Engine, *, control: bool = False) -> list[str]:
+    """Indexes of existing tables that the database lacks (a release added them; ``init_db`` creates them)."""
+    insp = inspect(engine)
+    existing = set(insp.get_table_names())
+    out: list[str] = []
+    for md in _metadatas(control):
+        for name in sorted(t for t in md.tables if t in existing):
+            have = {ix["name"] for ix in insp.get_indexes(name)}
+            out += sorted(str(ix.name) for ix in md.tables[name].indexes if ix.name not in have)
+    return out
+
+
 def missing_tables(engine: Engine, *, control: bool = False) -> list[str]:
     """Tables the job store (with ``control``: the control database) needs that the database lacks."""
     existing = set(inspect(engine).get_table_names())

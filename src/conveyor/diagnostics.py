@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from conveyor import lease
 from conveyor.config import mask_url
-from conveyor.db import missing_tables, utcnow
+from conveyor.db import missing_indexes, missing_tables, utcnow
 from conveyor.errors import ConfigError, JobNotFound
 from conveyor.presence import list_workers
 from conveyor.scheduler import LEADER_LEASE
@@ -175,9 +175,13 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
             conn.execute(text("select 1"))
         checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
                                f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
-        missing = missing_tables(app.engine, control=app.tenancy is not None)
-        checks.append(_finding("tables", not missing, "all present" if not missing else
-                               f"missing {', '.join(missing)}: run `conveyor db init`"))
+        control = app.tenancy is not None
+        missing = missing_tables(app.engine, control=control)
+        detail = "all present" if not missing else f"missing {', '.join(missing)}: run `conveyor db init`"
+        indexes = [] if missing else missing_indexes(app.engine, control=control)
+        if indexes:  # slower pages, nothing broken: a hint, not a failure
+            detail += f"; index {', '.join(indexes)} missing: `conveyor db init` adds it"
+        checks.append(_finding("tables", not missing, detail))
     except Exception as exc:
         checks.append(_finding("database", False, f"unreachable: {exc}", "check CONVEYOR_DB_URL"))
         return checks

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 from sqlalchemy import text
-from tenancy_support import PG_SERVER, REDIS_URL, TESTS, admin_engine, drop_databases, new_prefix
+from tenancy_support import PG_SERVER, REDIS_URL, TESTS, admin_engine
+
+from conveyor.config import mask_url
 
 sys.path.insert(0, str(TESTS / "plugins"))
 
@@ -31,7 +33,7 @@ def pg_server():
         eng.dispose()
     except Exception:
         ok = False
-    _require(f"PostgreSQL at {PG_SERVER} (with CREATEDB)", ok)
+    _require(f"PostgreSQL at {mask_url(PG_SERVER)} (with CREATEDB)", ok)
     return PG_SERVER
 
 
@@ -46,12 +48,4 @@ def redis_url():
         ok = False
     _require(f"Redis at {REDIS_URL}", ok)
     return REDIS_URL
-
-
-@pytest.fixture
-def db_prefix(pg_server):
-    """A fresh prefix for this test's databases; every database named with it is dropped afterwards."""
-    prefix = new_prefix()
-    yield prefix
-    drop_databases(prefix)
 

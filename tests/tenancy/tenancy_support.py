@@ -14,19 +14,32 @@ from pathlib import Path
 import httpx
 import uvicorn
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from conveyor.api.auth import mint_token
 
 TESTS = Path(__file__).resolve().parents[1]
-PG_SERVER = os.environ.get("CONVEYOR_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
+#: the server of the suite's PostgreSQL (CONVEYOR_TEST_PG_URL); these tests make databases of their own on it
+PG_URL = make_url(os.environ.get("CONVEYOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+PG_SERVER = PG_URL.set(database=None).render_as_string(hide_password=False)
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "s3cr3t-for-tenancy-tests-0123456789abcdef"
 
 
+def pg_url(database: str) -> str:
+    """The URL of one database on the test server."""
+    return PG_URL.set(database=database).render_as_string(hide_password=False)
+
+
+def pg_template(prefix: str) -> str:
+    """CONVEYOR_DB_URL_TEMPLATE for databases ``{prefix}__{tenant}__{org}`` on the test server."""
+    return pg_url(f"{prefix}__TENANT__ORG").replace("TENANT", "{tenant}").replace("ORG", "{org}")
+
+
 def admin_engine():
     """An autocommit engine on the server's maintenance database (CREATE / DROP DATABASE)."""
-    return create_engine(f"{PG_SERVER}/postgres", poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    return create_engine(pg_url("postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
 def databases(prefix: str) -> list[str]:

@@ -183,3 +183,17 @@ def test_the_fleet_dispatcher_gives_each_tenant_database_one_batch_per_round(tmp
     assert {e.fields["tenant_id"] for e in entries} == {"big", "small"} and len(entries) == 201
     assert d.pending_count() == 800
     app.close()
+
+
+def test_doctor_names_an_index_a_release_added(tmp_path):
+    from conveyor.diagnostics import doctor
+    s = _settings(tmp_path)
+    app = Conveyor(s, plugins=load_plugins(s.plugins))
+    app.init_db()
+    tables = {c["check"]: c for c in doctor(app)}["tables"]
+    assert tables["ok"] and tables["detail"] == "all present"
+    with app.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_conveyor_jobs_tenant_created"))
+    tables = {c["check"]: c for c in doctor(app)}["tables"]
+    assert tables["ok"] and "index ix_conveyor_jobs_tenant_created missing" in tables["detail"]
+    app.close()
