@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from conveyor.errors import ConfigError, QueuePressure, QuotaExceeded, WaitTimeo
 from conveyor.kinds import JobKind
 from conveyor.limits import check_specs
 from conveyor.models import Job
+from conveyor.notify import TENANT_OUTBOX_CHANNEL, notify_now
 from conveyor.plugins import PluginHost, get_plugins
 from conveyor.queue import Queue, open_queue
 from conveyor.registry import Registry
@@ -27,6 +29,8 @@ from conveyor.storage import Storage
 
 if TYPE_CHECKING:
     from conveyor.tenancy import Tenancy, TenantKey
+
+log = logging.getLogger("conveyor")
 
 
 class Conveyor:
@@ -130,6 +134,18 @@ class Conveyor:
             return self
         return t.app_for(t.key(tenant, org))
 
+    def announce(self, key: TenantKey | None) -> None:
+        """Tell fleet dispatchers that ``key``'s database has new outbox rows (control database on PostgreSQL).
+
+        Best effort: a dispatcher that misses it finds the rows at its next poll.
+        """
+        if key is None or self.engine.dialect.name != "postgresql":
+            return
+        try:
+            notify_now(self.engine, TENANT_OUTBOX_CHANNEL, str(key))
+        except Exception as exc:
+            log.debug("announcing new outbox rows of %s failed: %s", key, exc)
+
     def init_db(self) -> list[str]:
         """Create missing tables (idempotent); the control database's too in a database-per-tenant mode.
 
@@ -205,9 +221,12 @@ class Conveyor:
         self.check_quota(checked, conn=conn)
         fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))
                  for s in checked]
-        return store.submit_many(conn if conn is not None else self.engine, fixed,
-                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
-                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
+        ids = store.submit_many(conn if conn is not None else self.engine, fixed,
+                                default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
+                                idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
+        if conn is None and self._control is not None:
+            self._control.announce(self.tenant_key)
+        return ids
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """One job by id."""
@@ -227,7 +246,10 @@ class Conveyor:
 
     def retry(self, job_id: str, tenant: str | None = None) -> Job:
         """Run a failed or cancelled job again as a new attempt (``store.retry``)."""
-        return store.retry(self.engine, job_id, tenant=tenant, stream=self.settings.stream_key)
+        job = store.retry(self.engine, job_id, tenant=tenant, stream=self.settings.stream_key)
+        if self._control is not None:
+            self._control.announce(self.tenant_key)
+        return job
 
     def wait(self, job_id: str, timeout: float | None = 60.0, *, tenant: str | None = None,
              poll_s: float = 0.5) -> Job:

@@ -18,12 +18,23 @@ log = logging.getLogger("conveyor.notify")
 
 OUTBOX_CHANNEL = "conveyor_outbox"
 QUEUE_CHANNEL = "conveyor_queue"
+#: on the control database of a database-per-tenant deployment: a tenant database has new outbox rows
+TENANT_OUTBOX_CHANNEL = "conveyor_tenant_outbox"
 
 
 def notify(conn: Connection, channel: str) -> None:
     """Queue a notification for delivery when ``conn``'s transaction commits (PostgreSQL only)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"NOTIFY {channel}"))
+
+
+def notify_now(engine: Engine, channel: str, payload: str) -> None:
+    """Send one notification at once, outside any transaction (PostgreSQL only)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
 
 
 class Listener:
@@ -69,6 +80,22 @@ class Listener:
                 self.close()
                 self._broken_until = time.monotonic() + 5.0
                 return False
+
+    def payloads(self, timeout: float) -> list[str] | None:
+        """Block up to ``timeout`` seconds; the payloads that arrived (``[]``: none), None if it cannot listen."""
+        if not self.usable or time.monotonic() < self._broken_until:
+            return None
+        with self._lock:
+            try:
+                pg = self._raw.driver_connection if self._raw is not None else self._connect()
+                out = [n.payload for n in pg.notifies(timeout=timeout, stop_after=1)]
+                out += [n.payload for n in pg.notifies(timeout=0)]
+                return out
+            except Exception as exc:
+                log.warning("LISTEN %s failed (%s); polling instead", self.channel, exc)
+                self.close()
+                self._broken_until = time.monotonic() + 5.0
+                return None
 
     def close(self) -> None:
         """Drop the listening connection."""

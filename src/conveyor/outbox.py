@@ -20,9 +20,10 @@ from conveyor import observers, store_postgres
 from conveyor.db import utcnow
 from conveyor.metrics import get_metrics
 from conveyor.models import EventAction
-from conveyor.notify import OUTBOX_CHANNEL, Listener
+from conveyor.notify import OUTBOX_CHANNEL, TENANT_OUTBOX_CHANNEL, Listener
 from conveyor.queue import Message, Queue
 from conveyor.schema import events, outbox
+from conveyor.tenancy import TenantKey
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -295,23 +296,42 @@ class FleetDispatcher:
         self._stop.set()
         wake()
 
+    def _announced(self, payloads: list[str]) -> None:
+        """Tenant databases announced on the control database: poll them at the next round."""
+        for p in payloads:
+            tenant, _, org = p.partition("/")
+            st = self._state.get(TenantKey(tenant, org or None))
+            if st is None:
+                self._keys_at = -1e18  # a tenant not known yet: read the registry again
+                continue
+            st.next_at, st.idle = 0.0, 0.005
+
     def run(self) -> None:
         """Loop until stopped."""
         log.info("fleet dispatcher started (%s)", self.tenancy.mode)
+        # on PostgreSQL a tenant's submit announces itself on the control database (Conveyor.announce)
+        listener = Listener(self.app.engine, TENANT_OUTBOX_CHANNEL)
         force = True
-        while not self._stop.is_set():
-            r = self.run_once(force=force)
-            force = False
-            if r.published:
-                continue  # someone published: go round again at once (quiet ones are still skipped)
-            now = time.monotonic()
-            due = min((st.next_at for st in self._state.values()), default=now + self.idle_max_s)
-            wait = min(max(0.002, due - now), self.idle_max_s)
-            with _WAKE:
-                if self._stop.is_set():
-                    break
-                woken = _WAKE.wait(wait)
-            force = woken  # a submit in this process: look at every database now
+        try:
+            while not self._stop.is_set():
+                r = self.run_once(force=force)
+                force = False
+                if r.published:
+                    continue  # someone published: go round again at once (quiet ones are still skipped)
+                now = time.monotonic()
+                due = min((st.next_at for st in self._state.values()), default=now + self.idle_max_s)
+                wait = min(max(0.002, due - now), self.idle_max_s)
+                got = listener.payloads(wait) if listener.usable else None
+                if got is not None:
+                    self._announced(got)
+                    continue
+                with _WAKE:
+                    if self._stop.is_set():
+                        break
+                    woken = _WAKE.wait(wait)
+                force = woken  # a submit in this process: look at every database now
+        finally:
+            listener.close()
         log.info("fleet dispatcher stopped published=%d", self.published_total)
 
 
