@@ -206,6 +206,7 @@ class Tenancy:
 
     def __init__(self, control: Conveyor) -> None:
         s = control.settings
+        check_settings(s)  # settings built in code were never checked by load_settings
         self.control = control
         self.mode = s.tenancy
         self.per_org = self.mode == DB_PER_TENANT_ORG

@@ -197,3 +197,10 @@ def test_doctor_names_an_index_a_release_added(tmp_path):
     tables = {c["check"]: c for c in doctor(app)}["tables"]
     assert tables["ok"] and "index ix_conveyor_jobs_tenant_created missing" in tables["detail"]
     app.close()
+
+
+def test_settings_built_in_code_are_checked_when_tenancy_is_first_used(tmp_path):
+    s = _settings(tmp_path).with_(tenancy="db-per-tenant")
+    app = Conveyor(s, plugins=load_plugins(s.plugins))
+    with pytest.raises(ConfigError, match="needs CONVEYOR_DB_URL_TEMPLATE"):
+        app.for_tenant("acme")
