@@ -4,6 +4,7 @@ PostgreSQL: upload, conversion by a real worker, downloads with ETags, tenancy, 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import struct
@@ -106,7 +107,11 @@ def _counts(app) -> tuple[int, int]:
 def _stored(data_dir: Path) -> list[str]:
     """Every entry (files and folders) under the storage's ``files/`` prefix."""
     root = data_dir / "files"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+    found: list[str] = []
+    # os.walk skips a folder removed while it is being listed (the server removes them concurrently)
+    for folder, dirs, names in os.walk(root):
+        found += [str((Path(folder) / n).relative_to(root)) for n in dirs + names]
+    return sorted(found)
 
 
 def _settle(data_dir: Path, expected: list[str], timeout: float = 10) -> None:
