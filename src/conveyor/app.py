@@ -211,8 +211,20 @@ class Conveyor:
                              trace_id)
         return self.submit_many([spec], conn=conn)[0]
 
+    def submit_job(self, kind: str, payload: Any = None, *, conn: Connection | None = None, tenant: str = "default",
+                   org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
+                   max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
+                   trace_id: str | None = None) -> store.Submitted:
+        """``submit``, answering the new job as written (``job`` is None when ``idempotency_key`` named one)."""
+        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
+                             trace_id)
+        return self._submit([spec], conn)[0]
+
     def submit_many(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> list[str]:
         """Submit many jobs in one transaction; returns their ids in order (InvalidJob if any is refused)."""
+        return [s.job_id for s in self._submit(specs, conn)]
+
+    def _submit(self, specs: Sequence[store.JobSpec], conn: Connection | None) -> list[store.Submitted]:
         if self._control is None and self.settings.tenancy != "single":
             raise ConfigError(f"this Conveyor serves the control database of a {self.settings.tenancy} deployment, "
                               "which holds no jobs: submit through app.for_tenant(tenant, org)")
@@ -221,12 +233,12 @@ class Conveyor:
         self.check_quota(checked, conn=conn)
         fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))
                  for s in checked]
-        ids = store.submit_many(conn if conn is not None else self.engine, fixed,
-                                default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
-                                idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
+        done = store.submit_jobs(conn if conn is not None else self.engine, fixed,
+                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
+                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
         if conn is None and self._control is not None:
             self._control.announce(self.tenant_key)
-        return ids
+        return done
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """One job by id."""

@@ -175,6 +175,32 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     (``conveyor.limits``) before anything is written, unless ``checked`` says the
     caller already did; a refused one raises ``InvalidJob`` and writes nothing.
     """
+    return [s.job_id for s in submit_jobs(bind, specs, default_max_attempts=default_max_attempts,
+                                          idempotency_ttl_s=idempotency_ttl_s, stream=stream,
+                                          max_payload_bytes=max_payload_bytes, checked=checked)]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What one spec of a submit became: a new job (its row as inserted), or the existing job its key names."""
+
+    job_id: str
+    job: Job | None  # None for an idempotent replay: the existing job was not read
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the spec's idempotency key named an existing job, so nothing was inserted for it."""
+        return self.job is None
+
+
+_UNSET_JOB_FIELDS = {"result": None, "error_code": None, "last_error": None, "lease_owner": None,
+                     "lease_expires_at": None, "started_at": None, "finished_at": None}
+
+
+def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_max_attempts: int = 3,
+                idempotency_ttl_s: float = 86400.0, stream: str = "conveyor:jobs",
+                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, checked: bool = False) -> list[Submitted]:
+    """``submit_many``, answering each new job as inserted (so a caller needs no read-back)."""
     now = utcnow()
     if not checked:
         specs = check_specs(specs, max_payload_bytes, now)
@@ -234,7 +260,9 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     observers.publish(ev_rows)
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
-    return ids
+    inserted = {row["id"]: row for row in job_rows}
+    return [Submitted(i, Job.from_row({**_UNSET_JOB_FIELDS, **inserted[i]}) if i in inserted else None)
+            for i in ids]
 
 
 def _existing_for_key(conn: Connection, spec: JobSpec, now: datetime, ttl_s: float) -> str | None:
@@ -270,6 +298,18 @@ def get_job(bind: Engine | Connection, job_id: str, tenant: str | None = None) -
     if row is None:
         raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
     return Job.from_row(row)
+
+
+def get_job_with_events(bind: Engine | Connection, job_id: str, tenant: str | None = None
+                        ) -> tuple[Job, list[dict[str, Any]]]:
+    """``get_job`` and ``job_events`` on one connection (one statement on PostgreSQL)."""
+    with _read(bind) as conn:
+        if conn.dialect.name == "postgresql":
+            found = store_postgres.job_with_events(conn, job_id, tenant)
+            if found is None:
+                raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
+            return found
+        return get_job(conn, job_id, tenant), job_events(conn, job_id)
 
 
 @contextmanager

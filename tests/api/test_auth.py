@@ -9,14 +9,13 @@ import time
 import httpx
 import jwt
 import pytest
+from api_support import SECRET, Server, auth, make_app, token
 from conveyor_api_testroutes import API_KEY
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conveyor.api.app import create_app
 from conveyor.errors import ConfigError
-
-from conftest import SECRET, Server, auth, make_app, token
 
 
 def _401(resp: httpx.Response, words: str) -> None:

@@ -11,8 +11,7 @@ import time
 import httpx
 import jwt
 import pytest
-
-from conftest import SECRET, free_port
+from api_support import SECRET, free_port
 
 
 def run(args, env, timeout=60):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from api_support import token
 
 from conveyor.client import ApiError, AsyncClient, Client, parse_sse
 from conveyor.errors import WaitTimeout
-
-from conftest import token
 
 
 def test_client_submits_waits_cancels_retries_and_streams(server, pipeline_factory):

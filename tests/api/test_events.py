@@ -7,11 +7,10 @@ import threading
 import time
 
 import httpx
+from api_support import auth, sse_events, token
 
 from conveyor.api.events import Feed
 from conveyor.store import Scope
-
-from conftest import auth, sse_events, token
 
 
 def test_a_job_stream_delivers_every_state_change_in_order_and_resumes(http, api_app, pipeline_factory):

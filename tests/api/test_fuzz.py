@@ -13,6 +13,7 @@ import zlib
 
 import pytest
 import schemathesis
+from api_support import API_PLUGINS, SECRET, Server, auth, make_app, token
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -24,8 +25,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conveyor.api.app import create_app
-
-from conftest import API_PLUGINS, SECRET, Server, auth, make_app, token
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from api_support import Server, auth, make_app, token
 
 from conveyor.api.app import create_app
 from conveyor.errors import WaitTimeout
-
-from conftest import Server, auth, make_app, token
 
 
 def _error(resp: httpx.Response, status: int, code: str) -> dict:
@@ -44,6 +44,20 @@ def test_submit_runs_on_a_worker_and_reads_back_succeeded(http, server, worker, 
     assert full["events"][2]["payload"]["consumer"] and "consumer" not in got["events"][2]["payload"]
     assert "lease_owner" in full and "lease_owner" not in got
     assert http.get(f"/jobs/{job['id']}/events").json()["items"] == got["events"]
+
+
+def test_the_submit_answer_is_the_job_as_stored(http, server):
+    """The 201 body is built from the row as written, not read back: it must match a read field for field."""
+    body = {"kind": "conveyor.sleep", "payload": {"s": "ünï\u2603", "n": [1, 2.5, None]}, "priority": -3,
+            "max_attempts": 7, "file_id": "f-1", "run_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "trace_id": "t" * 32}
+    for headers in ({}, {"Idempotency-Key": "same-answer"}):
+        r = http.post("/jobs", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        got = http.get(r.headers["location"].removeprefix("/api/v1")).json()
+        assert {k: got[k] for k in r.json()} == r.json()
+    replay = http.post("/jobs", json=body, headers={"Idempotency-Key": "same-answer"})
+    assert replay.status_code == 200 and replay.json() == r.json() and replay.headers["idempotent-replayed"] == "true"
 
 
 def test_list_is_newest_first_and_pages_with_an_opaque_cursor(http):

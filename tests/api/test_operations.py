@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from api_support import Server, auth, make_app, token
 from conveyor_api_testroutes import CRASH_SECRET
 
 from conveyor.api.app import create_app
 from conveyor.api.health import is_loopback, may_read_metrics
-
-from conftest import Server, auth, make_app, token
 
 
 def test_health_reports_each_backend(server):

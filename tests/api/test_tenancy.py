@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from conftest import auth, sse_events, token
+from api_support import auth, sse_events, token
 
 
 @pytest.fixture

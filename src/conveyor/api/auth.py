@@ -232,15 +232,10 @@ class Verifier:
         if not self.configured:
             raise unauthorized("the API has no key to verify tokens with: set CONVEYOR_JWT_SECRET, "
                                "CONVEYOR_JWT_PUBLIC_KEY or CONVEYOR_JWT_JWKS_FILE")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise unauthorized("the bearer token is not a JWT") from None
-        alg = header.get("alg")
-        key, algorithms = self._key_for(header)
-        if alg not in algorithms:
-            raise unauthorized(f"tokens signed with {str(alg)[:20]!r} are not accepted here; "
-                               f"this API accepts {', '.join(algorithms)}")
+        if self._secret is not None:  # one key: PyJWT checks the algorithm, the header is read only to explain
+            key, algorithms = self._secret, [HMAC_ALGORITHM]
+        else:
+            key, algorithms = self._key_for(self._header(token))
         try:
             return dict(jwt.decode(token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer,
                                    leeway=LEEWAY_S, options={"require": ["exp", "sub"]}))
@@ -254,8 +249,22 @@ class Verifier:
             raise unauthorized(f"the token lacks the {exc.claim} claim") from None
         except jwt.InvalidSignatureError:
             raise unauthorized("the token's signature does not verify") from None
+        except jwt.InvalidAlgorithmError:
+            alg = self._header(token).get("alg")
+            raise unauthorized(f"tokens signed with {str(alg)[:20]!r} are not accepted here; "
+                               f"this API accepts {', '.join(algorithms)}") from None
+        except jwt.DecodeError:
+            self._header(token)
+            raise unauthorized("the token is not valid (DecodeError)") from None
         except jwt.InvalidTokenError as exc:
             raise unauthorized(f"the token is not valid ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _header(token: str) -> dict[str, Any]:
+        try:
+            return dict(jwt.get_unverified_header(token))
+        except jwt.InvalidTokenError:
+            raise unauthorized("the bearer token is not a JWT") from None
 
     def identity(self, token: str) -> Identity:
         """Verify a token and read its identity claims."""

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.auth import Identity, Verifier
 from conveyor.api.errors import ApiError, unauthorized
@@ -41,8 +42,6 @@ def api_state(request: Request) -> ApiState:
 
 def _hook_identity(state: ApiState, request: Request) -> Identity | None:
     host = state.app.plugins
-    if not host.pm.hook.conveyor_authenticate.get_hookimpls():
-        return None
     found: Any = host.first_result("conveyor_authenticate", request=request)
     if found is None:
         return None
@@ -57,15 +56,18 @@ def _hook_identity(state: ApiState, request: Request) -> Identity | None:
         raise unauthorized(f"the identity the authentication plugin gave is not usable: {exc}") from None
 
 
-def current_identity(request: Request,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
-                     ) -> Identity:
-    """The caller: the ``conveyor_authenticate`` hook's answer, else the bearer JWT; 401 when neither."""
+# The dependencies are coroutines so a request does not hop to the thread pool for each; what may
+# block (an authentication plugin, the tenant registry) still runs there. They do not depend on
+# each other: FastAPI solves a dependency's own dependencies again for every route parameter that
+# needs it (cached or not), so the identity and the scope are kept on the request instead.
+async def _identity(request: Request) -> Identity:
     cached = getattr(request.state, "identity", None)
     if isinstance(cached, Identity):
         return cached
     state = api_state(request)
-    identity = _hook_identity(state, request)
+    identity = None
+    if state.app.plugins.pm.hook.conveyor_authenticate.get_hookimpls():
+        identity = await run_in_threadpool(_hook_identity, state, request)
     if identity is None:
         header = request.headers.get("authorization")
         if not header:
@@ -78,22 +80,41 @@ def current_identity(request: Request,
     return identity
 
 
-def current_scope(request: Request, identity: Annotated[Identity, Depends(current_identity)],
-                  x_tenant_id: Annotated[str | None, Header(description="Act in this tenant (one the token "
-                                                                         "allows).")] = None,
-                  x_org_id: Annotated[str | None, Header(description="Act in this org (one the token "
-                                                                      "allows).")] = None) -> Scope:
+async def _scope(request: Request) -> Scope:
+    cached = getattr(request.state, "scope", None)
+    if isinstance(cached, Scope):
+        return cached
+    scope = scope_for(await _identity(request), request.headers.get("x-tenant-id"), request.headers.get("x-org-id"))
+    request.state.scope = scope
+    return scope
+
+
+async def current_identity(request: Request,
+                           credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+                           ) -> Identity:
+    """The caller: the ``conveyor_authenticate`` hook's answer, else the bearer JWT; 401 when neither."""
+    return await _identity(request)
+
+
+async def current_scope(request: Request,
+                        x_tenant_id: Annotated[str | None, Header(description="Act in this tenant (one the token "
+                                                                              "allows).")] = None,
+                        x_org_id: Annotated[str | None, Header(description="Act in this org (one the token "
+                                                                           "allows).")] = None) -> Scope:
     """The tenant and org this request may see (``conveyor.api.tenancy.scope_for``)."""
-    return scope_for(identity, x_tenant_id, x_org_id)
+    return await _scope(request)  # the headers are declared above for the OpenAPI description
 
 
-def current_app(request: Request, identity: Annotated[Identity, Depends(current_identity)],
-                scope: Annotated[Scope, Depends(current_scope)]) -> Conveyor:
+async def current_app(request: Request) -> Conveyor:
     """The deployment holding this scope's jobs (``conveyor.api.tenancy.resolve_app``)."""
-    return resolve_app(api_state(request).app, identity, scope)
+    default = api_state(request).app
+    scope = await _scope(request)
+    if default.tenancy is None:
+        return default
+    return await run_in_threadpool(resolve_app, default, await _identity(request), scope)
 
 
-def require_admin(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
+async def require_admin(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
     """The caller, if it has the admin role; 403 otherwise."""
     if not identity.admin:
         raise ApiError(403, "forbidden", "this route is for the admin role")

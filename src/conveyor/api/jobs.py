@@ -9,17 +9,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 
 from conveyor.api.deps import AppDep, IdentityDep, ScopeDep
 from conveyor.api.errors import ApiError, not_found
 from conveyor.api.schemas import CancelIn, ErrorOut, EventList, JobDetailOut, JobIn, JobOut, JobPage, Status
 from conveyor.api.tenancy import write_tenant
-from conveyor.api.views import diagnostics, event_view, job_view
+from conveyor.api.views import diagnostics, event_view, job_view, json_answer
 from conveyor.app import Conveyor
 from conveyor.errors import JobNotFound
 from conveyor.limits import TEXT_LIMITS
 from conveyor.models import Job
-from conveyor.store import Scope, page_jobs
+from conveyor.store import Scope, get_job_with_events, page_jobs
 
 MAX_PAGE = 500
 
@@ -79,47 +80,45 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
              responses={201: {"model": JobOut, "description": "Created"},
                         200: {"model": JobOut, "description": "An idempotent replay: the job the key names"},
                         **_errors(413, 429)})
-def submit_job(request: Request, response: Response, body: Annotated[JobIn, Body()], identity: IdentityDep,
+def submit_job(request: Request, body: Annotated[JobIn, Body()], identity: IdentityDep,
                scope: ScopeDep, app: AppDep,
                idempotency_key: Annotated[str | None, Header(
                    max_length=TEXT_LIMITS["idempotency_key"],
                    description="The same key in the same tenant returns the existing job (200) instead of "
                                "creating another; reusable once that job has been final for "
-                               "CONVEYOR_IDEMPOTENCY_TTL_SECONDS.")] = None) -> dict[str, Any]:
+                               "CONVEYOR_IDEMPOTENCY_TTL_SECONDS.")] = None) -> Response:
     """Submit one job in the caller's tenant and org; 201 with the job.
 
     Refused with 422 (`invalid_job`, `invalid_payload`), 413 (`payload_too_large`)
     or 429 (`quota_exceeded`, `queue_pressure`, with `Retry-After`), writing nothing.
     """
     tenant = write_tenant(scope)
-    existing = None
-    if idempotency_key:
-        from sqlalchemy import select
-
-        from conveyor.schema import jobs
-        with app.engine.connect() as conn:
-            existing = conn.execute(select(jobs.c.id).where(jobs.c.tenant_id == tenant,
-                                                            jobs.c.idempotency_key == idempotency_key)).scalar()
-    job_id = app.submit(body.kind, body.payload, tenant=tenant, org=scope.org, priority=body.priority,
-                        idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
-                        file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
-    job = app.get(job_id)
-    if existing is not None and existing == job_id:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job_id).path)
-    return job_view(job, identity.admin)
+    done = app.submit_job(body.kind, body.payload, tenant=tenant, org=scope.org, priority=body.priority,
+                          idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
+                          file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
+    job = done.job if done.job is not None else app.get(done.job_id)
+    headers = {"Location": f"{request.url.path.rstrip('/')}/{job.id}"}  # wherever the router is mounted
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_answer(job_view(job, identity.admin), 200 if done.replayed else 201, headers)
 
 
 @router.get("/jobs/{job_id}", name="get_job", response_model=None, summary="Read a job",
             responses={200: {"model": JobDetailOut}, **_errors(404)})
-def get_job(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep) -> dict[str, Any]:
+def get_job(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep) -> Response:
     """The job, its change log (`events`) and, when it failed or is stuck, `diagnostics`."""
-    job = visible_job(app, scope, job_id)
+    if not _plausible_id(job_id):
+        raise not_found()
+    try:
+        job, log = get_job_with_events(app.engine, job_id, scope.tenant)
+    except JobNotFound:
+        raise not_found() from None
+    if not scope.allows(job):
+        raise not_found()
     data = job_view(job, identity.admin)
-    data["events"] = [event_view({**e, "job_id": job.id}, identity.admin) for e in app.events(job.id)]
-    data["diagnostics"] = diagnostics(app, job, identity.admin)
-    return data
+    data["events"] = [event_view({**e, "job_id": job.id}, identity.admin) for e in log]
+    data["diagnostics"] = jsonable_encoder(diagnostics(app, job, identity.admin))
+    return json_answer(data)
 
 
 @router.get("/jobs", response_model=None, summary="List jobs",

@@ -13,6 +13,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import JSONResponse
+
 from conveyor.db import utcnow
 from conveyor.errors import CATALOG
 from conveyor.models import Job, JobStatus
@@ -33,6 +35,12 @@ def _public_message(code: str | None, message: Any) -> Any:
         entry = CATALOG.get(code or "")
         return entry.meaning if entry else code
     return message
+
+
+def json_answer(data: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON response of views that are JSON already (``job_view``, ``event_view``): FastAPI's
+    ``jsonable_encoder`` walk of every value is left out."""
+    return JSONResponse(data, status_code, headers)
 
 
 def job_view(job: Job, admin: bool) -> dict[str, Any]:
