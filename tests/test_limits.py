@@ -254,3 +254,10 @@ def test_printable_escapes_terminal_controls():
     assert printable("line one\nline two\tx", multiline=True) == "line one\nline two\tx"
     assert printable("line one\nline two") == "line one\\x0aline two"
     assert printable("héllo ✓ 日本") == "héllo ✓ 日本" and printable(None) == "None"
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2]}', '"[[[[[[[["', "[" * 40 + "]" * 40, '[{"x": "]]]"}, [[["{{{"]]]]',
+                                  "{}" * 50, "[" * 9 + "]" * 9, ""])
+@pytest.mark.parametrize("limit", [0, 2, 8, 9, 32])
+def test_json_too_deep_agrees_with_the_depth_it_stands_for(text, limit):
+    assert limits.json_too_deep(text, limit) == (limits.json_text_depth(text) > limit)

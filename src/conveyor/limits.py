@@ -265,9 +265,16 @@ def json_text_depth(text: str) -> int:
     return deepest
 
 
+def json_too_deep(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of a JSON text nest more than ``limit`` levels (``json_text_depth``)."""
+    if text.count("[") + text.count("{") <= limit:  # most texts: too few brackets to nest that deep
+        return False
+    return json_text_depth(text) > limit
+
+
 def parse_payload(text: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
     """Parse JSON text from a user (the CLI) into a checked payload; ValueError if it is not JSON at all."""
-    if json_text_depth(text) > MAX_DEPTH:
+    if json_too_deep(text, MAX_DEPTH):
         raise InvalidPayload(f"payload is nested more than {MAX_DEPTH} levels deep; flatten it")
 
     def no_constant(name: str) -> Any:

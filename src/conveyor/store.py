@@ -81,7 +81,8 @@ class Finalized:
 
 def logline(action: str, **fields: Any) -> None:
     """One structured log line per state change."""
-    log.info("%s %s", action, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s %s", action, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
 
 
 @contextmanager

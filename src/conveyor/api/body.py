@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.errors import error_body
-from conveyor.limits import MAX_DEPTH, json_text_depth
+from conveyor.limits import MAX_DEPTH, json_too_deep
 
 UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream")
 
@@ -93,7 +93,7 @@ class BodyLimitMiddleware:
                 await _send_error(send, 422, "invalid_request", f"the JSON body is not UTF-8 ({exc.reason} at "
                                                                 f"byte {exc.start})")
                 return
-            if json_text_depth(text) > MAX_DEPTH + 1:
+            if json_too_deep(text, MAX_DEPTH + 1):
                 await _send_error(send, 422, "invalid_request",
                                   f"the JSON body nests arrays and objects more than {MAX_DEPTH + 1} levels deep; "
                                   "flatten it")
