@@ -114,6 +114,25 @@ async def current_app(request: Request) -> Conveyor:
     return await run_in_threadpool(resolve_app, default, await _identity(request), scope)
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, in which scope, against which deployment: the three dependencies above in one."""
+
+    identity: Identity
+    scope: Scope
+    app: Conveyor
+
+
+async def current_caller(request: Request,
+                         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+                         x_tenant_id: Annotated[str | None, Header(description="Act in this tenant (one the token "
+                                                                               "allows).")] = None,
+                         x_org_id: Annotated[str | None, Header(description="Act in this org (one the token "
+                                                                            "allows).")] = None) -> Caller:
+    """``current_identity``, ``current_scope`` and ``current_app`` as one dependency (one for FastAPI to solve)."""
+    return Caller(await _identity(request), await _scope(request), await current_app(request))
+
+
 async def require_admin(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
     """The caller, if it has the admin role; 403 otherwise."""
     if not identity.admin:
@@ -125,3 +144,4 @@ IdentityDep = Annotated[Identity, Depends(current_identity)]
 ScopeDep = Annotated[Scope, Depends(current_scope)]
 AppDep = Annotated[Conveyor, Depends(current_app)]
 AdminDep = Annotated[Identity, Depends(require_admin)]
+CallerDep = Annotated[Caller, Depends(current_caller)]

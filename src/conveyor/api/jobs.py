@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 
-from conveyor.api.deps import AppDep, IdentityDep, ScopeDep
+from conveyor.api.deps import CallerDep
 from conveyor.api.errors import ApiError, not_found
 from conveyor.api.schemas import CancelIn, ErrorOut, EventList, JobDetailOut, JobIn, JobOut, JobPage, Status
 from conveyor.api.tenancy import write_tenant
@@ -80,8 +80,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
              responses={201: {"model": JobOut, "description": "Created"},
                         200: {"model": JobOut, "description": "An idempotent replay: the job the key names"},
                         **_errors(413, 429)})
-def submit_job(request: Request, body: Annotated[JobIn, Body()], identity: IdentityDep,
-               scope: ScopeDep, app: AppDep,
+def submit_job(request: Request, body: Annotated[JobIn, Body()], caller: CallerDep,
                idempotency_key: Annotated[str | None, Header(
                    max_length=TEXT_LIMITS["idempotency_key"],
                    description="The same key in the same tenant returns the existing job (200) instead of "
@@ -92,38 +91,38 @@ def submit_job(request: Request, body: Annotated[JobIn, Body()], identity: Ident
     Refused with 422 (`invalid_job`, `invalid_payload`), 413 (`payload_too_large`)
     or 429 (`quota_exceeded`, `queue_pressure`, with `Retry-After`), writing nothing.
     """
-    tenant = write_tenant(scope)
-    done = app.submit_job(body.kind, body.payload, tenant=tenant, org=scope.org, priority=body.priority,
-                          idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
-                          file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
-    job = done.job if done.job is not None else app.get(done.job_id)
+    tenant = write_tenant(caller.scope)
+    done = caller.app.submit_job(body.kind, body.payload, tenant=tenant, org=caller.scope.org, priority=body.priority,
+                                 idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
+                                 file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
+    job = done.job if done.job is not None else caller.app.get(done.job_id)
     headers = {"Location": f"{request.url.path.rstrip('/')}/{job.id}"}  # wherever the router is mounted
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return json_answer(job_view(job, identity.admin), 200 if done.replayed else 201, headers)
+    return json_answer(job_view(job, caller.identity.admin), 200 if done.replayed else 201, headers)
 
 
 @router.get("/jobs/{job_id}", name="get_job", response_model=None, summary="Read a job",
             responses={200: {"model": JobDetailOut}, **_errors(404)})
-def get_job(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep) -> Response:
+def get_job(job_id: str, caller: CallerDep) -> Response:
     """The job, its change log (`events`) and, when it failed or is stuck, `diagnostics`."""
     if not _plausible_id(job_id):
         raise not_found()
     try:
-        job, log = get_job_with_events(app.engine, job_id, scope.tenant)
+        job, log = get_job_with_events(caller.app.engine, job_id, caller.scope.tenant)
     except JobNotFound:
         raise not_found() from None
-    if not scope.allows(job):
+    if not caller.scope.allows(job):
         raise not_found()
-    data = job_view(job, identity.admin)
-    data["events"] = [event_view({**e, "job_id": job.id}, identity.admin) for e in log]
-    data["diagnostics"] = jsonable_encoder(diagnostics(app, job, identity.admin))
+    data = job_view(job, caller.identity.admin)
+    data["events"] = [event_view({**e, "job_id": job.id}, caller.identity.admin) for e in log]
+    data["diagnostics"] = jsonable_encoder(diagnostics(caller.app, job, caller.identity.admin))
     return json_answer(data)
 
 
 @router.get("/jobs", response_model=None, summary="List jobs",
             responses={200: {"model": JobPage}, **_errors()})
-def list_jobs(identity: IdentityDep, scope: ScopeDep, app: AppDep,
+def list_jobs(caller: CallerDep,
               status: Annotated[Status | None, Query()] = None,
               kind: Annotated[str | None, Query(max_length=100)] = None,
               file_id: Annotated[str | None, Query(max_length=TEXT_LIMITS["file_id"])] = None,
@@ -131,35 +130,36 @@ def list_jobs(identity: IdentityDep, scope: ScopeDep, app: AppDep,
               cursor: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, Any]:
     """The caller's jobs, newest first, one page at a time (`next_cursor` until the last page)."""
     before = decode_cursor(cursor) if cursor else None
-    found = page_jobs(app.engine, scope, status=status, kind=_filter("kind", kind, 100),
+    found = page_jobs(caller.app.engine, caller.scope, status=status, kind=_filter("kind", kind, 100),
                       file_id=_filter("file_id", file_id, TEXT_LIMITS["file_id"]), limit=limit + 1, before=before)
     page, more = found[:limit], len(found) > limit
-    return {"items": [job_view(j, identity.admin) for j in page],
+    return {"items": [job_view(j, caller.identity.admin) for j in page],
             "next_cursor": encode_cursor(page[-1]) if more and page else None}
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=None, summary="Cancel a job",
              responses={200: {"model": JobOut}, **_errors(404, 409)})
-def cancel_job(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep,
+def cancel_job(job_id: str, caller: CallerDep,
                body: Annotated[CancelIn | None, Body()] = None) -> dict[str, Any]:
     """Cancel a queued or running job (a running handler stops at its next heartbeat); 409 when it is final."""
-    job = visible_job(app, scope, job_id)
-    done = app.cancel(job.id, tenant=job.tenant_id, reason=body.reason if body else "")
-    return job_view(done, identity.admin)
+    job = visible_job(caller.app, caller.scope, job_id)
+    done = caller.app.cancel(job.id, tenant=job.tenant_id, reason=body.reason if body else "")
+    return job_view(done, caller.identity.admin)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=None, summary="Run a failed or cancelled job again",
              responses={200: {"model": JobOut}, **_errors(404, 409)})
-def retry_job(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep) -> dict[str, Any]:
+def retry_job(job_id: str, caller: CallerDep) -> dict[str, Any]:
     """Queue a failed or cancelled job again with a fresh attempt budget; its next attempt has a bigger
     `attempt_id`. 409 for a job in any other status."""
-    job = visible_job(app, scope, job_id)
-    return job_view(app.retry(job.id, tenant=job.tenant_id), identity.admin)
+    job = visible_job(caller.app, caller.scope, job_id)
+    return job_view(caller.app.retry(job.id, tenant=job.tenant_id), caller.identity.admin)
 
 
 @router.get("/jobs/{job_id}/events", response_model=None, summary="A job's change log",
             responses={200: {"model": EventList}, **_errors(404)})
-def job_events(job_id: str, identity: IdentityDep, scope: ScopeDep, app: AppDep) -> dict[str, Any]:
+def job_events(job_id: str, caller: CallerDep) -> dict[str, Any]:
     """Every recorded state change of the job, oldest first."""
-    job = visible_job(app, scope, job_id)
-    return {"items": [event_view({**e, "job_id": job.id}, identity.admin) for e in app.events(job.id)]}
+    job = visible_job(caller.app, caller.scope, job_id)
+    admin = caller.identity.admin
+    return {"items": [event_view({**e, "job_id": job.id}, admin) for e in caller.app.events(job.id)]}
