@@ -204,6 +204,30 @@ def tenants_add(ctx: click.Context, tenant: str, org: str | None, as_json: bool)
                          + (", registered" if r["registered"] else ", already registered")))
 
 
+@tenants.command("remove")
+@click.argument("tenant")
+@click.option("--org", help="The org (db-per-tenant-org).")
+@click.option("--force", is_flag=True, help="Remove even while its database holds queued or running jobs.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tenants_remove(ctx: click.Context, tenant: str, org: str | None, force: bool, as_json: bool) -> None:
+    """Unregister the database of TENANT (and --org): the API and the fleet stop serving it; its data stays."""
+    from conveyor.tenancy import TenantError
+    t = _tenancy(ctx)
+    if org and not t.per_org:
+        _die(f"--org is for db-per-tenant-org; in {t.mode} a tenant's orgs share its database", EXIT_USAGE)
+    try:
+        r = t.remove(tenant, org, force=force)
+    except TenantError as exc:
+        _die(str(exc), EXIT_USAGE)
+    if as_json:
+        _json(r)
+        return
+    name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
+    click.echo(printable(f"tenant {name}: unregistered; its database {r['database']} is kept (drop it yourself "
+                         "once it is backed up)"))
+
+
 @tenants.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, delete, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
@@ -301,6 +301,50 @@ class Tenancy:
         return {"tenant": key.tenant, "org": key.org, "database": mask_url(url), "database_created": created_db,
                 "created": created, "registered": new}
 
+    def remove(self, tenant: str, org: str | None = None, *, force: bool = False) -> dict[str, Any]:
+        """Unregister a tenant's database, so the API and the fleet stop serving it; its data stays.
+
+        Refused (TenantError) while the database holds queued or running jobs, or cannot be
+        reached to tell, unless ``force``: such jobs would wait until the tenant is added again.
+        The database itself is never dropped: that is the operator's decision, after a backup.
+        """
+        from conveyor.db import make_engine
+        from conveyor.schema import jobs, tenants
+        key = self.key(tenant, org)
+        if key not in self.registered(refresh=True):
+            raise UnknownTenant(f"{key} is not registered (`conveyor tenants list` shows what is)")
+        url = self.url(key)
+        active: int | None = None
+        try:
+            engine = make_engine(url)
+            try:
+                with engine.connect() as conn:
+                    active = conn.execute(select(func.count()).select_from(jobs).where(
+                        jobs.c.status.in_(("queued", "running")))).scalar_one()
+            finally:
+                engine.dispose()
+        except Exception as exc:
+            if not force:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TenantError(f"cannot tell whether {key}'s database still has work ({first}); "
+                                  "pass --force to remove it anyway") from None
+        if active and not force:
+            raise TenantError(f"{key}'s database holds {active} queued or running job(s), which would wait until "
+                              "the tenant is added again; let them finish or cancel them, or pass --force")
+        with self.control.engine.begin() as conn:
+            conn.execute(delete(tenants).where(tenants.c.tenant == key.tenant, tenants.c.org == (key.org or "")))
+        self.registered(refresh=True)
+        self._forget(key)
+        log.info("tenant %s: unregistered; database %s kept", key, mask_url(url))
+        return {"tenant": key.tenant, "org": key.org, "database": mask_url(url), "active_jobs": active,
+                "removed": True}
+
+    def _forget(self, key: TenantKey) -> None:
+        with self._lock:
+            app = self._apps.pop(key, None)
+        if app is not None:
+            app.engine.dispose()
+
     def describe(self) -> list[dict[str, Any]]:
         """The registry as rows: tenant, org, database URL (password masked), created_at."""
         from conveyor.schema import tenants
@@ -341,15 +385,20 @@ class Tenancy:
     # ------------------------------------------------------------ apps
 
     def app_for(self, key: TenantKey, *, check: bool = True) -> Conveyor:
-        """The ``Conveyor`` of a tenant database (cached); UnknownTenant if ``check`` and it is not registered."""
+        """The ``Conveyor`` of a tenant database (cached); UnknownTenant if ``check`` and it is not registered.
+
+        A cached database is checked against the registry too (as read within ``REGISTRY_TTL_S``),
+        so a tenant removed by another process stops being served here within that time.
+        """
+        if check and not self.is_registered(key):
+            self._forget(key)
+            raise UnknownTenant(f"tenant {key.tenant!r}" + (f" org {key.org!r}" if key.org else "")
+                                + " has no database here; an operator adds it with `conveyor tenants add`")
         with self._lock:
             app = self._apps.get(key)
             if app is not None:
                 self._apps.move_to_end(key)
                 return app
-        if check and not self.is_registered(key):
-            raise UnknownTenant(f"tenant {key.tenant!r}" + (f" org {key.org!r}" if key.org else "")
-                                + " has no database here; an operator adds it with `conveyor tenants add`")
         app = self._make(key)
         evicted: list[Conveyor] = []
         with self._lock:

@@ -109,3 +109,28 @@ def test_two_tenants_on_sqlite_files_served_by_one_runner(deployment):
     doctor = cli(env, "doctor", "--json", cwd=tmp, check=False)
     checks = {c["check"]: c for c in __import__("json").loads(doctor.stdout)}
     assert checks["tenant databases"]["ok"] and "2 registered" in checks["tenant databases"]["detail"]
+
+
+def test_tenants_remove_stops_serving_a_tenant_and_keeps_its_data(deployment):
+    env, tmp_path, app, _, _ = deployment
+    with Server(create_app(app)) as srv, client(srv.url, "amy", tenant="acme") as acme:
+        job = acme.post("/jobs", json={"kind": "conveyor.echo", "payload": {"n": 1}}).json()
+        # a queued job would wait for good once its database is unregistered
+        refused = cli(env, "tenants", "remove", "acme", cwd=tmp_path, check=False)
+        assert refused.returncode == 2 and "1 queued or running job(s)" in refused.stderr, refused
+        assert "Traceback" not in refused.stderr
+        assert acme.get(f"/jobs/{job['id']}").status_code == 200
+        removed = cli_json(env, "tenants", "remove", "acme", "--force", "--json", cwd=tmp_path)
+        assert removed["removed"] is True and removed["tenant"] == "acme"
+        assert [r["tenant"] for r in cli_json(env, "tenants", "list", "--json", cwd=tmp_path)] == ["globex"]
+        # this API process held acme's engine: it stops serving it once its registry view is renewed
+        deadline = time.monotonic() + 15
+        while (r := acme.get(f"/jobs/{job['id']}")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+        again = cli(env, "tenants", "remove", "acme", cwd=tmp_path, check=False)
+        assert again.returncode != 0 and "not registered" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "tenants" / "acme.db").exists()  # the data stays
+    cli(env, "tenants", "add", "acme", cwd=tmp_path)
+    with Server(create_app(app)) as srv, client(srv.url, "amy", tenant="acme") as acme:
+        assert acme.get(f"/jobs/{job['id']}").status_code == 200  # added back: the same database, the same job
