@@ -39,8 +39,8 @@ key (and tenant). What makes the comparison fair:
 
 What stays different is what Conveyor is for: a submit also writes an outbox row and a
 ``submitted`` event (one statement on PostgreSQL, with a NOTIFY), checks the job's
-bounds, reads the job back for the answer and counts the request in its metrics; a read
-also reads the job's change log. The goal is that this costs at most 20 %: Conveyor at
+bounds and the body's nesting, and counts the request in its metrics; a read also reads
+the job's change log (in the same statement). The goal is that this costs at most 20 %: Conveyor at
 0.8x the floor's requests/s or better.
 
 Besides req/s and latency the table shows CPU per request: the server process tree's,
