@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from conveyor.config import Settings, load_settings, mask_url
+from conveyor.config import Settings, load_settings, mask_url, unknown_environment
 from conveyor.errors import ConfigError
 
 
@@ -89,3 +95,41 @@ def test_integer_settings_in_the_file_are_not_truncated(tmp_path, value):
     cfg.write_text(f"[conveyor]\nmax_payload_bytes = {value}\n")
     with pytest.raises(ConfigError, match=f"{cfg}: max_payload_bytes must be int"):
         load_settings(env={"CONVEYOR_CONFIG": str(cfg)})
+
+
+def _cli(tmp_path, env: dict) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    return subprocess.run([sys.executable, "-m", "conveyor", "config"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**base, "CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/c.db", **env}, timeout=60)
+
+
+def test_a_misspelled_variable_is_a_warning_naming_the_closest_setting(tmp_path):
+    r = _cli(tmp_path, {"CONVEYOR_DATABASE_URL": "postgresql://db/x", "CONVEYOR_JUDGE_WORKSPACE_MB": "64",
+                        "CONVEYOR_CAD_TIME_LIMIT": "30", "CONVEYOR_TEST_ANYTHING": "1"})
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: CONVEYOR_DATABASE_URL is not a Conveyor setting and no loaded plugin reads it; "
+        "did you mean CONVEYOR_DB_URL?",
+        "warning: CONVEYOR_JUDGE_WORKSPACE_MB is not a Conveyor setting and no loaded plugin reads it; "
+        "did you mean CONVEYOR_JUDGE_WORKSPACE_MIB?"], r.stderr  # a plugin's own variable is known
+
+
+def test_strict_config_makes_an_unknown_variable_a_one_line_error(tmp_path):
+    r = _cli(tmp_path, {"CONVEYOR_STRICT_CONFIG": "1", "CONVEYOR_QUEUE": "redis://x", "CONVEYOR_NOPE": "1"})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "error: CONVEYOR_NOPE is not a Conveyor setting and no loaded plugin reads it; `conveyor config` lists the "
+        "settings (and 1 more); CONVEYOR_STRICT_CONFIG=1 makes this an error"], r.stderr
+    assert _cli(tmp_path, {"CONVEYOR_STRICT_CONFIG": "1"}).returncode == 0
+
+
+def test_every_variable_the_code_reads_is_known():
+    """Every CONVEYOR_* name in the core's and the built-in plugins' source is a setting, a core variable or
+    declared by a plugin's ``conveyor_environment``, so none is ever reported as unknown."""
+    from conveyor.plugins import load_plugins
+    root = Path(__file__).resolve().parent.parent
+    declared = [n for names in load_plugins(None).call_each("conveyor_environment") for n in names]
+    found = {m for p in [*(root / "src").rglob("*.py"), *(root / "plugins").rglob("*.py")]
+             for m in re.findall(r"CONVEYOR_[A-Z0-9_]*[A-Z0-9]\b", p.read_text())}
+    assert unknown_environment(dict.fromkeys(found, "1"), declared) == []

@@ -100,3 +100,16 @@ def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]] | None:
     from conveyor_cad.diagnose import doctor
 
     return doctor(app)
+
+
+#: the environment variables this plugin reads
+ENVIRONMENT = ("CONVEYOR_CAD_TIME_LIMIT", "CONVEYOR_CAD_MEMORY_MB", "CONVEYOR_CAD_PREVIEW_SIZE",
+               "CONVEYOR_CAD_OUTPUT_MB", "CONVEYOR_CAD_MAX_EXPANDED_ENTITIES", "CONVEYOR_CAD_CONNECTOR_URL",
+               "CONVEYOR_CAD_CONNECTOR_TOKEN", "CONVEYOR_CAD_CONNECTOR_TIMEOUT", "CONVEYOR_CAD_CONNECTOR_UPLOAD",
+               "CONVEYOR_CAD_ROUTING", "CONVEYOR_CAD_TENANT_ROUTING", "CONVEYOR_CAD_ISOLATION",
+               "CONVEYOR_CAD_SANDBOX", "CONVEYOR_CAD_SANDBOX_PATHS")
+
+
+@hookimpl
+def conveyor_environment() -> Iterable[str]:
+    return ENVIRONMENT

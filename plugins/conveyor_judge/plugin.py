@@ -148,3 +148,15 @@ def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict
             findings.append({"check": "judge problem", "ok": False, "detail": str(exc),
                              "next_step": "add the problem with `conveyor judge problem add` and submit its id"})
     return findings
+
+
+#: the environment variables this plugin reads
+ENVIRONMENT = ("CONVEYOR_JUDGE_CACHE", "CONVEYOR_JUDGE_COMPILE_MEMORY_MIB", "CONVEYOR_JUDGE_COMPILE_TIME_MS",
+               "CONVEYOR_JUDGE_FEEDBACK", "CONVEYOR_JUDGE_MAX_DEPTH", "CONVEYOR_JUDGE_MAX_DIRS",
+               "CONVEYOR_JUDGE_MAX_FILES", "CONVEYOR_JUDGE_MAX_RATIO", "CONVEYOR_JUDGE_MAX_UNPACKED_MB",
+               "CONVEYOR_JUDGE_PATH", "CONVEYOR_JUDGE_WORKSPACE_INODES", "CONVEYOR_JUDGE_WORKSPACE_MIB")
+
+
+@hookimpl
+def conveyor_environment() -> Iterable[str]:
+    return ENVIRONMENT

@@ -55,3 +55,14 @@ def conveyor_doctor(app: Any) -> list[dict[str, Any]]:
         rows.append({"check": f"sandbox {backend.id}", "ok": ok or backend is not chosen,
                      "detail": f"{'available' if ok else 'unavailable'}{mark}: {why}", "next_step": None})
     return rows
+
+
+#: the environment variables this plugin reads
+ENVIRONMENT = ("CONVEYOR_SANDBOX_ATTACKS", "CONVEYOR_SANDBOX_CGROUPS", "CONVEYOR_SANDBOX_HELPER",
+               "CONVEYOR_SANDBOX_LOCKDIR", "CONVEYOR_SANDBOX_SPARES", "CONVEYOR_SANDBOX_UID_BASE",
+               "CONVEYOR_SANDBOX_UID_COUNT", "CONVEYOR_SANDBOX_WORKSPACES")
+
+
+@hookimpl
+def conveyor_environment() -> Iterable[str]:
+    return ENVIRONMENT

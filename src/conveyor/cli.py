@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -31,7 +32,23 @@ def _settings(ctx: click.Context) -> Settings:
             obj["settings"] = load_settings()
         except ConfigError as exc:
             _die(str(exc), EXIT_USAGE)
+        _check_environment(obj["settings"])
     return obj["settings"]  # type: ignore[no-any-return]
+
+
+def _check_environment(settings: Settings) -> None:
+    """Report ``CONVEYOR_*`` variables nothing reads: a warning each, or an error with CONVEYOR_STRICT_CONFIG=1."""
+    from conveyor.config import strict_config, unknown_environment
+    from conveyor.plugins import get_plugins
+    known: list[str] = []
+    for names in get_plugins(settings.plugins or None).call_each("conveyor_environment"):
+        known += [str(n) for n in names]
+    problems = unknown_environment(os.environ, known)
+    if problems and strict_config(os.environ):
+        _die(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+             + "; CONVEYOR_STRICT_CONFIG=1 makes this an error", EXIT_USAGE)
+    for line in problems:
+        click.echo(f"warning: {printable(line)}", err=True)
 
 
 def _serve_metrics(app: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -177,3 +177,37 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
     from conveyor.tenancy import check_settings
     check_settings(settings)
     return settings
+
+
+#: variables read outside ``Settings`` by the core, and the families tests and benchmarks use
+CORE_ENVIRONMENT = ("CONVEYOR_CONFIG", "CONVEYOR_STRICT_CONFIG", "CONVEYOR_LOG_LEVEL", "CONVEYOR_TEST_*",
+                    "CONVEYOR_BENCH_*")
+
+
+def setting_variables() -> list[str]:
+    """The environment variable of every setting."""
+    aliases = {"stream_key": "CONVEYOR_STREAM_KEY", "stream_group": "CONVEYOR_STREAM_GROUP",
+               "stream_maxlen": "CONVEYOR_STREAM_MAXLEN"}
+    return [aliases.get(f.name, ENV_PREFIX + f.name.upper()) for f in fields(Settings) if f.name != "sources"]
+
+
+def unknown_environment(env: Mapping[str, str], known: Iterable[str] = ()) -> list[str]:
+    """One message per ``CONVEYOR_*`` variable in ``env`` that no setting, ``known`` name or family reads,
+    naming the closest known variable when one is close."""
+    import difflib
+    names = {*setting_variables(), *CORE_ENVIRONMENT, *known}
+    exact = sorted(n for n in names if not n.endswith("*"))
+    families = tuple(n[:-1] for n in names if n.endswith("*"))
+    out = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in names or (families and var.startswith(families)):
+            continue
+        close = difflib.get_close_matches(var, exact, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else "; `conveyor config` lists the settings"
+        out.append(f"{var} is not a Conveyor setting and no loaded plugin reads it{hint}")
+    return out
+
+
+def strict_config(env: Mapping[str, str]) -> bool:
+    """Whether unknown ``CONVEYOR_*`` variables are errors (``CONVEYOR_STRICT_CONFIG=1``)."""
+    return env.get("CONVEYOR_STRICT_CONFIG", "").strip().lower() in ("1", "true", "yes", "on")

@@ -93,6 +93,17 @@ def conveyor_error_codes() -> Iterable[ErrorCode] | None:
 
 
 @hookspec
+def conveyor_environment() -> Iterable[str] | None:
+    """Name the ``CONVEYOR_*`` environment variables this plugin reads, so they are not reported as unknown.
+
+    :return: variable names; a name ending in ``*`` stands for every variable with that
+        prefix. Every implementation's names are merged. A ``CONVEYOR_*`` variable no
+        setting and no plugin names is reported with the closest known name
+        (``conveyor.config.unknown_environment``).
+    """
+
+
+@hookspec
 def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Add findings to ``conveyor diagnose JOB``.
 
