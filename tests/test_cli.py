@@ -65,6 +65,32 @@ def test_worker_burst_and_dispatcher_once(cli, app):
     assert all(app.get(i).status.value == "succeeded" for i in ids)
 
 
+DOWN = {"CONVEYOR_QUEUE_URL": "redis://127.0.0.1:9/0"}  # the discard port: nothing listens, connects are refused
+
+
+def _one_error_line(r) -> str:
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_dispatcher_once_with_the_queue_down_fails_with_one_line_and_keeps_the_rows(cli, app):
+    job_id = cli("submit", "conveyor.echo", extra=DOWN).stdout.strip()  # the outbox takes it
+    r = cli("dispatcher", "--once", check=False, extra=DOWN)
+    assert r.returncode == 1 and r.stdout == ""
+    line = _one_error_line(r)
+    assert "1 outbox row(s) could not be published (0 were): " in line and "CONVEYOR_QUEUE_URL" in line
+    assert app.get(job_id).status.value == "queued"
+    assert "published 1" in cli("dispatcher", "--once").stdout  # nothing was lost
+
+
+def test_worker_burst_with_the_queue_down_gives_up_with_one_line(cli, app):
+    r = cli("worker", "--burst", check=False, extra=DOWN)
+    assert r.returncode == 1
+    line = _one_error_line(r)
+    assert "the queue has not answered for 10 s: cannot reach Redis" in line and "CONVEYOR_QUEUE_URL" in line
+
+
 def test_submit_options_and_idempotency(cli, app):
     a = json.loads(cli("submit", "conveyor.echo", "--tenant", "t9", "--org", "o9", "--priority", "5",
                        "--idempotency-key", "same", "--delay", "60", "--max-attempts", "7", "--json").stdout)

@@ -13,7 +13,15 @@ import click
 
 from conveyor import __version__
 from conveyor.config import Settings, load_settings
-from conveyor.errors import ConfigError, ConveyorError, IllegalTransition, InvalidJob, JobNotFound, RetryLater
+from conveyor.errors import (
+    ConfigError,
+    ConveyorError,
+    IllegalTransition,
+    InvalidJob,
+    JobNotFound,
+    RetryLater,
+    Unreachable,
+)
 from conveyor.models import Job
 from conveyor.text import printable
 
@@ -135,6 +143,8 @@ class _Root(click.Group):
             _die(str(exc))
         except ConfigError as exc:
             _die(str(exc), EXIT_USAGE)
+        except Unreachable as exc:
+            _die(str(exc))
         except ConveyorError as exc:
             from conveyor.tenancy import InvalidTenant, UnknownTenant
             if isinstance(exc, InvalidTenant):
@@ -450,18 +460,21 @@ def dispatcher(ctx: click.Context, once: bool) -> None:
     app = _app(ctx)
     s = app.settings
     _serve_metrics(app)
+    if once and logging.getLogger().level >= logging.WARNING:
+        # a refused round ends the run with one error line instead of a warning per round
+        logging.getLogger("conveyor.dispatcher").setLevel(logging.ERROR)
     d: Dispatcher | FleetDispatcher
     if app.tenancy is not None:  # one dispatcher drains every registered tenant database
         d = FleetDispatcher(app, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                             backoff_cap_s=s.dispatch_backoff_max_seconds)
         if once:
-            click.echo(f"published {run_fleet_until_empty(d)}")
+            click.echo(f"published {run_fleet_until_empty(d, strict=True)}")
             return
     else:
         d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                        backoff_cap_s=s.dispatch_backoff_max_seconds)
         if once:
-            click.echo(f"published {run_until_empty(d)}")
+            click.echo(f"published {run_until_empty(d, strict=True)}")
             return
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: d.stop())

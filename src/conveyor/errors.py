@@ -159,6 +159,11 @@ class QueueUnavailable(ConveyorError):
     """The queue backend cannot be reached; callers back off and retry."""
 
 
+class Unreachable(ConveyorError):
+    """The queue or the database did not answer within the bound of a run a person waits for (``--burst``,
+    ``--once``)."""
+
+
 class RetryLater(ConveyorError):
     """A submit refused for now (backpressure): ``code`` names why, ``retry_after_s`` when to try again."""
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 
 from conveyor import observers, store_postgres
 from conveyor.db import utcnow
+from conveyor.errors import Unreachable
 from conveyor.metrics import get_metrics
 from conveyor.models import EventAction
 from conveyor.notify import OUTBOX_CHANNEL, TENANT_OUTBOX_CHANNEL, Listener
@@ -174,16 +175,26 @@ class Dispatcher:
             idle = min(idle * 2, idle_max_s if not listener.usable else 0.5)
 
 
-def run_until_empty(dispatcher: Dispatcher, timeout_s: float = 30.0) -> int:
-    """Publish every currently due row (tests, ``--once``); returns how many."""
+def run_until_empty(dispatcher: Dispatcher, timeout_s: float = 30.0, *, strict: bool = False) -> int:
+    """Publish every currently due row (tests, ``--once``); returns how many.
+
+    With ``strict``, a round the queue refused raises ``Unreachable`` (the rows stay pending).
+    """
     total = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         r = dispatcher.run_once()
         total += r.published
+        if strict and r.failed:
+            raise _refused(r, total)
         if r.published == 0:
             break
     return total
+
+
+def _refused(r: DispatchRound, published: int) -> Unreachable:
+    return Unreachable(f"{r.failed} outbox row(s) could not be published ({published} were): {r.error}. "
+                       "They stay pending; run again once the queue answers")
 
 
 @dataclass
@@ -335,13 +346,18 @@ class FleetDispatcher:
         log.info("fleet dispatcher stopped published=%d", self.published_total)
 
 
-def run_fleet_until_empty(dispatcher: FleetDispatcher, timeout_s: float = 30.0) -> int:
-    """Publish every currently due row of every tenant database (``--once``); returns how many."""
+def run_fleet_until_empty(dispatcher: FleetDispatcher, timeout_s: float = 30.0, *, strict: bool = False) -> int:
+    """Publish every currently due row of every tenant database (``--once``); returns how many.
+
+    With ``strict``, a round the queue refused raises ``Unreachable`` (the rows stay pending).
+    """
     total = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         r = dispatcher.run_once(force=True)
         total += r.published
+        if strict and r.failed:
+            raise _refused(r, total)
         if r.published == 0:
             break
     return total

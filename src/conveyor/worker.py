@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor import observers, presence, store
-from conveyor.errors import Cancelled, ConfigError, JobError
+from conveyor.errors import Cancelled, ConfigError, JobError, Unreachable
 from conveyor.kinds import CancelToken, JobContext, JobKind
 from conveyor.metrics import get_metrics
 from conveyor.queue import START_CURSOR, Entry
@@ -71,9 +71,11 @@ class Worker:
 
     def __init__(self, app: Conveyor, *, concurrency: int | None = None, name: str | None = None,
                  burst: bool = False, block_ms: int = 1000, reclaim_interval_s: float | None = None,
-                 shutdown_grace_s: float = 30.0, on_finalized: Callable[[store.Finalized], None] | None = None
-                 ) -> None:
+                 shutdown_grace_s: float = 30.0, on_finalized: Callable[[store.Finalized], None] | None = None,
+                 burst_give_up_s: float = 10.0) -> None:
         self.app = app
+        #: a burst run ends with Unreachable once the queue has failed for this long without a break
+        self.burst_give_up_s = burst_give_up_s
         s = app.settings
         self.slots = max(1, concurrency or s.concurrency)
         self.name = name or s.consumer_name
@@ -225,6 +227,7 @@ class Worker:
         q = self.app.queue
         next_reclaim = 0.0
         backoff = 0.0
+        failing_since: float | None = None
         group_ready = False
         idle = 0.002
         while not self._stopping.is_set():
@@ -253,6 +256,7 @@ class Worker:
                     # the queue lives in the job database: take and claim in one transaction
                     if self._take_and_claim(free):
                         backoff = 0.0
+                        failing_since = None
                         idle = 0.002
                         self._progressed = True
                         continue
@@ -274,11 +278,17 @@ class Worker:
                 else:
                     entries = q.read(self.name, free, block_ms=0 if self.burst else self.block_ms)
                 backoff = 0.0
+                failing_since = None
             except Exception as exc:  # broker down: back off instead of spinning, resume by itself
                 self._cycling(False)
                 self.stats.queue_errors += 1
+                failing_since = failing_since or time.monotonic()
+                if self.burst and time.monotonic() - failing_since > self.burst_give_up_s:
+                    raise Unreachable(f"the queue has not answered for {self.burst_give_up_s:.0f} s: {exc}") from None
                 backoff = min(30.0, max(0.2, backoff * 2))
-                log.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
+                # a burst run says it once, when it gives up; a long-running worker says it each time
+                log.log(logging.INFO if self.burst else logging.WARNING, "queue read failed (%s); retrying in %.1fs",
+                        exc, backoff)
                 self._stopping.wait(backoff)
                 continue
             self._progressed = True
