@@ -22,8 +22,8 @@ def conveyor_register_job_kinds(registry: Registry[JobKind]) -> None:
     """Register ``cad.convert``."""
     from conveyor_cad.job import convert_job
 
-    registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(),
-                         timeout_s=900.0, description="convert a stored CAD file: preview, GLB, metadata"))
+    registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(), timeout_s=900.0, file_id_key="file_id",
+                         description="convert a stored CAD file: preview, GLB, metadata"))
 
 
 @hookimpl

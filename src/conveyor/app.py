@@ -164,6 +164,15 @@ class Conveyor:
             return k.retry.max_attempts
         return self.settings.max_attempts
 
+    def _with_file_id(self, spec: store.JobSpec) -> store.JobSpec:
+        """``spec`` with the ``file_id`` its kind's payload names, when it gives none (so every submit path,
+        CLI, Python or HTTP, files the job under its input)."""
+        if spec.file_id is not None or not isinstance(spec.payload, dict):
+            return spec
+        k = self.kinds.get(spec.kind)
+        value = spec.payload.get(k.file_id_key) if k is not None and k.file_id_key else None
+        return replace(spec, file_id=value) if isinstance(value, str) and value else spec
+
     def check_pressure(self) -> None:
         """Raise QueuePressure when the queue is past its configured thresholds."""
         s = self.settings
@@ -228,7 +237,7 @@ class Conveyor:
         if self._control is None and self.settings.tenancy != "single":
             raise ConfigError(f"this Conveyor serves the control database of a {self.settings.tenancy} deployment, "
                               "which holds no jobs: submit through app.for_tenant(tenant, org)")
-        checked = check_specs(specs, self.settings.max_payload_bytes, utcnow())
+        checked = check_specs([self._with_file_id(s) for s in specs], self.settings.max_payload_bytes, utcnow())
         self.check_pressure()
         self.check_quota(checked, conn=conn)
         fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))

@@ -40,6 +40,8 @@ class JobKind:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float | None = None
     description: str = ""
+    #: the payload key naming the job's input file: a submit that gives no ``file_id`` gets it from there
+    file_id_key: str | None = None
 
 
 class CancelToken:

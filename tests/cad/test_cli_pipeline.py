@@ -168,3 +168,17 @@ def test_file_text_from_hostile_names_and_converters_is_printed_escaped(capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[31mStandard_Failure" in out
+
+
+def test_a_conversion_submitted_by_hand_is_filed_under_its_file(tmp_path):
+    """`conveyor submit cad.convert --payload '{"file_id": ...}'` sets the job's file_id, as an upload does, so the
+    file's jobs and change log include it."""
+    env = cli_env(f"sqlite:///{tmp_path}/c.db", tmp_path)
+    assert run_cli(env, "db", "init").returncode == 0
+    row = json.loads(run_cli(env, "files", "add", str(sample_path("bracket.step")), "--json").stdout)
+    proc = run_cli(env, "submit", "cad.convert", "--payload", json.dumps({"file_id": row["id"]}))
+    assert proc.returncode == 0, proc.stderr
+    by_hand = proc.stdout.strip()
+    listed = json.loads(run_cli(env, "jobs", "list", "--file-id", row["id"], "--json").stdout)
+    assert {j["id"] for j in listed} == {row["job_id"], by_hand}
+    assert all(j["file_id"] == row["id"] for j in listed)
