@@ -233,23 +233,33 @@ class Scheduler:
         if not self.is_leader():
             holder = lease.current(self.app.engine, LEADER_LEASE)
             return {"leader": False, "holder": holder["holder"] if holder else None}
-        rep = self.repair_all()
         m = get_metrics()
         if m is not None:
-            p = self.app.queue.pressure()
-            m.queue.labels("length").set(p.length)
-            m.queue.labels("pending").set(p.pending)
-            pending = 0
-            for _label, app in self._databases():
-                with app.engine.connect() as conn:
-                    pending += conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0
-            m.outbox_pending.set(pending)
+            self._measure(m)  # before the repair, which fails while the queue is down: that is when they matter
+        rep = self.repair_all()
         out: dict[str, Any] = {"leader": True, "token": self.token, "republished": len(rep.republished),
                                "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
         if self.app.tenancy is not None:
             out["tenants"] = rep.tenants
             out["tenant_errors"] = rep.tenant_errors
         return out
+
+    def _measure(self, m: Any) -> None:
+        """Set the gauges, each from its own source, so one that is down leaves the others current."""
+        try:
+            pending = 0
+            for _label, app in self._databases():
+                with app.engine.connect() as conn:
+                    pending += conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0
+            m.outbox_pending.set(pending)
+        except Exception as exc:
+            log.warning("outbox gauge not measured: %s", exc)
+        try:
+            p = self.app.queue.pressure()
+            m.queue.labels("length").set(p.length)
+            m.queue.labels("pending").set(p.pending)
+        except Exception as exc:
+            log.warning("queue gauges not measured: %s", exc)
 
     def stop(self) -> None:
         """End the loop after the current round."""

@@ -76,3 +76,30 @@ def test_redis_killed_while_submitting_loses_nothing_and_runs_each_job_once(app,
     p = cv.queue.pressure()
     assert (p.length, p.pending) == (0, 0)
     cv.close()
+
+
+def test_the_outbox_gauge_rises_during_a_real_redis_outage_and_falls_after(app, env, private_redis):
+    """The gauge operators alert on is measured before the round touches the queue, so an outage shows in it."""
+    from conveyor.metrics import enable
+    from conveyor.outbox import run_until_empty
+    from conveyor.scheduler import Scheduler
+
+    settings = load_settings(env={**env, "CONVEYOR_QUEUE_URL": private_redis.url})
+    cv = Conveyor(settings, engine=app.engine, plugins=app.plugins)
+    cv.init_db()
+    registry = enable().registry
+    scheduler = Scheduler(cv, name="gauge-test")
+    private_redis.proc.kill()  # kill -9
+    private_redis.proc.wait(10)
+    ids = [cv.submit("conveyor.echo", {"i": i}) for i in range(3)]  # the outbox takes them
+    try:
+        scheduler.run_once()
+    except Exception:
+        pass  # the repair cannot read the queue; the gauge must be set all the same
+    assert registry.get_sample_value("conveyor_outbox_pending") == 3
+    private_redis.start()
+    assert run_until_empty(Dispatcher(cv.engine, cv.queue)) == 3
+    scheduler.run_once()
+    assert registry.get_sample_value("conveyor_outbox_pending") == 0
+    assert registry.get_sample_value("conveyor_queue_entries", {"state": "length"}) >= 3
+    assert {cv.get(i).status.value for i in ids} == {"queued"}
