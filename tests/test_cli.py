@@ -232,3 +232,17 @@ def test_max_payload_bytes_setting_source_and_bad_value(cli):
         r = cli("submit", "conveyor.echo", check=False, extra={"CONVEYOR_MAX_PAYLOAD_BYTES": bad})
         assert r.returncode == 2 and message in r.stderr and "CONVEYOR_MAX_PAYLOAD_BYTES" in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_json_logs_give_one_object_per_line_with_the_state_change_fields(cli, app):
+    """On every backend each state change is one line (a PostgreSQL success too), with its fields as members."""
+    job_id = cli("submit", "conveyor.echo", "--payload", '{"x": 1}').stdout.strip()
+    r = cli("--log-level", "INFO", "run", "--burst", extra={"CONVEYOR_LOG_FORMAT": "json"})
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("done: ")]
+    records = [json.loads(line) for line in lines]  # every log line is one JSON object
+    mine = [rec for rec in records if rec.get("job_id") == job_id]
+    assert [rec["action"] for rec in mine if rec["logger"] == "conveyor.jobs"][-1] == "succeeded"
+    claimed = next(rec for rec in mine if rec.get("action") == "claimed")
+    assert claimed["level"] == "INFO" and claimed["attempt_id"] == 1 and claimed["time"].endswith("Z")
+    bad = cli("jobs", "list", check=False, extra={"CONVEYOR_LOG_FORMAT": "yaml"})
+    assert bad.returncode == 2 and "CONVEYOR_LOG_FORMAT must be text or json, got 'yaml'" in bad.stderr

@@ -93,9 +93,12 @@ def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from conveyor import logs
+    try:
+        logs.setup(level, fmt)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_USAGE)
 
 
 def _plugins_setting() -> str | None:
@@ -158,10 +161,12 @@ class _Root(click.Group):
 @click.version_option(__version__, prog_name="conveyor")
 @click.option("--log-level", default="WARNING", envvar="CONVEYOR_LOG_LEVEL", show_default=True,
               help="DEBUG, INFO, WARNING or ERROR (logs go to stderr).")
+@click.option("--log-format", default="text", envvar="CONVEYOR_LOG_FORMAT", show_default=True,
+              help="text, or json: one JSON object per line, state-change fields as members.")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str) -> None:
+def cli(ctx: click.Context, log_level: str, log_format: str) -> None:
     """Conveyor: durable background jobs whose work is done by plugins."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     ctx.ensure_object(dict)
 
 

@@ -180,8 +180,8 @@ def load_settings(env: Mapping[str, str] | None = None, path: str | os.PathLike[
 
 
 #: variables read outside ``Settings`` by the core, and the families tests and benchmarks use
-CORE_ENVIRONMENT = ("CONVEYOR_CONFIG", "CONVEYOR_STRICT_CONFIG", "CONVEYOR_LOG_LEVEL", "CONVEYOR_TEST_*",
-                    "CONVEYOR_BENCH_*")
+CORE_ENVIRONMENT = ("CONVEYOR_CONFIG", "CONVEYOR_STRICT_CONFIG", "CONVEYOR_LOG_LEVEL", "CONVEYOR_LOG_FORMAT",
+                    "CONVEYOR_TEST_*", "CONVEYOR_BENCH_*")
 
 
 def setting_variables() -> list[str]:

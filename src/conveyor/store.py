@@ -82,7 +82,9 @@ class Finalized:
 def logline(action: str, **fields: Any) -> None:
     """One structured log line per state change."""
     if log.isEnabledFor(logging.INFO):
-        log.info("%s %s", action, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+        present = {k: v for k, v in fields.items() if v is not None}
+        log.info("%s %s", action, " ".join(f"{k}={v}" for k, v in present.items()),
+                 extra={"conveyor_fields": {"action": action, **present}})
 
 
 @contextmanager
@@ -585,6 +587,9 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
         done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
         if not outcomes:
             observers.publish(ev)
+            if log.isEnabledFor(logging.INFO):
+                for d in done:
+                    logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
             return done, ev
     fast_done, fast_ev = list(done), list(ev)
     with engine.begin() as conn:
