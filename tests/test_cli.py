@@ -141,6 +141,19 @@ def test_uninitialised_database_says_what_to_run(cli, tmp_path):
     assert "already" in r.stdout
 
 
+def test_doctor_outside_a_deployment_creates_nothing_and_says_what_to_run(cli, tmp_path):
+    here = tmp_path / "nowhere"
+    here.mkdir()
+    r = cli("doctor", check=False, extra={"CONVEYOR_DB_URL": f"sqlite:///{here}/conveyor.db", "CONVEYOR_QUEUE_URL": "sql",
+                                          "CONVEYOR_STORAGE_URL": f"file://{here}/data"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert list(here.iterdir()) == []  # no database file, no storage folder
+    failed = [line for line in r.stdout.splitlines() if line.startswith("!!")]
+    assert [line.split()[1] for line in failed] == ["database", "queue", "processes"], r.stdout
+    assert all("`conveyor db init`" in line and "SQL" not in line for line in failed), failed
+    assert "not created yet" in r.stdout
+
+
 def test_bad_config_is_a_clear_error(cli):
     r = cli("jobs", "list", check=False, extra={"CONVEYOR_LEASE_SECONDS": "soon"})
     assert r.returncode == 2 and "CONVEYOR_LEASE_SECONDS" in r.stderr and "Traceback" not in r.stderr

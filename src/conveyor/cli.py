@@ -719,7 +719,8 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         _json(checks)
     else:
         for c in checks:
-            click.echo(printable(f"{'ok ' if c['ok'] else '!! '}{c['check']:<18} {c['detail']}"))
+            step = f"; next: {c['next_step']}" if not c["ok"] and c.get("next_step") else ""
+            click.echo(printable(f"{'ok ' if c['ok'] else '!! '}{c['check']:<18} {c['detail']}{step}"))
     if not all(c["ok"] for c in checks):
         sys.exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import datetime
@@ -166,41 +167,82 @@ def _tenant_databases(app: Conveyor) -> dict[str, Any]:
                     "run `conveyor db init`, or `conveyor tenants add` for a database that is gone" if bad else None)
 
 
+def _first_line(exc: BaseException) -> str:
+    text_ = str(exc).strip()
+    return f"{type(exc).__name__}: {text_.splitlines()[0]}" if text_ else type(exc).__name__
+
+
+def _missing_sqlite_file(app: Conveyor) -> str | None:
+    """The path of a SQLite database file that does not exist (connecting would create it)."""
+    url = app.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    return None if os.path.exists(url.database) else url.database
+
+
+def _storage_check(app: Conveyor) -> dict[str, Any]:
+    """Storage reachable, read-only: a local folder that does not exist yet is fine (the first write makes it)."""
+    url = app.settings.storage_url
+    try:
+        if "://" not in url or url.startswith("file://"):
+            import fsspec
+            root = fsspec.core.url_to_fs(url)[1]
+            if not os.path.exists(root):
+                return _finding("storage", True, f"{url}: not created yet (the first write creates it)")
+            if not os.access(root, os.W_OK | os.X_OK):
+                return _finding("storage", False, f"{url}: not writable by this user", "check CONVEYOR_STORAGE_URL")
+            return _finding("storage", True, f"{url} writable")
+        app.storage.exists(f"_doctor/{uuid.uuid4().hex}")
+        return _finding("storage", True, f"{app.storage.base_url} reachable")
+    except Exception as exc:
+        return _finding("storage", False, f"{url}: {_first_line(exc)}", "check CONVEYOR_STORAGE_URL")
+
+
 def doctor(app: Conveyor) -> list[dict[str, Any]]:
-    """Check the deployment: database, tables, queue, storage, plugins, processes."""
+    """Check the deployment: database, tables, queue, storage, plugins, processes.
+
+    Nothing is created: a SQLite file or a storage folder that does not exist is reported,
+    not made. Each failed check is one line; what needs the tables is skipped without them.
+    """
     checks: list[dict[str, Any]] = []
-    try:
-        t0 = time.perf_counter()
-        with app.engine.connect() as conn:
-            conn.execute(text("select 1"))
-        checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
-                               f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
-        control = app.tenancy is not None
-        missing = missing_tables(app.engine, control=control)
-        detail = "all present" if not missing else f"missing {', '.join(missing)}: run `conveyor db init`"
-        indexes = [] if missing else missing_indexes(app.engine, control=control)
-        if indexes:  # slower pages, nothing broken: a hint, not a failure
-            detail += f"; index {', '.join(indexes)} missing: `conveyor db init` adds it"
-        checks.append(_finding("tables", not missing, detail))
-    except Exception as exc:
-        checks.append(_finding("database", False, f"unreachable: {exc}", "check CONVEYOR_DB_URL"))
-        return checks
-    if app.tenancy is not None:
+    ready = False
+    absent = _missing_sqlite_file(app)
+    if absent is not None:
+        checks.append(_finding("database", False, f"sqlite file {absent} does not exist",
+                               "run `conveyor db init` here, or set CONVEYOR_DB_URL to the deployment's database"))
+    else:
+        try:
+            t0 = time.perf_counter()
+            with app.engine.connect() as conn:
+                conn.execute(text("select 1"))
+            checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
+                                   f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
+            control = app.tenancy is not None
+            missing = missing_tables(app.engine, control=control)
+            detail = "all present" if not missing else f"missing {', '.join(missing)}: run `conveyor db init`"
+            indexes = [] if missing else missing_indexes(app.engine, control=control)
+            if indexes:  # slower pages, nothing broken: a hint, not a failure
+                detail += f"; index {', '.join(indexes)} missing: `conveyor db init` adds it"
+            checks.append(_finding("tables", not missing, detail))
+            ready = not missing
+        except Exception as exc:
+            checks.append(_finding("database", False, f"unreachable: {_first_line(exc)}", "check CONVEYOR_DB_URL"))
+    if ready and app.tenancy is not None:
         checks.append(_tenant_databases(app))
-    try:
-        app.queue.ensure_group()
-        p = app.queue.pressure()
-        checks.append(_finding("queue", True, f"{app.settings.queue_url}: length {p.length}, pending {p.pending}"))
-    except Exception as exc:
-        checks.append(_finding("queue", False, f"{app.settings.queue_url}: {exc}", "check CONVEYOR_QUEUE_URL"))
-    try:
-        key = f"_doctor/{uuid.uuid4().hex}"
-        app.storage.put(key, b"ok")
-        ok = app.storage.get(key) == b"ok"
-        app.storage.delete(key)
-        checks.append(_finding("storage", ok, f"{app.storage.base_url} writable"))
-    except Exception as exc:
-        checks.append(_finding("storage", False, f"{app.settings.storage_url}: {exc}", "check CONVEYOR_STORAGE_URL"))
+    if not ready and app.queue.transactional:
+        checks.append(_finding("queue", False, f"{app.settings.queue_url}: lives in the database, which has no "
+                                               "Conveyor tables yet", "run `conveyor db init`"))
+    else:
+        try:
+            app.queue.ensure_group()
+            p = app.queue.pressure()
+            checks.append(_finding("queue", True, f"{app.settings.queue_url}: length {p.length}, "
+                                                  f"pending {p.pending}"))
+        except Exception as exc:
+            checks.append(_finding("queue", False, f"{app.settings.queue_url}: {_first_line(exc)}",
+                                   "check CONVEYOR_QUEUE_URL"))
+    checks.append(_storage_check(app))
     host = app.plugins
     for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
         host.registry(fam)
@@ -209,10 +251,14 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
                            + (f"; failed: {'; '.join(f'{i.name}: {i.error}' for i in failed)}" if failed else "")))
     for extra in host.call_each("conveyor_doctor", app=app):
         checks.extend(extra)
+    if not ready:
+        checks.append(_finding("processes", False, "not known: the database has no Conveyor tables yet",
+                               "run `conveyor db init`"))
+        return checks
     try:
         procs = [w for w in list_workers(app.engine) if w["alive"]]
         roles = {r: sum(1 for w in procs if w["role"] == r) for r in ("worker", "dispatcher", "scheduler")}
         checks.append(_finding("processes", True, ", ".join(f"{n} {r}(s)" for r, n in roles.items())))
     except Exception as exc:
-        checks.append(_finding("processes", False, str(exc)))
+        checks.append(_finding("processes", False, _first_line(exc)))
     return checks
