@@ -144,8 +144,8 @@ def test_uninitialised_database_says_what_to_run(cli, tmp_path):
 def test_doctor_outside_a_deployment_creates_nothing_and_says_what_to_run(cli, tmp_path):
     here = tmp_path / "nowhere"
     here.mkdir()
-    r = cli("doctor", check=False, extra={"CONVEYOR_DB_URL": f"sqlite:///{here}/conveyor.db", "CONVEYOR_QUEUE_URL": "sql",
-                                          "CONVEYOR_STORAGE_URL": f"file://{here}/data"})
+    r = cli("doctor", check=False, extra={"CONVEYOR_DB_URL": f"sqlite:///{here}/conveyor.db",
+                                          "CONVEYOR_QUEUE_URL": "sql", "CONVEYOR_STORAGE_URL": f"file://{here}/data"})
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert list(here.iterdir()) == []  # no database file, no storage folder
     failed = [line for line in r.stdout.splitlines() if line.startswith("!!")]

@@ -96,6 +96,8 @@ def test_poison_job_that_kills_its_worker_ends_failed_after_max_attempts(app, en
     assert job.error_code == "lease_lost" and job.attempts == 2
     assert deaths == 2
     assert [e["code"] for e in job.error_history] == ["lease_lost", "lease_lost"]
+    from conveyor.diagnostics import diagnose
+    assert diagnose(app, job_id)["cause_code"] == "poison_message"  # two real kill -9s
     w = spawn(env, "worker", "--concurrency", "2", "--burst")
     w.wait(60)
     assert app.get(ok).status.value == "succeeded"

@@ -22,11 +22,16 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
     payload = job.get("payload") if isinstance(job.get("payload"), dict) else {}
     file_id = (payload or {}).get("file_id") or job.get("file_id")
     if not file_id:
-        return [_finding("cad file", False, "the job has no file_id", "submit with payload {\"file_id\": ...}")]
+        return [_finding("cad file", False, "the job has no file_id", "submit with payload {\"file_id\": ...}",
+                         cause_code="missing_file_id", evidence=["payload has no file_id", "job row has no file_id"])]
     rec = get_file(app.engine, file_id)
+    if rec is not None and rec.tenant_id != (job.get("tenant_id") or "default"):
+        rec = None  # another tenant's file is no file of this job's: it is neither shown nor converted
     if rec is None:
-        return [_finding("cad file", False, f"no conveyor_files row {file_id}",
-                         "the file was never added or was deleted; add it again with `conveyor files add`")]
+        return [_finding("cad file", False, f"no file {file_id} in tenant {job.get('tenant_id')!r}",
+                         "the file was never added, was deleted, or belongs to another tenant; add it again with "
+                         "`conveyor files add`", cause_code="file_not_found",
+                         evidence=[f"no conveyor_files row {file_id} in this tenant"])]
     out = []
     key = key_of_url(app, rec.system_path)
     t0 = time.perf_counter()
@@ -46,7 +51,9 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
                             f"{'present' if exists else 'MISSING' if exists is False else 'outside this storage'} "
                             f"(checked in {latency_ms} ms)",
                             None if exists is not False else "re-upload the file; a gc or retention run may have "
-                            "deleted it", storage_path=rec.system_path, storage_exists=exists, latency_ms=latency_ms))
+                            "deleted it", storage_path=rec.system_path, storage_exists=exists, latency_ms=latency_ms,
+                            **({"cause_code": "source_missing",
+                                "evidence": [f"{rec.system_path} is not in storage"]} if exists is False else {})))
     route = None
     try:
         route = choose(app.plugins.registry("converters"), rec.cad_format, rec.tenant_id, CadConfig.load(),
@@ -72,7 +79,11 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
                         + (f"; {err.get('code')} at stage {err.get('stage')} in converter {err.get('converter')}: "
                            f"{err.get('message')}" if err else "")
                         + (f"; converter output: {err['output'][-400:]!r}" if err.get("output") else ""),
-                        None, conversion_status=rec.conversion_status))
+                        "see the connector's log and `conveyor doctor` (cad connector)"
+                        if err.get("code") == "connector_failed" else None, conversion_status=rec.conversion_status,
+                        **({"cause_code": "connector_failed", "evidence": [f"connector_failed at stage "
+                                                                           f"{err.get('stage')}: {err.get('message')}"]}
+                           if err.get("code") == "connector_failed" and rec.conversion_status == "failed" else {})))
     return out
 
 

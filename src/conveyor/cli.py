@@ -703,8 +703,11 @@ def diagnose(ctx: click.Context, job_id: str, tenant: str | None, org: str | Non
     click.echo(printable(f"job {job_id}: {report['status']}"))
     for f in report["findings"]:
         mark = "ok " if f["ok"] else "!! "
-        click.echo(printable(f"  {mark}{f['check']}: {f['detail']}"))
-    click.echo(printable(f"cause: {report['cause']}", multiline=True))
+        step = f" (next: {f['next_step']})" if not f["ok"] and f.get("next_step") else ""
+        click.echo(printable(f"  {mark}{f['check']}: {f['detail']}{step}"))
+    click.echo(printable(f"cause: [{report['cause_code']}] {report['cause']}", multiline=True))
+    for e in report["evidence"]:
+        click.echo(printable(f"  because: {e}"))
     click.echo(printable(f"next:  {report['next_step']}"))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ from conveyor.errors import ConfigError, JobNotFound
 from conveyor.presence import list_workers
 from conveyor.scheduler import LEADER_LEASE
 from conveyor.schema import outbox
+
+log = logging.getLogger("conveyor.diagnostics")
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -84,8 +88,9 @@ def diagnose(app: Conveyor, job_id: str, tenant: str | None = None, org: str | N
     leader = lease.current(control, LEADER_LEASE)
     has_leader = bool(leader and leader["holder"] and leader["expires_at"] and leader["expires_at"] > now)
     leader_text = f"leader {leader['holder']}" if leader and has_leader else "no scheduler holds the leader lease"
-    findings.append(_finding("scheduler", has_leader, leader_text,
-                             None if has_leader else "start `conveyor scheduler` so lost jobs are repaired"))
+    final = job.status.final  # nothing left to repair: no leader is no problem for this job
+    findings.append(_finding("scheduler", has_leader or final, leader_text,
+                             None if has_leader or final else "start `conveyor scheduler` so lost jobs are repaired"))
     try:
         keys = list(app.storage.list(f"jobs/{job_id}"))
         findings.append(_finding("artifacts", True, f"{len(keys)} object(s) under jobs/{job_id}/"))
@@ -95,55 +100,135 @@ def diagnose(app: Conveyor, job_id: str, tenant: str | None = None, org: str | N
     for extra in app.plugins.call_each("conveyor_diagnose", job=job.as_dict(), context=context):
         findings.extend(extra)
 
-    cause, step = _cause(app, job, box, held, has_leader, alive, kind_known, now)
+    cause = (None if job.status.value in ("succeeded", "cancelled") else _plugin_cause(app, findings)) \
+        or _cause(app, job, box, held, has_leader, alive, kind_known, now, queue_error)
     return {"job_id": job_id, "status": job.status.value, "attempt_id": job.attempt_id, "attempts": job.attempts,
             "max_attempts": job.max_attempts, "error_code": job.error_code, "last_error": job.last_error,
             "error_history": job.error_history, "events": evs, "outbox": box, "findings": findings,
-            "cause": cause, "next_step": step}
+            "cause_code": cause.code, "cause": cause.text, "evidence": list(cause.evidence),
+            "next_step": cause.next_step}
+
+
+#: ``diagnose``'s cause codes: what a program can act on (``cause_code`` of the report), with what each means
+CAUSE_CODES: dict[str, str] = {
+    "finished": "the job succeeded",
+    "cancelled": "the job was cancelled",
+    "failed_permanently": "the job failed and will not run again by itself",
+    "poison_message": "every attempt lost its lease: the job kills or hangs its worker",
+    "retrying": "the job failed an attempt and waits for its next one (retry backoff)",
+    "scheduled": "the job waits for its run_at time",
+    "queue_unreachable_outbox_pending": "the dispatcher cannot publish the job: the queue refuses it",
+    "awaiting_dispatch": "the job waits in the outbox for a dispatcher",
+    "stuck_no_consumer": "the job is in the queue and no live worker reads it",
+    "kind_not_handled": "the job is in the queue and no plugin loaded here handles its kind",
+    "queued_behind_others": "the job is in the queue behind other entries",
+    "lost_queue_entry": "the job's queue entry is gone (trimmed, acknowledged or never delivered)",
+    "healthy_running": "the job runs on a worker whose lease is live",
+    "lease_expired_awaiting_reclaim": "the job's worker stopped renewing its lease; a peer reclaims it",
+    "queue_unreachable": "the queue cannot be read to tell where the job is",
+}
+
+
+@dataclass(frozen=True)
+class Cause:
+    """``diagnose``'s verdict: a code from ``CAUSE_CODES`` (or a plugin's catalog), the sentence, the next step,
+    and the evidence it rests on."""
+
+    code: str
+    text: str
+    next_step: str
+    evidence: tuple[str, ...] = ()
 
 
 def _cause(app: Conveyor, job: Any, box: list[dict[str, Any]], held: bool | None, has_leader: bool,
-           alive: dict[str, Any], kind_known: bool, now: datetime) -> tuple[str, str]:
+           alive: dict[str, Any], kind_known: bool, now: datetime, queue_error: str | None) -> Cause:
     st = job.status.value
+    status = f"status {st}"
     if st == "succeeded":
-        return "the job finished successfully", "nothing to do"
+        return Cause("finished", "the job finished successfully", "nothing to do", (status,))
     if st == "cancelled":
-        return "the job was cancelled", "submit it again if it is still wanted"
+        return Cause("cancelled", "the job was cancelled", "submit it again (or `conveyor jobs retry`) if it is "
+                                                           "still wanted", (status,))
     if st == "failed":
         entry = app.plugins.catalog.get(job.error_code or "")
         lost = sum(1 for e in job.error_history if e.get("code") == "lease_lost")
+        evidence = (status, f"error_code {job.error_code}", f"attempts {job.attempts} of {job.max_attempts}")
         if job.error_code == "lease_lost" and lost >= 2:
-            return (f"every attempt ({lost}) lost its lease: the job most likely kills or hangs its worker "
-                    "(a poison job)", "look at the worker's log and memory around the attempts' times; "
-                    "fix the input or the handler before resubmitting")
-        if entry:
-            return f"{job.error_code}: {entry.meaning} ({job.last_error or ''})".strip(), entry.next_step
-        return f"failed with {job.error_code}: {job.last_error}", "see error_history"
+            return Cause("poison_message", f"every attempt ({lost}) lost its lease: the job most likely kills or "
+                                           "hangs its worker (a poison job)",
+                         "look at the worker's log and memory around the attempts' times; fix the input or the "
+                         "handler, then `conveyor jobs retry`", (*evidence, f"{lost} lease_lost attempts"))
+        meaning = f"{job.error_code}: {entry.meaning}" if entry else f"failed with {job.error_code}"
+        why = "its attempts are spent" if job.attempts >= job.max_attempts else "the error is not retried"
+        fix = entry.next_step if entry and not entry.retryable else "fix the cause"
+        return Cause("failed_permanently", f"{meaning} ({job.last_error or ''}); {why}, so it will not run again "
+                                           "by itself", f"{fix}; then `conveyor jobs retry` runs it again",
+                     evidence)
     pending = [b for b in box if b["status"] == "pending"]
     if st == "queued":
         if job.next_attempt_at and job.next_attempt_at > now:
-            return f"waiting until {job.next_attempt_at} (retry backoff or delayed start)", "wait"
+            if job.attempts > 0:
+                return Cause("retrying", f"attempt {job.attempts} failed ({job.error_code}); the next one is due at "
+                                         f"{job.next_attempt_at}", "wait; `conveyor jobs show` has each error",
+                             (status, f"attempts {job.attempts} of {job.max_attempts}",
+                              f"next_attempt_at {job.next_attempt_at}"))
+            return Cause("scheduled", f"waiting until {job.next_attempt_at} (delayed start)", "wait",
+                         (status, f"next_attempt_at {job.next_attempt_at}"))
         if pending and pending[-1]["last_error"]:
-            return (f"the dispatcher cannot publish to the queue: {pending[-1]['last_error']}",
-                    "bring the queue back; the outbox delivers every pending row when it returns")
+            return Cause("queue_unreachable_outbox_pending",
+                         f"the dispatcher cannot publish to the queue: {pending[-1]['last_error']}",
+                         "bring the queue back; the outbox delivers every pending row when it returns",
+                         (status, f"outbox row pending after {pending[-1]['attempts']} attempt(s)",
+                          f"last error: {pending[-1]['last_error']}"))
         if pending:
-            return "waiting for a dispatcher to publish it", "make sure `conveyor dispatcher` (or `run`) is running"
+            return Cause("awaiting_dispatch", "waiting for a dispatcher to publish it",
+                         "make sure `conveyor dispatcher` (or `run`) is running", (status, "outbox row pending"))
+        if queue_error:
+            return Cause("queue_unreachable", f"the queue cannot be read: {queue_error}",
+                         "check CONVEYOR_QUEUE_URL and that the queue is up", (status, queue_error))
         if held:
+            entry_id = box[-1]["stream_entry_id"] if box else "?"
             workers = [w for w in alive.values() if w["role"] == "worker"]
             if not workers:
-                return "in the queue, but no live worker reads it", "start `conveyor worker`"
+                return Cause("stuck_no_consumer", "in the queue, but no live worker reads it",
+                             "start `conveyor worker`", (status, f"entry {entry_id} held by the queue",
+                                                         "no live worker"))
             if not kind_known:
-                return "in the queue; no plugin here handles its kind", "install the plugin on the workers"
-            return "in the queue behind other entries", "wait, or add workers (`conveyor queue pressure`)"
-        return ("lost from the queue (trimmed, acknowledged or never delivered)",
-                "the scheduler republishes it" if has_leader else "start `conveyor scheduler` to republish it")
+                return Cause("kind_not_handled", "in the queue; no plugin here handles its kind",
+                             "install the plugin on the workers", (status, f"kind {job.kind} not registered"))
+            return Cause("queued_behind_others", "in the queue behind other entries",
+                         "wait, or add workers (`conveyor queue pressure`)",
+                         (status, f"entry {entry_id} held by the queue", f"{len(workers)} live worker(s)"))
+        return Cause("lost_queue_entry", "lost from the queue (trimmed, acknowledged or never delivered)",
+                     "the scheduler republishes it" if has_leader else "start `conveyor scheduler` to republish it",
+                     (status, "outbox row dispatched", "entry no longer in the queue"))
     if st == "running":
         if job.lease_expires_at and job.lease_expires_at > now:
             where = "a live worker" if job.lease_owner in alive else "a worker not seen recently"
-            return f"running on {job.lease_owner} ({where})", "wait; `conveyor jobs cancel` stops it"
-        return (f"its worker {job.lease_owner} stopped renewing the lease (killed or stalled)",
-                "a peer reclaims it after lease + grace; the scheduler republishes it if the entry is gone")
-    return st, "see the events"
+            return Cause("healthy_running", f"running on {job.lease_owner} ({where})",
+                         "wait; `conveyor jobs cancel` stops it",
+                         (status, f"lease live until {job.lease_expires_at}"))
+        return Cause("lease_expired_awaiting_reclaim",
+                     f"its worker {job.lease_owner} stopped renewing the lease (killed or stalled)",
+                     "a peer reclaims it after lease + grace; the scheduler republishes it if the entry is gone",
+                     (status, f"lease expired at {job.lease_expires_at}",
+                      f"owner {'alive' if job.lease_owner in alive else 'not a live worker'}"))
+    return Cause("queued_behind_others", st, "see the events", (status,))
+
+
+def _plugin_cause(app: Conveyor, findings: list[dict[str, Any]]) -> Cause | None:
+    """The first failed plugin finding that names a cause code of the error catalog (a plugin knows its kind best)."""
+    for f in findings:
+        code = f.get("cause_code")
+        if f.get("ok") or not code:
+            continue
+        if code not in CAUSE_CODES and code not in app.plugins.catalog:
+            log.warning("diagnose finding %r names cause code %r, which no catalog has; ignored", f.get("check"),
+                        code)
+            continue
+        return Cause(str(code), f"{f.get('check')}: {f.get('detail')}", str(f.get("next_step") or "see findings"),
+                     tuple(str(e) for e in f.get("evidence") or (f.get("detail"),)))
+    return None
 
 
 def _tenant_databases(app: Conveyor) -> dict[str, Any]:

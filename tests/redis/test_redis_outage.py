@@ -103,3 +103,19 @@ def test_the_outbox_gauge_rises_during_a_real_redis_outage_and_falls_after(app, 
     assert registry.get_sample_value("conveyor_outbox_pending") == 0
     assert registry.get_sample_value("conveyor_queue_entries", {"state": "length"}) >= 3
     assert {cv.get(i).status.value for i in ids} == {"queued"}
+
+
+def test_diagnose_says_queue_unreachable_when_the_entry_cannot_be_looked_up(app, env, private_redis):
+    from conveyor.diagnostics import diagnose
+    from conveyor.outbox import run_until_empty
+
+    cv = Conveyor(load_settings(env={**env, "CONVEYOR_QUEUE_URL": private_redis.url}), engine=app.engine,
+                  plugins=app.plugins)
+    cv.init_db()
+    job = cv.submit("conveyor.echo", {})
+    assert run_until_empty(Dispatcher(cv.engine, cv.queue)) == 1
+    private_redis.proc.kill()  # kill -9 with the entry published
+    private_redis.proc.wait(10)
+    report = diagnose(cv, job)
+    assert report["cause_code"] == "queue_unreachable", report
+    assert any(f["check"] == "queue" and not f["ok"] for f in report["findings"])

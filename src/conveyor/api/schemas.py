@@ -103,8 +103,11 @@ class JobOut(BaseModel):
 class Diagnostics(BaseModel):
     """Why a failed or stuck job is where it is (`conveyor diagnose`)."""
 
+    cause_code: str | None = Field(None, description="One of `conveyor diagnose`'s cause codes "
+                                                      "(docs/operations.md), or a plugin's catalog code.")
     cause: str
     next_step: str | None
+    evidence: list[str] | None = Field(None, description="What the cause rests on (admins).")
     findings: list[dict[str, Any]] | None = None
 
 

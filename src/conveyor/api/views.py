@@ -91,9 +91,11 @@ def diagnostics(app: Conveyor, job: Job, admin: bool) -> dict[str, Any] | None:
         report = diagnose(app, job.id)
     except Exception as exc:  # diagnosis is a courtesy: the job itself is still shown
         log.warning("diagnose %s failed: %s", job.id, exc)
-        return {"cause": "diagnosis failed; an operator can run `conveyor diagnose`", "next_step": None}
+        return {"cause_code": None, "cause": "diagnosis failed; an operator can run `conveyor diagnose`",
+                "next_step": None}
     if admin:
-        return {"cause": report["cause"], "next_step": report["next_step"], "findings": report["findings"]}
+        return {"cause_code": report["cause_code"], "cause": report["cause"], "next_step": report["next_step"],
+                "evidence": report["evidence"], "findings": report["findings"]}
     cause, step = str(report["cause"]), str(report["next_step"])
     if job.error_code in SYSTEM_CODES and job.last_error:
         cause = cause.replace(job.last_error, "details for administrators")
@@ -102,4 +104,4 @@ def diagnostics(app: Conveyor, job: Job, admin: bool) -> dict[str, Any] | None:
     for row in report.get("outbox") or ():  # queue errors name hosts and ports
         if row.get("last_error"):
             cause = cause.replace(str(row["last_error"]), "details for administrators")
-    return {"cause": cause, "next_step": step}
+    return {"cause_code": report["cause_code"], "cause": cause, "next_step": step}
