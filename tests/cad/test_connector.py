@@ -68,6 +68,9 @@ def test_ok_false_fails_at_once_with_connector_failed_and_the_reply(cad_app, cad
     assert job.status.value == "failed" and job.error_code == "connector_failed" and job.attempts == 1
     assert "HTTP 200" in job.last_error and "license server refused" in job.last_error and "LICENSE" in job.last_error
     assert rec.conversion_status == "failed" and rec.conversion_error["converter"] == "connector"
+    from conveyor.diagnostics import diagnose
+    report = diagnose(cad_app, job.id)
+    assert report["cause_code"] == "connector_failed" and "license server refused" in report["evidence"][0]
 
 
 def test_5xx_retries_with_the_job_policy_then_succeeds(cad_app, cad_pipeline, connector, meshes):
