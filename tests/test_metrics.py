@@ -64,3 +64,41 @@ def test_a_worker_serves_metrics_over_http(app, env):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _families():
+    """Every metric family of this process's registry (core and plugins), with its label and sample names."""
+    registry = enable().registry
+    # prometheus_client keeps collector → sample names here; its collectors know their label names
+    return [(c, names) for c, names in registry._collector_to_names.items()]
+
+
+def test_every_metric_family_has_only_bounded_labels():
+    from conveyor.metrics import BOUNDED_LABELS
+    families = _families()
+    names = {n for _, ns in families for n in ns}
+    for collector, _ in families:
+        labels = set(getattr(collector, "_labelnames", ()))
+        assert labels <= BOUNDED_LABELS, (collector, labels - BOUNDED_LABELS)
+    # the plugins' families are declared when metrics are enabled, before anything is counted
+    assert {"conveyor_judge_verdicts_total", "conveyor_sandbox_runs_total", "conveyor_cad_conversions_total",
+            "conveyor_scheduler_actions_total", "conveyor_outbox_pending"} <= names
+
+
+def test_an_unbounded_label_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="job_id"):
+        enable().counter("conveyor_test_per_job_total", "never", ("job_id",))
+
+
+def test_the_dashboard_and_the_alerts_name_only_metrics_that_exist():
+    import json
+    import re
+    docs = TESTS.parent / "docs" / "ops"
+    names = {n for _, ns in _families() for n in ns}
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    alerts = (docs / "alerts.yml").read_text()
+    used = {m for text in [*exprs, alerts] for m in re.findall(r"\bconveyor_[a-z_]+", text)}
+    assert len(used) >= 12
+    assert sorted(used - names) == []

@@ -103,13 +103,25 @@ class _Attempt:
                 t1 = time.monotonic()
                 conv, out, warnings = self._run_chain(route, src, Path(tmp) / "out", options)
                 self.timings["convert_s"] = time.monotonic() - t1
-                return self._publish(conv, out, warnings, fmt or "")
+                result = self._publish(conv, out, warnings, fmt or "")
+                self._ended(fmt, result["status"], t0)
+                return result
             except ConversionError as err:
+                self._ended(self.rec.cad_format, "failed", t0, err.code)
                 self._fail(err)
                 raise AssertionError("unreachable") from None
             except Cancelled as stop:
+                self._ended(self.rec.cad_format, "stopped", t0, stop.code)
                 self._stopped(stop)
                 raise
+
+    def _ended(self, fmt: str | None, status: str, t0: float, code: str | None = None) -> None:
+        """One log line and the conversion metrics for how this attempt ended."""
+        from conveyor.store import logline
+        from conveyor_cad.metrics import observe
+        observe(fmt, status, time.monotonic() - t0)
+        logline("converted", job_id=self.ctx.job_id, attempt_id=self.ctx.attempt_id, file_id=self.rec.id,
+                format=fmt, conversion_status=status, error_code=code)
 
     def _signed_url(self) -> str | None:
         key = key_of_url(self.app, self.rec.system_path)

@@ -113,3 +113,11 @@ ENVIRONMENT = ("CONVEYOR_CAD_TIME_LIMIT", "CONVEYOR_CAD_MEMORY_MB", "CONVEYOR_CA
 @hookimpl
 def conveyor_environment() -> Iterable[str]:
     return ENVIRONMENT
+
+
+@hookimpl
+def conveyor_metrics(metrics: Any) -> None:
+    """Declare this plugin's Prometheus families."""
+    from conveyor_cad.metrics import families
+
+    families(metrics)

@@ -98,6 +98,12 @@ def handle_submission(ctx: JobContext) -> dict[str, Any]:
     result = judge.judge(problem, lang, source, cancelled=ctx.token.raise_if_cancelled,
                          run_all=p.get("run_all_tests"))
     _keep_admin_record(ctx, result)
+    from conveyor.store import logline
+    from conveyor_judge.metrics import observe
+    observe(result)
+    logline("judged", job_id=ctx.job_id, attempt_id=ctx.attempt_id, language=result.language,
+            verdict=result.verdict.value, score=result.score, tests_run=len(result.tests), time_ms=result.time_ms,
+            sandbox=result.sandbox)
     return result.as_dict()
 
 

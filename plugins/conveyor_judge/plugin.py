@@ -160,3 +160,11 @@ ENVIRONMENT = ("CONVEYOR_JUDGE_CACHE", "CONVEYOR_JUDGE_COMPILE_MEMORY_MIB", "CON
 @hookimpl
 def conveyor_environment() -> Iterable[str]:
     return ENVIRONMENT
+
+
+@hookimpl
+def conveyor_metrics(metrics: Any) -> None:
+    """Declare this plugin's Prometheus families."""
+    from conveyor_judge.metrics import families
+
+    families(metrics)

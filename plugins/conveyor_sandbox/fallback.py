@@ -35,6 +35,7 @@ from conveyor_sandbox.common import (
     uid_pool,
     wait_status,
 )
+from conveyor_sandbox.metrics import measured
 
 
 def _kill_uid(uid: int) -> int:
@@ -64,6 +65,7 @@ class PythonSandbox:
             return False, "needs a POSIX system"
         return True, "ok (weak: no namespaces, no seccomp, no cgroups)"
 
+    @measured
     def run(
         self,
         argv: Sequence[str],

@@ -28,6 +28,7 @@ from conveyor_sandbox.common import (
     uid_pool,
     wait_status,
 )
+from conveyor_sandbox.metrics import measured
 from conveyor_sandbox.workspace import is_bounded, used_bytes
 
 HELPER_NAME = "conveyor-sandbox-helper"
@@ -267,6 +268,7 @@ class CSandbox:
                 return False, f"the kernel has no {ns} namespaces"
         return True, "ok"
 
+    @measured
     def run(
         self,
         argv: Sequence[str],

@@ -66,3 +66,11 @@ ENVIRONMENT = ("CONVEYOR_SANDBOX_ATTACKS", "CONVEYOR_SANDBOX_CGROUPS", "CONVEYOR
 @hookimpl
 def conveyor_environment() -> Iterable[str]:
     return ENVIRONMENT
+
+
+@hookimpl
+def conveyor_metrics(metrics: Any) -> None:
+    """Declare this plugin's Prometheus families."""
+    from conveyor_sandbox.metrics import families
+
+    families(metrics)

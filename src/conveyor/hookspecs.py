@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from conveyor.app import Conveyor
     from conveyor.errors import ErrorCode
+    from conveyor.metrics import Metrics
     from conveyor.registry import Registry
 
 hookspec = pluggy.HookspecMarker("conveyor")
@@ -100,6 +101,17 @@ def conveyor_environment() -> Iterable[str] | None:
         prefix. Every implementation's names are merged. A ``CONVEYOR_*`` variable no
         setting and no plugin names is reported with the closest known name
         (``conveyor.config.unknown_environment``).
+    """
+
+
+@hookspec
+def conveyor_metrics(metrics: Metrics) -> None:
+    """Declare this plugin's Prometheus families on the process's metrics, so ``/metrics`` lists them from the start.
+
+    :param metrics: ``conveyor.metrics.Metrics``; declare with ``metrics.counter(name, doc, labels)``,
+        ``gauge`` or ``histogram``, and fetch the same family the same way where it counts.
+        Label names must be in ``conveyor.metrics.BOUNDED_LABELS``.
+    :return: nothing; every implementation is called.
     """
 
 

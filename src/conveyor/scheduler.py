@@ -198,6 +198,10 @@ class Scheduler:
                 log.error("gc of tenant %s failed: %s", label, exc)
                 plan.tenant_errors[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         plan.artifact_prefixes = plan.jobs
+        m = get_metrics()
+        if m is not None and apply:
+            m.scheduler_actions.labels("gc_jobs_deleted").inc(plan.jobs)
+            m.scheduler_actions.labels("queue_entries_trimmed").inc(plan.trimmed_entries)
         return plan
 
     def _gc_database(self, app: Conveyor, plan: GcPlan, apply: bool, cutoff: Any) -> None:
@@ -237,6 +241,10 @@ class Scheduler:
         if m is not None:
             self._measure(m)  # before the repair, which fails while the queue is down: that is when they matter
         rep = self.repair_all()
+        if m is not None:
+            m.scheduler_actions.labels("republished").inc(len(rep.republished))
+            m.scheduler_actions.labels("failed_exhausted").inc(len(rep.failed_exhausted))
+            m.scheduler_actions.labels("rounds").inc()
         out: dict[str, Any] = {"leader": True, "token": self.token, "republished": len(rep.republished),
                                "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
         if self.app.tenancy is not None:

@@ -63,8 +63,13 @@ def test_gltf_with_a_separate_buffer_is_fetched_and_stored_as_glb(cad_app, cad_p
 
 
 def test_ok_false_fails_at_once_with_connector_failed_and_the_reply(cad_app, cad_pipeline, connector, meshes):
+    from conveyor.metrics import enable
+    registry = enable().registry
+    labels = {"format": "stl", "status": "failed"}
+    before = registry.get_sample_value("conveyor_cad_conversions_total", labels) or 0.0
     connector.behaviours.append("refuse")
     job, rec = convert(cad_app, cad_pipeline, meshes["box_binary.stl"])
+    assert registry.get_sample_value("conveyor_cad_conversions_total", labels) == before + 1
     assert job.status.value == "failed" and job.error_code == "connector_failed" and job.attempts == 1
     assert "HTTP 200" in job.last_error and "license server refused" in job.last_error and "LICENSE" in job.last_error
     assert rec.conversion_status == "failed" and rec.conversion_error["converter"] == "connector"

@@ -29,11 +29,22 @@ def test_judge_jobs_through_the_pipeline_and_jobs_show(app, pipeline, env, tmp_p
         app.submit("judge.submission", {"problem_id": pid, "language": "cobol", "source": "x"}),
         app.submit("judge.submission", {"problem_id": pid}),
     ]
+    from conveyor.metrics import enable
+    registry = enable().registry
+
+    def counted(language: str, verdict: str) -> float:
+        return registry.get_sample_value("conveyor_judge_verdicts_total",
+                                         {"language": language, "verdict": verdict}) or 0.0
+
+    before = {(lang, v): counted(lang, v) for lang, v in (("cpp", "accepted"), ("java", "time_limit_exceeded"),
+                                                         ("c", "compile_error"))}
     with pipeline(concurrency=2) as p:
         jobs = p.wait(ids, timeout=180)
     verdicts = [j.result["verdict"] if j.status.value == "succeeded" else j.error_code for j in jobs]
     assert verdicts == ["accepted", "accepted", "time_limit_exceeded", "compile_error", "problem_not_found",
                         "unknown_language", "invalid_payload"]
+    assert {k: counted(*k) - v for k, v in before.items()} == dict.fromkeys(before, 1.0)
+    assert (registry.get_sample_value("conveyor_judge_run_seconds_count", {"language": "cpp"}) or 0) >= 3
     assert all(j.attempts == 1 for j in jobs), "verdicts and bad input never retry"
     full = dict(os.environ)
     full.update({k: v for k, v in env.items() if k != "CONVEYOR_PLUGINS"})

@@ -149,6 +149,21 @@ def test_private_tmp_and_no_network(c_sandbox: CSandbox, workdir: Path) -> None:
     assert not os.path.exists("/tmp/box-file")
 
 
+def test_each_run_is_counted_by_backend_and_status(c_sandbox: CSandbox, workdir: Path) -> None:
+    from conveyor.metrics import enable
+    registry = enable().registry
+
+    def runs(status: str) -> float:
+        return registry.get_sample_value("conveyor_sandbox_runs_total",
+                                         {"sandbox": c_sandbox.id, "status": status}) or 0.0
+
+    ok, failed = runs("ok"), runs("runtime_error")
+    assert c_sandbox.run(["/bin/true"], limits=LIMITS, workdir=workdir).status is Status.OK
+    assert c_sandbox.run(["/bin/false"], limits=LIMITS, workdir=workdir).status.value == "runtime_error"
+    assert (runs("ok") - ok, runs("runtime_error") - failed) == (1.0, 1.0)
+    assert (registry.get_sample_value("conveyor_sandbox_overhead_seconds_count", {"sandbox": c_sandbox.id}) or 0) >= 2
+
+
 def test_readonly_paths_are_readonly_and_executable(c_sandbox: CSandbox, bindir: Path, workdir: Path) -> None:
     r = c_sandbox.run(["/bin/sh", "-c", f"{bindir}/exit3; echo $?; touch {bindir}/x || echo ro"],
                       limits=LIMITS, workdir=workdir, readonly_paths=[bindir])

@@ -6,29 +6,18 @@ so labels stay few. Counted only when ``prometheus_client`` is installed.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-_lock = threading.Lock()
-_counters: dict[int, Any] = {}
 
 
 def _counter() -> Any:
     try:
         from conveyor.metrics import enable
-        registry = enable().registry
+        return enable().counter("conveyor_api_requests_total", "HTTP API requests by route and status.",
+                                ("method", "route", "status"))
     except Exception:  # no prometheus_client: nothing to count into
         return None
-    with _lock:
-        counter = _counters.get(id(registry))
-        if counter is None:
-            import prometheus_client as prom
-            counter = prom.Counter("conveyor_api_requests_total", "HTTP API requests by route and status.",
-                                   ["method", "route", "status"], registry=registry)
-            _counters[id(registry)] = counter
-        return counter
 
 
 class RequestMetrics:
