@@ -109,15 +109,18 @@ class Job:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON form (timestamps as ISO-8601 UTC)."""
-        out: dict[str, Any] = {}
-        for k in self.__dataclass_fields__:
-            v = getattr(self, k)
-            if isinstance(v, datetime):
-                v = iso(v)
-            elif isinstance(v, enum.Enum):
-                v = v.value
-            out[k] = v
+        out = {k: getattr(self, k) for k in _JOB_FIELDS}
+        out["status"] = self.status.value
+        for k in _JOB_TIMES:
+            v = out[k]
+            if v is not None:
+                out[k] = iso(v)
         return out
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+_JOB_TIMES = ("lease_expires_at", "next_attempt_at", "created_at", "updated_at", "started_at", "finished_at")
+assert set(_JOB_TIMES) == {k for k, f in Job.__dataclass_fields__.items() if "datetime" in str(f.type)}
 
 
 @dataclass(frozen=True)

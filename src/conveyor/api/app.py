@@ -81,8 +81,11 @@ def create_app(app: Conveyor | None = None) -> FastAPI:
                   docs_url="/docs", redoc_url=None)
     api.state.conveyor = state
     errors.install(api)
+    framework = list(api.router.routes)  # /openapi.json and /docs
     for module in (health, jobs, events):
         add_routes(api, module.router, PREFIX)
+    # every request is matched against the routes in order: the job routes first, /docs last
+    api.router.routes[:] = [r for r in api.router.routes if r not in framework] + framework
     mount_plugin_routes(api, app, state)
     s = app.settings
     api.add_middleware(BodyLimitMiddleware, json_limit=max(2 * s.max_payload_bytes,

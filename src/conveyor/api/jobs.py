@@ -96,7 +96,7 @@ def submit_job(request: Request, body: Annotated[JobIn, Body()], caller: CallerD
                                  idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
                                  file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
     job = done.job if done.job is not None else caller.app.get(done.job_id)
-    headers = {"Location": f"{request.url.path.rstrip('/')}/{job.id}"}  # wherever the router is mounted
+    headers = {"Location": f"{request.scope['path'].rstrip('/')}/{job.id}"}  # wherever the router is mounted
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_answer(job_view(job, caller.identity.admin), 200 if done.replayed else 201, headers)
