@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from conveyor_cad.formats import FORMATS, sniff_file
 from conveyor_cad.isolation import Limits, run_converter
 from conveyor_cad.records import ConversionError, ConversionStatus, ConvertOutput, Derivative, FileRecord, Stage
 from conveyor_cad.routing import CadConfig, Route, choose
+from conveyor_cad.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -74,7 +74,7 @@ class _Attempt:
 
     def execute(self) -> dict[str, Any]:
         self._mark({"conversion_status": ConversionStatus.PROCESSING.value, "conversion_error": None})
-        with tempfile.TemporaryDirectory(prefix="conveyor-cad-") as tmp:
+        with scratch_dir() as tmp:
             try:
                 t0 = time.monotonic()
                 suffix = Path(self.rec.filename).suffix.lower()[:16]
@@ -212,7 +212,7 @@ class _Attempt:
                 "source": {"filename": self.rec.filename, "size": self.rec.size, "sha256": self.rec.sha256},
                 **{k: v for k, v in out.metadata.items() if k not in own}, "attributes": out.attributes,
                 "warnings": all_warnings, "stage_errors": stage_errors}
-        with tempfile.TemporaryDirectory(prefix="conveyor-cad-meta-") as mdir:
+        with scratch_dir() as mdir:
             meta_path = Path(mdir) / "metadata.json"
             meta_path.write_text(json.dumps(meta, indent=2, default=str))
             manifest.append(self._put("metadata.json", meta_path, "metadata", "json", "application/json"))
