@@ -134,3 +134,21 @@ def test_tenants_remove_stops_serving_a_tenant_and_keeps_its_data(deployment):
     cli(env, "tenants", "add", "acme", cwd=tmp_path)
     with Server(create_app(app)) as srv, client(srv.url, "amy", tenant="acme") as acme:
         assert acme.get(f"/jobs/{job['id']}").status_code == 200  # added back: the same database, the same job
+
+
+def test_health_reports_the_tenant_databases_this_api_serves(deployment):
+    _, tmp_path, app, _, _ = deployment
+    with Server(create_app(app)) as srv, client(srv.url, "amy", tenant="acme") as acme:
+        assert acme.post("/jobs", json={"kind": "conveyor.echo", "payload": {}}).status_code == 201  # acme in use
+        health = acme.get("/health").json()
+        assert health["status"] == "ok" and health["checks"]["tenant_databases"]["ok"]
+        assert "2 registered" in health["checks"]["tenant_databases"]["detail"]
+        app.tenancy.app_for(app.tenancy.key("acme"), check=False).engine.dispose()
+        (tmp_path / "tenants").rename(tmp_path / "tenants.gone")  # acme's database file is gone
+        try:
+            r = acme.get("/health")
+            assert r.status_code == 503 and not r.json()["checks"]["tenant_databases"]["ok"]
+            assert "acme" not in r.text  # /health answers anyone: it names no tenant
+        finally:
+            (tmp_path / "tenants.gone").rename(tmp_path / "tenants")
+        assert acme.get("/health").status_code == 200

@@ -52,8 +52,24 @@ def check_backends(app: Conveyor) -> dict[str, dict[str, Any]]:
         app.storage.exists(HEALTH_PROBE_KEY)
         return f"{app.storage.protocol} reachable"
 
-    return {"database": _timed("database", database), "queue": _timed("queue", queue),
-            "storage": _timed("storage", storage)}
+    out = {"database": _timed("database", database), "queue": _timed("queue", queue),
+           "storage": _timed("storage", storage)}
+    tenancy = app.tenancy
+    if tenancy is not None:
+        def tenant_databases() -> str:
+            keys = tenancy.registered(refresh=True)
+            down = []
+            for key in tenancy.cached():  # the ones this process serves; `conveyor doctor` checks every one
+                try:
+                    with tenancy.app_for(key, check=False).engine.connect() as conn:
+                        conn.execute(text("select 1"))
+                except Exception:
+                    down.append(str(key))
+            if down:
+                raise ConnectionError(f"tenant database(s) {', '.join(down)} unreachable")
+            return f"{len(keys)} registered ({tenancy.mode}); {len(tenancy.cached())} in use here, all reachable"
+        out["tenant_databases"] = _timed("tenant databases", tenant_databases)
+    return out
 
 
 def failed_plugins(request: Request) -> list[str]:
