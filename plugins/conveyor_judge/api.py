@@ -503,7 +503,7 @@ def submit(request: Request, response: Response, body: Annotated[SubmitIn, Body(
         raise no_problem(body.problem_id) if exc.code == "problem_not_found" else judge_error(exc) from None
     limited = capped_limits(problem, body.time_limit, body.memory_limit)
     key = store_source(app.storage, tenant, f"{uuid.uuid4().hex}/{lang.source_name}", source)
-    payload = {"problem_id": problem.id, "language": lang.id, "source_key": key,
+    payload = {"problem_id": problem.id, "language": lang.id, "source_key": key, "source_owned": True,
                "time_limit_ms": limited.time_limit_ms, "memory_limit_mib": limited.memory_limit_mib}
     try:
         job_id = app.submit(KIND, payload, tenant=tenant, org=scope.org)

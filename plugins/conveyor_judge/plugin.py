@@ -168,3 +168,17 @@ def conveyor_metrics(metrics: Any) -> None:
     from conveyor_judge.metrics import families
 
     families(metrics)
+
+
+@hookimpl
+def conveyor_gc_keys(job: dict[str, Any]) -> list[str] | None:
+    """The source an HTTP submit stored for this submission alone (``source_owned``), in its tenant's namespace."""
+    from conveyor_judge.kind import KIND
+    from conveyor_judge.sources import tenant_prefix
+    payload = job.get("payload")
+    if job.get("kind") != KIND or not isinstance(payload, dict) or payload.get("source_owned") is not True:
+        return None
+    key = payload.get("source_key")
+    if isinstance(key, str) and key.startswith(tenant_prefix(str(job.get("tenant_id") or "default"))):
+        return [key]
+    return None

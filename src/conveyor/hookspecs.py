@@ -116,6 +116,16 @@ def conveyor_metrics(metrics: Metrics) -> None:
 
 
 @hookspec
+def conveyor_gc_keys(job: dict[str, Any]) -> Iterable[str] | None:
+    """Name the storage keys a finished job owns besides ``jobs/{job_id}/``, for ``conveyor gc --apply`` to delete.
+
+    :param job: the job row being deleted (``id``, ``kind``, ``tenant_id``, ``payload``).
+    :return: storage keys only this job uses (an input shared with other jobs is not one), or None.
+        Every implementation's keys are deleted; one that cannot be is logged and skipped.
+    """
+
+
+@hookspec
 def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Add findings to ``conveyor diagnose JOB``.
 

@@ -59,6 +59,7 @@ class GcPlan:
     outbox_rows: int = 0
     artifact_prefixes: int = 0
     trimmed_entries: int = 0
+    owned_objects: int = 0  # storage keys plugins named for the deleted jobs (conveyor_gc_keys), when applied
     sample_job_ids: list[str] = field(default_factory=list)
     tenant_errors: dict[str, str] = field(default_factory=dict)
 
@@ -216,19 +217,28 @@ class Scheduler:
             if len(plan.sample_job_ids) < 10:
                 plan.sample_job_ids += list(conn.execute(old.limit(10 - len(plan.sample_job_ids))).scalars())
         if apply:
+            doomed = select(jobs.c.id, jobs.c.kind, jobs.c.tenant_id, jobs.c.payload).where(jobs.c.id.in_(old))
             while True:
                 with engine.begin() as conn:
-                    ids = list(conn.execute(old.limit(self.batch)).scalars())
+                    rows = [dict(r) for r in conn.execute(doomed.limit(self.batch)).mappings()]
+                    ids = [r["id"] for r in rows]
                     if not ids:
                         break
                     conn.execute(delete(events).where(events.c.job_id.in_(ids)))
                     conn.execute(delete(outbox).where(outbox.c.job_id.in_(ids)))
                     conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
-                for j in ids:
-                    try:
-                        app.storage.delete(f"jobs/{j}", recursive=True)
-                    except Exception as exc:
-                        log.warning("gc could not delete artifacts of %s: %s", j, exc)
+                for row in rows:
+                    keys = [f"jobs/{row['id']}"]
+                    for owned in app.plugins.call_each("conveyor_gc_keys", job=row):
+                        keys += [str(k) for k in owned]
+                    for key in keys:
+                        try:
+                            app.storage.delete(key, recursive=True)
+                        except FileNotFoundError:
+                            pass
+                        except Exception as exc:
+                            log.warning("gc could not delete %s of job %s: %s", key, row["id"], exc)
+                    plan.owned_objects += len(keys) - 1
 
     # ------------------------------------------------------------ loop
 

@@ -269,3 +269,24 @@ def test_samples_are_public_and_submission_limits_are_capped_to_the_problems(dep
     assert capped["verdict"] == "time_limit_exceeded" and capped["time_limit"] == 300
     assert capped["tests"][0]["message"] == "cpu time limit 300 ms", capped["tests"][0]
     assert lower["verdict"] == "time_limit_exceeded" and lower["tests"][0]["message"] == "cpu time limit 100 ms"
+
+
+def test_gc_deletes_the_source_an_http_submit_stored_and_leaves_a_shared_one(deployment):
+    from conveyor.scheduler import Scheduler
+    from conveyor_judge.sources import source_key
+    app, url = deployment
+    with client(url, "root", "acme", admin=True) as admin, client(url, "carol", "acme") as carol:
+        pid = upload(admin, aplusb_package(tests=TESTS)).json()["id"]
+        shared = source_key("acme", "shared/main.cpp")  # stored by hand, submitted by key: not the job's alone
+        app.storage.put(shared, program("cpp", "aplusb").encode())
+        with Pipeline(app, concurrency=2):
+            posted = carol.post("/submit", json={"problem_id": pid, "language": 1, "code": program("cpp", "aplusb")})
+            by_key = app.submit("judge.submission", {"problem_id": pid, "language": "cpp", "source_key": shared},
+                                tenant="acme")
+            wait_status(carol, posted.json()["job_id"])
+            app.wait(by_key, timeout=180)
+    stored = app.get(posted.json()["job_id"]).payload["source_key"]
+    assert app.storage.exists(stored)
+    plan = Scheduler(app).gc(apply=True, retention_days=0)
+    assert plan.jobs == 2 and plan.owned_objects == 1
+    assert not app.storage.exists(stored) and app.storage.exists(shared)
