@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -54,3 +55,19 @@ class Pipeline:
     def wait(self, job_ids, statuses=("succeeded", "failed", "cancelled"), timeout=60.0):
         """Wait until every job is in one of `statuses`; returns the jobs."""
         return wait_for(self.app, job_ids, statuses, timeout)
+
+
+def box_pids() -> list[int]:
+    """Processes running as a sandbox uid: what boxes run on this host."""
+    from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            uid = next((int(x.split()[1]) for x in status.splitlines() if x.startswith("Uid:")), -1)
+            if BOX_UID_BASE <= uid < BOX_UID_BASE + BOX_UID_COUNT:
+                found.append(int(entry))
+    return found

@@ -14,22 +14,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+from conveyor_sandbox.common import pid_alive
+
 log = logging.getLogger("conveyor.cad")
 
 PREFIX = "conveyor-cad-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-")
 _swept = False
 _lock = threading.Lock()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep(root: str | None = None) -> list[str]:
@@ -39,7 +31,7 @@ def sweep(root: str | None = None) -> list[str]:
     removed = []
     for entry in base.iterdir() if base.is_dir() else ():
         m = _NAME.match(entry.name)
-        if not m or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
             continue
         try:
             remove_tree(entry)

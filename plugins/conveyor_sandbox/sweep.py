@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from conveyor_sandbox.common import pid_alive
 from conveyor_sandbox.workspace import sweep as sweep_workspaces
 
 log = logging.getLogger("conveyor.sandbox")
@@ -40,16 +41,6 @@ class SweepReport:
     def removed(self) -> int:
         """How many things went."""
         return len(self.cgroups) + len(self.workspaces)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _procs(cg: str) -> list[int]:
@@ -90,7 +81,7 @@ def sweep_cgroups(parents: list[str], report: SweepReport) -> None:
             continue
         for name in names:
             m = _RUN_CGROUP.match(name)
-            if not m or _alive(int(m.group(1))):
+            if not m or pid_alive(int(m.group(1))):
                 continue
             cg = os.path.join(parent, name)
             _empty(cg, report)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from conveyor_sandbox.common import pid_alive
+
 log = logging.getLogger("conveyor.sandbox")
 
 DEFAULT_ROOT = "/run/conveyor-sandbox/ws"
@@ -61,16 +63,6 @@ def _unmount(path: Path) -> None:
             raise OSError(err, f"unmounting workspace {path}: {os.strerror(err)}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(root: Path | None = None) -> list[str]:
     """Unmount and remove the workspaces of processes that are gone (a worker killed with -9)."""
     root = root or workspace_root()
@@ -81,7 +73,7 @@ def sweep(root: Path | None = None) -> list[str]:
         return removed
     for name in names:
         m = _NAME.match(name)
-        if not m or _alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         path = root / name
         try:

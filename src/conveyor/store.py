@@ -188,12 +188,17 @@ class Submitted:
     """What one spec of a submit became: a new job (its row as inserted), or the existing job its key names."""
 
     job_id: str
-    job: Job | None  # None for an idempotent replay: the existing job was not read
+    row: Mapping[str, Any] | None = field(default=None, repr=False)  # None for an idempotent replay
 
     @property
     def replayed(self) -> bool:
         """Whether the spec's idempotency key named an existing job, so nothing was inserted for it."""
-        return self.job is None
+        return self.row is None
+
+    @property
+    def job(self) -> Job | None:
+        """The new job as inserted (built on request: a bulk submit wants ids only); None for a replay."""
+        return None if self.row is None else Job.from_row({**_UNSET_JOB_FIELDS, **self.row})
 
 
 _UNSET_JOB_FIELDS = {"result": None, "error_code": None, "last_error": None, "lease_owner": None,
@@ -264,7 +269,7 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
     inserted = {row["id"]: row for row in job_rows}
-    return [Submitted(i, Job.from_row({**_UNSET_JOB_FIELDS, **inserted[i]}) if i in inserted else None)
+    return [Submitted(i, inserted.get(i))
             for i in ids]
 
 

@@ -19,25 +19,12 @@ from conveyor.app import Conveyor
 from conveyor.config import load_settings
 from conveyor.plugins import load_plugins
 from conveyor_cad.files import add_file, get_file
-from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
 from conveyor_sandbox.native import cgroup_layout
 from conveyor_sandbox.workspace import workspace_root
 
+from pipeline_support import box_pids
+
 HERE = Path(__file__).resolve().parent
-
-
-def _box_pids() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            uid = next((int(x.split()[1]) for x in status.splitlines() if x.startswith("Uid:")), -1)
-            if BOX_UID_BASE <= uid < BOX_UID_BASE + BOX_UID_COUNT:
-                found.append(int(entry))
-    return found
 
 
 def _leftovers(pid: int, before: set[str]) -> list[str]:
@@ -78,7 +65,7 @@ def test_a_killed_worker_leaves_no_conversion_box_and_the_next_converts(tmp_path
     try:
         first = worker({})
         deadline = time.monotonic() + 60
-        while not _box_pids():
+        while not box_pids():
             assert time.monotonic() < deadline and first.poll() is None, \
                 (tmp_path / "w0.log").read_text()[-2000:]
             time.sleep(0.05)
@@ -86,9 +73,9 @@ def test_a_killed_worker_leaves_no_conversion_box_and_the_next_converts(tmp_path
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed_at = time.monotonic()
-        while _box_pids() and time.monotonic() < killed_at + 3 + 1 + 5:
+        while box_pids() and time.monotonic() < killed_at + 3 + 1 + 5:
             time.sleep(0.05)
-        assert _box_pids() == [], "the conversion outlived its worker"
+        assert box_pids() == [], "the conversion outlived its worker"
         worker({"CAD_TEST_SLOW_SECONDS": "0.2"})  # the next worker: sweeps at start, then converts
         done = app.wait(job, timeout=90)
         assert done.status.value == "succeeded" and done.attempts == 2, (done.error_code, done.last_error)

@@ -17,9 +17,10 @@ from conveyor.app import Conveyor
 from conveyor.config import load_settings
 from conveyor_judge.problems import ProblemStore
 from conveyor_judge.selftest import aplusb_package
-from conveyor_sandbox.common import BOX_UID_BASE, BOX_UID_COUNT
 from conveyor_sandbox.native import cgroup_layout
 from conveyor_sandbox.workspace import workspace_root
+
+from pipeline_support import box_pids
 
 TESTS = Path(__file__).resolve().parent.parent
 LEASE_S, GRACE_S = 3, 1
@@ -63,22 +64,6 @@ def deployment(tmp_path, judge_environment):
     app.engine.dispose()
 
 
-def _box_pids() -> list[int]:
-    """Processes running as a sandbox uid: what boxes run."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        uid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
-        if BOX_UID_BASE <= uid < BOX_UID_BASE + BOX_UID_COUNT:
-            found.append(int(entry))
-    return found
-
-
 def _leftovers(pid: int) -> list[str]:
     """cgroups and workspaces a worker process of this pid made."""
     out = []
@@ -95,13 +80,13 @@ def _leftovers(pid: int) -> list[str]:
 @pytest.mark.parametrize("kind", sorted(PROGRAMS))
 def test_a_killed_worker_leaves_no_box_and_the_job_is_judged_on_the_next(deployment, kind):
     app, problem, worker = deployment
-    assert _box_pids() == [], "a box of another test is still running"
+    assert box_pids() == [], "a box of another test is still running"
     first = worker(f"w1-{uuid.uuid4().hex[:6]}")
     job = app.submit("judge.submission", {"problem_id": problem, "language": "python3", "source": PROGRAMS[kind]})
     from conveyor.outbox import Dispatcher, run_until_empty
     run_until_empty(Dispatcher(app.engine, app.queue))
     deadline = time.monotonic() + 60
-    while not _box_pids():
+    while not box_pids():
         assert time.monotonic() < deadline and first.poll() is None, "the program never started in a box"
         time.sleep(0.05)
     assert app.get(job).status.value == "running"
@@ -109,9 +94,9 @@ def test_a_killed_worker_leaves_no_box_and_the_job_is_judged_on_the_next(deploym
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = time.monotonic()
-    while _box_pids() and time.monotonic() < killed_at + LEASE_S + GRACE_S + 5:
+    while box_pids() and time.monotonic() < killed_at + LEASE_S + GRACE_S + 5:
         time.sleep(0.05)
-    assert _box_pids() == [], f"the {kind} program outlived its worker"
+    assert box_pids() == [], f"the {kind} program outlived its worker"
     second = worker(f"w2-{uuid.uuid4().hex[:6]}")  # sweeps what the dead worker left when it starts
     done = app.wait(job, timeout=90)
     assert done.status.value == "succeeded" and done.attempts == 2, (done.status, done.error_code, done.last_error)

@@ -95,7 +95,7 @@ def submit_job(request: Request, body: Annotated[JobIn, Body()], caller: CallerD
     done = caller.app.submit_job(body.kind, body.payload, tenant=tenant, org=caller.scope.org, priority=body.priority,
                                  idempotency_key=idempotency_key or None, max_attempts=body.max_attempts,
                                  file_id=body.file_id, run_at=body.run_at, trace_id=body.trace_id)
-    job = done.job if done.job is not None else caller.app.get(done.job_id)
+    job = done.job or caller.app.get(done.job_id)
     headers = {"Location": f"{request.scope['path'].rstrip('/')}/{job.id}"}  # wherever the router is mounted
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
