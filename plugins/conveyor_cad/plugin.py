@@ -23,7 +23,21 @@ def conveyor_register_job_kinds(registry: Registry[JobKind]) -> None:
     from conveyor_cad.job import convert_job
 
     registry.add(JobKind("cad.convert", convert_job, retry=RetryPolicy(), timeout_s=900.0, file_id_key="file_id",
-                         description="convert a stored CAD file: preview, GLB, metadata"))
+                         description="convert a stored CAD file: preview, GLB, metadata", public_view=public_job_view))
+
+
+def public_job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """A conversion job for callers without the admin role: its artifacts without their storage keys.
+
+    The bytes are served by ``/file/{file_id}/preview`` and ``/geometry``; where they are stored is
+    the operator's business, as ``preview_path`` and ``geometry_path`` are on ``/file/{file_id}``.
+    """
+    result = job.get("result")
+    if isinstance(result, dict) and isinstance(result.get("manifest"), list):
+        manifest = [{k: v for k, v in d.items() if k != "path"} if isinstance(d, dict) else d
+                    for d in result["manifest"]]
+        job = {**job, "result": {**result, "manifest": manifest}}
+    return job
 
 
 @hookimpl

@@ -42,6 +42,9 @@ class JobKind:
     description: str = ""
     #: the payload key naming the job's input file: a submit that gives no ``file_id`` gets it from there
     file_id_key: str | None = None
+    #: what a caller without the admin role sees of a job of this kind: takes the job's JSON (the
+    #: core's redaction done) and returns it without what only operators may see, such as storage keys
+    public_view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class CancelToken:

@@ -219,6 +219,11 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
         listed = c.get("/jobs", params={"file_id": file_id}, headers=alice).json()["items"]
         assert [(j["id"], j["kind"], j["status"], j["tenant_id"], j["org_id"]) for j in listed] == \
             [(up["job_id"], "cad.convert", "succeeded", "acme", "eng")]
+        # the job's result lists the artifacts, without where they are stored
+        mine = c.get(f"/jobs/{up['job_id']}", headers=alice).json()["result"]["manifest"]
+        assert {d["role"] for d in mine} == {"preview", "geometry", "metadata"}
+        assert all("path" not in d and d["sha256"] for d in mine if d["status"] == "ok"), mine
+        assert all("path" not in d for d in listed[0]["result"]["manifest"])
 
         # a failed conversion: no derivatives (not_converted), its error without the system's details
         failed = _wait_converted(c, bad.json()["id"], alice)
@@ -241,6 +246,8 @@ def test_upload_convert_and_download_with_etags_tenancy_and_admin_fields(cad_api
             assert preview.headers["etag"] == f'"{hashlib.sha256(seen["preview_path"].encode()).hexdigest()}"'
             assert geometry.headers["etag"] == f'"{hashlib.sha256(seen["geometry_path"].encode()).hexdigest()}"'
             assert {k: seen[k] for k in done} == done
+            ops_view = c.get(f"/jobs/{up['job_id']}", headers=admin).json()["result"]["manifest"]
+            assert {d["role"]: d["path"] for d in ops_view}["preview"] == seen["preview_path"]
             failed_seen = c.get(f"/file/{failed['id']}", headers=admin).json()
             assert "isolation" in failed_seen["conversion_error"]
 

@@ -99,7 +99,7 @@ def submit_job(request: Request, body: Annotated[JobIn, Body()], caller: CallerD
     headers = {"Location": f"{request.scope['path'].rstrip('/')}/{job.id}"}  # wherever the router is mounted
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return json_answer(job_view(job, caller.identity.admin), 200 if done.replayed else 201, headers)
+    return json_answer(job_view(job, caller.identity.admin, caller.app.kinds), 200 if done.replayed else 201, headers)
 
 
 @router.get("/jobs/{job_id}", name="get_job", response_model=None, summary="Read a job",
@@ -114,7 +114,7 @@ def get_job(job_id: str, caller: CallerDep) -> Response:
         raise not_found() from None
     if not caller.scope.allows(job):
         raise not_found()
-    data = job_view(job, caller.identity.admin)
+    data = job_view(job, caller.identity.admin, caller.app.kinds)
     data["events"] = [event_view({**e, "job_id": job.id}, caller.identity.admin) for e in log]
     data["diagnostics"] = jsonable_encoder(diagnostics(caller.app, job, caller.identity.admin))
     return json_answer(data)
@@ -133,7 +133,7 @@ def list_jobs(caller: CallerDep,
     found = page_jobs(caller.app.engine, caller.scope, status=status, kind=_filter("kind", kind, 100),
                       file_id=_filter("file_id", file_id, TEXT_LIMITS["file_id"]), limit=limit + 1, before=before)
     page, more = found[:limit], len(found) > limit
-    return {"items": [job_view(j, caller.identity.admin) for j in page],
+    return {"items": [job_view(j, caller.identity.admin, caller.app.kinds) for j in page],
             "next_cursor": encode_cursor(page[-1]) if more and page else None}
 
 
@@ -144,7 +144,7 @@ def cancel_job(job_id: str, caller: CallerDep,
     """Cancel a queued or running job (a running handler stops at its next heartbeat); 409 when it is final."""
     job = visible_job(caller.app, caller.scope, job_id)
     done = caller.app.cancel(job.id, tenant=job.tenant_id, reason=body.reason if body else "")
-    return job_view(done, caller.identity.admin)
+    return job_view(done, caller.identity.admin, caller.app.kinds)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=None, summary="Run a failed or cancelled job again",
@@ -153,7 +153,8 @@ def retry_job(job_id: str, caller: CallerDep) -> dict[str, Any]:
     """Queue a failed or cancelled job again with a fresh attempt budget; its next attempt has a bigger
     `attempt_id`. 409 for a job in any other status."""
     job = visible_job(caller.app, caller.scope, job_id)
-    return job_view(caller.app.retry(job.id, tenant=job.tenant_id), caller.identity.admin)
+    return job_view(caller.app.retry(job.id, tenant=job.tenant_id), caller.identity.admin,
+                    caller.app.kinds)
 
 
 @router.get("/jobs/{job_id}/events", response_model=None, summary="A job's change log",

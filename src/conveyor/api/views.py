@@ -4,7 +4,8 @@ Left out for callers without the admin role (never an error): ``lease_owner`` an
 ``lease_expires_at``; the worker names in event payloads (``consumer``, ``previous_owner``,
 ``by``, ``entry_id``); the ``details`` of ``error_history`` entries; and the text of
 ``internal_error`` and ``lease_lost`` failures (a traceback, a worker's name), replaced by
-the catalog's meaning. Payload and result are the tenant's own data and always shown.
+the catalog's meaning. Payload and result are the tenant's own data and shown, less what the
+job's kind leaves out through ``JobKind.public_view`` (the CAD kind: its artifacts' storage keys).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from conveyor.models import Job, JobStatus
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
+    from conveyor.kinds import JobKind
+    from conveyor.registry import Registry
 
 log = logging.getLogger("conveyor.api")
 
@@ -43,8 +46,8 @@ def json_answer(data: dict[str, Any], status_code: int = 200, headers: dict[str,
     return JSONResponse(data, status_code, headers)
 
 
-def job_view(job: Job, admin: bool) -> dict[str, Any]:
-    """The job as JSON for this caller."""
+def job_view(job: Job, admin: bool, kinds: Registry[JobKind] | None = None) -> dict[str, Any]:
+    """The job as JSON for this caller (``kinds``: where a kind's ``public_view`` is found)."""
     data = job.as_dict()
     if admin:
         return data
@@ -54,6 +57,14 @@ def job_view(job: Job, admin: bool) -> dict[str, Any]:
     data["error_history"] = [{"attempt": e.get("attempt"), "code": e.get("code"), "at": e.get("at"),
                               "message": _public_message(e.get("code"), e.get("message"))}
                              for e in job.error_history]
+    kind = kinds.get(job.kind) if kinds is not None else None
+    if kind is not None and kind.public_view is not None:
+        try:
+            data = kind.public_view(data)
+        except Exception:  # a broken view fails closed: the result is left out, the plugin named
+            log.exception("job kind %s (plugin %s): public_view failed; result left out",
+                          job.kind, kinds.owner(job.kind) if kinds is not None else "?")
+            data["result"] = None
     return data
 
 
