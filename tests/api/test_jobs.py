@@ -220,3 +220,33 @@ def test_conveyor_wait_returns_the_final_job_or_times_out(api_app, worker):
     assert api_app.wait(job_id, timeout=5).status.value == "cancelled"
     quick = api_app.submit("conveyor.echo", {"n": 1})
     assert api_app.wait(quick, timeout=60).result == {"n": 1}
+
+
+def test_a_kinds_public_view_shapes_what_non_admins_see_and_a_broken_one_fails_closed(caplog):
+    from datetime import datetime
+
+    from conveyor.api.views import job_view
+    from conveyor.kinds import JobKind
+    from conveyor.models import Job, JobStatus
+    from conveyor.registry import Registry
+
+    kinds: Registry[JobKind] = Registry("job kinds")
+    kinds.current_plugin = "conveyor_shapes"
+    kinds.add(JobKind("shapes.hide", lambda ctx: None,
+                      public_view=lambda j: {**j, "result": {"shown": j["result"]["shown"]}}))
+    kinds.add(JobKind("shapes.broken", lambda ctx: None, public_view=lambda j: 1 / 0))  # type: ignore[arg-type,return-value]
+    now = datetime(2026, 1, 1)
+
+    def job(kind: str) -> Job:
+        return Job(id="j1", kind=kind, status=JobStatus.SUCCEEDED, tenant_id="t", org_id=None, priority=0,
+                   payload={}, result={"shown": 1, "key": "jobs/j1/secret.bin"}, error_code=None, last_error=None,
+                   error_history=[], attempt_id=1, attempts=1, max_attempts=3, lease_owner="w1",
+                   lease_expires_at=None, next_attempt_at=None, idempotency_key=None, file_id=None, trace_id=None,
+                   created_at=now, updated_at=now, started_at=now, finished_at=now)
+
+    assert job_view(job("shapes.hide"), False, kinds)["result"] == {"shown": 1}
+    assert job_view(job("shapes.hide"), True, kinds)["result"] == {"shown": 1, "key": "jobs/j1/secret.bin"}
+    assert job_view(job("shapes.other"), False, kinds)["result"] == {"shown": 1, "key": "jobs/j1/secret.bin"}
+    broken = job_view(job("shapes.broken"), False, kinds)
+    assert broken["result"] is None and broken["id"] == "j1"
+    assert "conveyor_shapes" in caplog.text and "public_view failed" in caplog.text
