@@ -136,9 +136,9 @@ def test_uninitialised_database_says_what_to_run(cli, tmp_path):
     r = cli("jobs", "list", check=False, extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
     assert r.returncode == 2 and "conveyor db init" in r.stderr
     r = cli("db", "init", extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
-    assert "created" in r.stdout
+    assert r.stdout.startswith("applied jobs 0001 (")
     r = cli("db", "init", extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
-    assert "already" in r.stdout
+    assert r.stdout.strip() == "schema up to date (jobs 0002)"
 
 
 def test_doctor_outside_a_deployment_creates_nothing_and_says_what_to_run(cli, tmp_path):

@@ -69,6 +69,7 @@ def _serve_metrics(app: Any) -> None:
 def _app(ctx: click.Context, need_db: bool = True) -> Any:
     from conveyor.app import Conveyor
     from conveyor.db import missing_tables
+    from conveyor.migrate import state
     obj = ctx.ensure_object(dict)
     if "app" not in obj:
         try:
@@ -78,6 +79,12 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
                 if missing:
                     _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
                          "run `conveyor db init` first", EXIT_USAGE)
+                behind = [st for st in state(app.engine, control=app.settings.tenancy != "single")
+                          if not st.up_to_date]
+                if behind:  # it may still work (an index is missing); the operator decides when
+                    click.echo("warning: the database's schema is behind this release ("
+                               + ", ".join(f"{st.history} at {st.current}, head {st.head}" for st in behind)
+                               + "); run `conveyor db upgrade`", err=True)
         except ConfigError as exc:
             _die(str(exc), EXIT_USAGE)
         except Exception as exc:
@@ -177,27 +184,89 @@ def db() -> None:
     """The job database."""
 
 
-@db.command("init")
-@click.pass_context
-def db_init(ctx: click.Context) -> None:
-    """Create the tables (safe to run again); with a database per tenant, in every registered one too."""
+def _schema_line(applied: list[str], engine: Any, control: bool) -> str:
+    from conveyor.migrate import state
+    if applied:
+        return "applied " + ", ".join(applied)
+    at = ", ".join(f"{st.history} {st.current}" for st in state(engine, control=control))
+    return f"schema up to date ({at})"
+
+
+def _upgrade(ctx: click.Context, as_json: bool) -> None:
+    from conveyor.errors import SchemaTooNew
     app = _app(ctx, need_db=False)
-    created = app.init_db()
+    try:
+        applied = app.init_db()
+    except SchemaTooNew as exc:
+        _die(str(exc))
+    control = app.tenancy is not None
+    report: dict[str, Any] = {"database": {"applied": applied}, "tenants": []}
+    line = _schema_line(applied, app.engine, control)
     if app.tenancy is None:
-        click.echo(f"created {', '.join(created)}" if created else "database already initialised")
+        if as_json:
+            _json(report)
+        else:
+            click.echo(line)
         return
-    click.echo("control database: " + (f"created {', '.join(created)}" if created else "already initialised"))
+    if not as_json:
+        click.echo("control database: " + line)
     failed = 0
     for r in app.tenancy.init_all():
+        report["tenants"].append(r)
         name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
         if r["error"]:
             failed += 1
-            click.echo(printable(f"tenant {name}: FAILED: {r['error']}"))
-        else:
-            click.echo(printable(f"tenant {name}: " + (f"created {', '.join(r['created'])}" if r["created"]
-                                                      else "already initialised")))
+            if not as_json:
+                click.echo(printable(f"tenant {name}: FAILED: {r['error']}"))
+        elif not as_json:
+            click.echo(printable(f"tenant {name}: " + ("applied " + ", ".join(r["applied"]) if r["applied"]
+                                                      else "schema up to date")))
+    if as_json:
+        _json(report)
     if failed:
-        _die(f"{failed} tenant database(s) could not be initialised; `conveyor tenants add` creates a missing one")
+        _die(f"{failed} tenant database(s) could not be upgraded; `conveyor tenants add` creates a missing one")
+
+
+@db.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print the revisions applied as JSON.")
+@click.pass_context
+def db_upgrade(ctx: click.Context, as_json: bool) -> None:
+    """Bring the database to this release's schema (safe to run again); with a database per tenant, every
+    registered one too."""
+    _upgrade(ctx, as_json)
+
+
+@db.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print the revisions applied as JSON.")
+@click.pass_context
+def db_init(ctx: click.Context, as_json: bool) -> None:
+    """Create the tables: the first `conveyor db upgrade`, and the same command after it."""
+    _upgrade(ctx, as_json)
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool) -> None:
+    """Each schema history's revision, this release's head and what `conveyor db upgrade` would apply;
+    exit 1 when an upgrade is due."""
+    from conveyor.errors import SchemaTooNew
+    from conveyor.migrate import state
+    app = _app(ctx, need_db=False)
+    try:
+        states = state(app.engine, control=app.tenancy is not None)
+    except SchemaTooNew as exc:
+        _die(str(exc))
+    if as_json:
+        _json([{"history": st.history, "current": st.current, "head": st.head,
+                "pending": [{"revision": r.revision, "title": r.title} for r in st.pending]} for st in states])
+    else:
+        for st in states:
+            click.echo(f"{st.history}: at {st.current or 'nothing (no Conveyor schema yet)'}, head {st.head}"
+                       + ("" if st.up_to_date else "; `conveyor db upgrade` applies "
+                          + ", ".join(f"{r.revision} ({r.title})" for r in st.pending)))
+    if any(not st.up_to_date for st in states):
+        raise SystemExit(1)
 
 
 # ---------------------------------------------------------------- tenants
@@ -232,7 +301,7 @@ def tenants_add(ctx: click.Context, tenant: str, org: str | None, as_json: bool)
     name = r["tenant"] + (f"/{r['org']}" if r["org"] else "")
     click.echo(printable(f"tenant {name}: database {r['database']}"
                          + (" created" if r["database_created"] else " exists")
-                         + (f", created {', '.join(r['created'])}" if r["created"] else ", tables present")
+                         + (f", applied {', '.join(r['applied'])}" if r["applied"] else ", schema up to date")
                          + (", registered" if r["registered"] else ", already registered")))
 
 

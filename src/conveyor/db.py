@@ -89,38 +89,13 @@ def _metadatas(control: bool) -> tuple[MetaData, ...]:
 
 
 def init_db(engine: Engine, *, control: bool = False) -> list[str]:
-    """Create missing tables, and missing indexes of existing tables (idempotent); returns the names created.
+    """Bring the database to this release's schema (``conveyor.migrate.upgrade``); returns the revisions applied.
 
-    ``control``: also the tables of a database-per-tenant deployment's control database.
-    An index added to an existing table is built with a plain ``CREATE INDEX``, which
-    blocks writes to that table while it runs; on a large table build it first with
-    ``CREATE INDEX CONCURRENTLY`` under the same name (docs/operations.md).
+    ``control``: also the history of a database-per-tenant deployment's control database.
+    Safe to run again and from many processes at once.
     """
-    insp = inspect(engine)
-    existing = set(insp.get_table_names())
-    created: list[str] = []
-    for md in _metadatas(control):
-        md.create_all(engine, checkfirst=True)
-        created += sorted(t for t in md.tables if t not in existing)
-        for name in sorted(t for t in md.tables if t in existing):
-            have = {ix["name"] for ix in insp.get_indexes(name)}
-            for index in sorted(md.tables[name].indexes, key=lambda ix: str(ix.name)):
-                if index.name not in have:
-                    index.create(engine)
-                    created.append(str(index.name))
-    return created
-
-
-def missing_indexes(engine: Engine, *, control: bool = False) -> list[str]:
-    """Indexes of existing tables that the database lacks (a release added them; ``init_db`` creates them)."""
-    insp = inspect(engine)
-    existing = set(insp.get_table_names())
-    out: list[str] = []
-    for md in _metadatas(control):
-        for name in sorted(t for t in md.tables if t in existing):
-            have = {ix["name"] for ix in insp.get_indexes(name)}
-            out += sorted(str(ix.name) for ix in md.tables[name].indexes if ix.name not in have)
-    return out
+    from conveyor.migrate import upgrade
+    return [str(r) for r in upgrade(engine, control=control)]
 
 
 def missing_tables(engine: Engine, *, control: bool = False) -> list[str]:

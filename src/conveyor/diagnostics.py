@@ -14,8 +14,8 @@ from sqlalchemy import select, text
 
 from conveyor import lease
 from conveyor.config import mask_url
-from conveyor.db import missing_indexes, missing_tables, utcnow
-from conveyor.errors import ConfigError, JobNotFound
+from conveyor.db import missing_tables, utcnow
+from conveyor.errors import ConfigError, JobNotFound, SchemaTooNew
 from conveyor.presence import list_workers
 from conveyor.scheduler import LEADER_LEASE
 from conveyor.schema import outbox
@@ -252,6 +252,21 @@ def _tenant_databases(app: Conveyor) -> dict[str, Any]:
                     "run `conveyor db init`, or `conveyor tenants add` for a database that is gone" if bad else None)
 
 
+def _schema_check(engine: Any, control: bool) -> dict[str, Any]:
+    """The tables are there: is their schema this release's?"""
+    from conveyor.migrate import state
+    try:
+        states = state(engine, control=control)
+    except SchemaTooNew as exc:
+        return _finding("schema", False, str(exc))
+    behind = [st for st in states if not st.up_to_date]
+    at = ", ".join(f"{st.history} {st.current or '(none)'}" for st in states)
+    if not behind:
+        return _finding("schema", True, f"tables present, at this release's head ({at})")
+    due = ", ".join(f"{r.history} {r.revision} ({r.title})" for st in behind for r in st.pending)
+    return _finding("schema", False, f"at {at}; this release also needs {due}", "run `conveyor db upgrade`")
+
+
 def _first_line(exc: BaseException) -> str:
     text_ = str(exc).strip()
     return f"{type(exc).__name__}: {text_.splitlines()[0]}" if text_ else type(exc).__name__
@@ -305,11 +320,10 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
                                    f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
             control = app.tenancy is not None
             missing = missing_tables(app.engine, control=control)
-            detail = "all present" if not missing else f"missing {', '.join(missing)}: run `conveyor db init`"
-            indexes = [] if missing else missing_indexes(app.engine, control=control)
-            if indexes:  # slower pages, nothing broken: a hint, not a failure
-                detail += f"; index {', '.join(indexes)} missing: `conveyor db init` adds it"
-            checks.append(_finding("tables", not missing, detail))
+            if missing:
+                checks.append(_finding("tables", False, f"missing {', '.join(missing)}: run `conveyor db init`"))
+            else:
+                checks.append(_schema_check(app.engine, control))
             ready = not missing
         except Exception as exc:
             checks.append(_finding("database", False, f"unreachable: {_first_line(exc)}", "check CONVEYOR_DB_URL"))

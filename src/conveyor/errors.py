@@ -139,6 +139,10 @@ class ConfigError(ConveyorError):
     """A configuration value is missing or malformed."""
 
 
+class SchemaTooNew(ConfigError):
+    """The database was upgraded by a newer release than this one."""
+
+
 class PluginError(ConveyorError):
     """A plugin broke its contract (duplicate id, bad registration)."""
 

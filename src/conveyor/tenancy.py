@@ -284,7 +284,7 @@ class Tenancy:
         created_db = create_database(url)
         engine = make_engine(url)
         try:
-            created = init_db(engine)
+            applied = init_db(engine)
         finally:
             engine.dispose()
         new = True
@@ -296,10 +296,10 @@ class Tenancy:
             except IntegrityError:
                 new = False
         self.registered(refresh=True)
-        log.info("tenant %s: database %s%s, %d table(s) created, %s", key, mask_url(url),
-                 " created" if created_db else "", len(created), "registered" if new else "already registered")
+        log.info("tenant %s: database %s%s, %d schema revision(s) applied, %s", key, mask_url(url),
+                 " created" if created_db else "", len(applied), "registered" if new else "already registered")
         return {"tenant": key.tenant, "org": key.org, "database": mask_url(url), "database_created": created_db,
-                "created": created, "registered": new}
+                "applied": applied, "registered": new}
 
     def remove(self, tenant: str, org: str | None = None, *, force: bool = False) -> dict[str, Any]:
         """Unregister a tenant's database, so the API and the fleet stop serving it; its data stays.
@@ -363,7 +363,7 @@ class Tenancy:
         return out
 
     def init_all(self) -> list[dict[str, Any]]:
-        """Create the missing tables and indexes of every registered tenant database (``conveyor db init``).
+        """Upgrade every registered tenant database to this release's schema (``conveyor db upgrade``).
 
         A database that cannot be reached is reported with its error, and the others are still done.
         """
@@ -373,12 +373,12 @@ class Tenancy:
             try:
                 engine = make_engine(self.url(key))
                 try:
-                    out.append({"tenant": key.tenant, "org": key.org, "created": init_db(engine), "error": None})
+                    out.append({"tenant": key.tenant, "org": key.org, "applied": init_db(engine), "error": None})
                 finally:
                     engine.dispose()
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                out.append({"tenant": key.tenant, "org": key.org, "created": [],
+                out.append({"tenant": key.tenant, "org": key.org, "applied": [],
                             "error": f"{type(exc).__name__}: {first}"})
         return out
 

@@ -130,16 +130,16 @@ def fleet(pg_server, redis_url, tmp_path_factory):
 
 def test_the_cli_created_migrated_and_registered_each_tenant_database(fleet):
     out = fleet.outputs
-    assert out["init"].startswith("control database: created ") and "conveyor_tenants" in out["init"]
+    assert out["init"].startswith("control database: applied jobs 0001 (") and "control c0001 (" in out["init"]
     for tenant, org in KEYS:
         line = out[f"add {tenant}/{org}"]
-        assert line.startswith(f"tenant {tenant}/{org}: database ") and " created, created conveyor_" in line, line
+        assert line.startswith(f"tenant {tenant}/{org}: database ") and " created, applied jobs 0001 (" in line, line
         assert "registered" in line and "***" not in line
-    assert out["again"].rstrip().endswith("exists, tables present, already registered")
+    assert out["again"].rstrip().endswith("exists, schema up to date, already registered")
     assert [(r["tenant"], r["org"]) for r in out["list"]] == KEYS
     assert f"/{fleet.prefix}__acme__sales" in out["list"][0]["database"]
-    assert out["reinit"].splitlines() == ["control database: already initialised"] + [
-        f"tenant {t}/{o}: already initialised" for t, o in KEYS]
+    assert out["reinit"].splitlines() == ["control database: schema up to date (jobs 0002, control c0001)"] + [
+        f"tenant {t}/{o}: schema up to date" for t, o in KEYS]
     assert databases(fleet.prefix) == sorted([f"{fleet.prefix}_control"] +
                                              [f"{fleet.prefix}__{t}__{o}" for t, o in KEYS])
     text = cli(fleet.env, "tenants", "list", cwd=fleet.cwd).stdout

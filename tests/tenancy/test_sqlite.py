@@ -44,8 +44,8 @@ def deployment(tmp_path):
 
 def test_two_tenants_on_sqlite_files_served_by_one_runner(deployment):
     env, tmp, app, init, adds = deployment
-    assert "conveyor_queue" in init and "conveyor_tenants" in init
-    assert adds[0].startswith(f"tenant acme: database sqlite:///{tmp}/tenants/acme.db created, created ")
+    assert init.startswith("control database: applied jobs 0001 (") and "control c0001 (" in init
+    assert adds[0].startswith(f"tenant acme: database sqlite:///{tmp}/tenants/acme.db created, applied jobs 0001 (")
     assert sorted(p.name for p in (tmp / "tenants").iterdir() if p.suffix == ".db") == ["acme.db", "globex.db"]
     assert [r["tenant"] for r in cli_json(env, "tenants", "list", "--json", cwd=tmp)] == ["acme", "globex"]
     assert app.queue.transactional is False  # its table is in the control database, apart from the jobs

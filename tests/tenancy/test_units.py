@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from conveyor.app import Conveyor
 from conveyor.config import load_settings
-from conveyor.db import init_db, make_engine, missing_tables
+from conveyor.db import missing_tables
 from conveyor.errors import ConfigError
 from conveyor.plugins import load_plugins
 from conveyor.tenancy import (
@@ -98,9 +98,10 @@ def test_registry_add_list_and_lookups(tmp_path):
     with pytest.raises(InvalidTenant):
         app.for_tenant("../acme")
     r = t.add("acme")
-    assert r["registered"] and r["database_created"] and "conveyor_jobs" in r["created"]
+    assert r["registered"] and r["database_created"]
+    assert [a.split(" (")[0] for a in r["applied"]] == ["jobs 0001", "jobs 0002"]
     again = t.add("acme")
-    assert (again["registered"], again["database_created"], again["created"]) == (False, False, [])
+    assert (again["registered"], again["database_created"], again["applied"]) == (False, False, [])
     acme = app.for_tenant("acme")
     assert acme is app.for_tenant("acme") and acme.tenant_key == TenantKey("acme")
     assert acme.control is app and acme.queue is app.queue and acme.storage is app.storage
@@ -146,19 +147,6 @@ def test_the_engine_cache_is_bounded_and_disposes_what_it_evicts(tmp_path):
     assert t.cached() == []
 
 
-def test_db_init_adds_the_list_index_to_an_existing_jobs_table(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
-    init_db(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP INDEX ix_conveyor_jobs_tenant_created"))
-    assert init_db(engine) == ["ix_conveyor_jobs_tenant_created"]
-    ix = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("conveyor_jobs")}
-    assert ix["ix_conveyor_jobs_tenant_created"] == ["tenant_id", "created_at", "id"]
-    assert init_db(engine) == []
-    assert "conveyor_tenants" not in inspect(engine).get_table_names()  # only a control database has it
-    engine.dispose()
-
-
 def test_the_fleet_dispatcher_gives_each_tenant_database_one_batch_per_round(tmp_path):
     import uuid
 
@@ -182,20 +170,6 @@ def test_the_fleet_dispatcher_gives_each_tenant_database_one_batch_per_round(tmp
     entries = app.queue.read("probe", 1000)
     assert {e.fields["tenant_id"] for e in entries} == {"big", "small"} and len(entries) == 201
     assert d.pending_count() == 800
-    app.close()
-
-
-def test_doctor_names_an_index_a_release_added(tmp_path):
-    from conveyor.diagnostics import doctor
-    s = _settings(tmp_path)
-    app = Conveyor(s, plugins=load_plugins(s.plugins))
-    app.init_db()
-    tables = {c["check"]: c for c in doctor(app)}["tables"]
-    assert tables["ok"] and tables["detail"] == "all present"
-    with app.engine.begin() as conn:
-        conn.execute(text("DROP INDEX ix_conveyor_jobs_tenant_created"))
-    tables = {c["check"]: c for c in doctor(app)}["tables"]
-    assert tables["ok"] and "index ix_conveyor_jobs_tenant_created missing" in tables["detail"]
     app.close()
 
 

@@ -1,0 +1,1 @@
+"""Alembic histories of Conveyor's schema: ``jobs`` and ``control`` (run by ``conveyor.migrate``)."""

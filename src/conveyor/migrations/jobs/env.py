@@ -1,0 +1,7 @@
+"""Alembic environment of the ``jobs`` history: ``conveyor.migrate.upgrade`` runs the same code."""
+
+from alembic import context
+
+from conveyor.migrate import run_migrations
+
+run_migrations("jobs", context.config.attributes["connection"])
