@@ -151,7 +151,8 @@ def _scrub(text: Any, rec: FileRecord, app: Conveyor) -> Any:
 def public_error(error: dict[str, Any], rec: FileRecord, app: Conveyor) -> dict[str, Any]:
     """``conversion_error`` for callers without the admin role: code, message, converter and stage, with
     no storage location, and the catalog's meaning for the system's own failures (as job views do)."""
-    out = {k: _scrub(error.get(k), rec, app) for k in ("code", "message", "converter", "stage") if k in error}
+    out: dict[str, Any] = {k: _scrub(error.get(k), rec, app) for k in ("code", "message", "converter", "stage")
+                           if k in error}
     if out.get("code") in SYSTEM_CODES:
         entry = CATALOG.get(out["code"])
         out["message"] = entry.meaning if entry else out["code"]
@@ -467,7 +468,7 @@ def _commit(app: Conveyor, new: NewFile, tenant: str, org: str | None) -> str | 
 
 
 async def _receive(request: Request, up: _Upload) -> None:
-    parser = MultipartParser(_boundary(request), up.callbacks())
+    parser = MultipartParser(_boundary(request), up.callbacks())  # type: ignore[arg-type]  # a TypedDict of callbacks
     try:
         async for chunk in request.stream():
             parser.write(chunk)

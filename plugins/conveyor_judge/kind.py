@@ -62,12 +62,11 @@ def _payload(ctx: JobContext) -> dict[str, Any]:
 
 def capped_limits(problem: Problem, time_limit_ms: int | None, memory_limit_mib: int | None) -> Problem:
     """The problem with a submission's own limits, each at most the problem's (a larger one is capped)."""
-    over: dict[str, int] = {}
     if time_limit_ms is not None:
-        over["time_limit_ms"] = min(problem.time_limit_ms, time_limit_ms)
+        problem = replace(problem, time_limit_ms=min(problem.time_limit_ms, time_limit_ms))
     if memory_limit_mib is not None:
-        over["memory_limit_mib"] = min(problem.memory_limit_mib, memory_limit_mib)
-    return replace(problem, **over) if over else problem
+        problem = replace(problem, memory_limit_mib=min(problem.memory_limit_mib, memory_limit_mib))
+    return problem
 
 
 def admin_key(job_id: str, attempt_id: int) -> str:

@@ -77,7 +77,7 @@ def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]]:
     out = []
     raw = os.environ.get(ENV)
     policy = env_feedback()
-    bad = bool(raw) and raw.strip().lower() != policy.value
+    bad = raw is not None and bool(raw) and raw.strip().lower() != policy.value
     out.append({"check": "judge feedback", "ok": not bad,
                 "detail": f"{ENV}={raw!r} is not a policy; submitters get 'verdict'" if bad
                 else f"submitters see: {policy.value}",

@@ -168,16 +168,16 @@ class PythonSandbox:
             events = sel.select(min(timeout, max(0.0, deadline - now)))
             if not events and wstatus is not None:
                 break  # writers outside the group keep pipes open: stop waiting for them
-            for key, _ in events:
+            for ready, _ in events:
                 try:
-                    chunk = os.read(key.fd, 65536)
+                    chunk = os.read(ready.fd, 65536)
                 except BlockingIOError:
                     continue
                 if not chunk:
-                    sel.unregister(key.fd)
+                    sel.unregister(ready.fd)
                     open_fds -= 1
                     continue
-                name = key.data
+                name = ready.data
                 lens[name] += len(chunk)
                 room = cap - len(bufs[name])
                 if room > 0:
