@@ -68,7 +68,7 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
                         None if route else "install a converter plugin for the format (`conveyor cad formats`)",
                         cad_format=rec.cad_format, converter=route.describe_route() if route else None))
     for role, path in (("preview", rec.preview_path), ("geometry", rec.geometry_path)):
-        present = bool(path) and app.storage.exists(path)
+        present = path is not None and bool(path) and app.storage.exists(path)
         out.append(_finding(f"cad {role}", present or rec.conversion_status not in ("done", "partial"),
                             f"{path} {'exists' if present else 'is missing'}" if path else "not written",
                             None if present or not path else "convert again: `conveyor submit cad.convert "
