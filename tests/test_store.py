@@ -142,3 +142,27 @@ def test_claim_counts_attempts_and_poison_job_fails_after_max_attempts(app):
     job = app.get(job_id)
     assert job.status == JobStatus.FAILED and job.error_code == "lease_lost"
     assert [e["code"] for e in job.error_history] == ["lease_lost", "lease_lost"]
+
+
+def test_live_attempt_lets_only_the_current_attempt_write(app):
+    """A plugin's own rows: the reclaimed attempt's writer gets None, the live one the locked transaction."""
+    import time
+    job_id = app.submit("conveyor.echo", max_attempts=3)
+    (first,), _, _ = store.claim(app.engine, [("e", job_id)], "w1", lease_s=0.05)
+    with store.live_attempt(app.engine, job_id, first.job.attempt_id) as live:
+        assert live is not None and (live.attempts, live.max_attempts) == (1, 3)
+        assert live.conn.execute(select(jobs.c.lease_owner).where(jobs.c.id == job_id)).scalar() == "w1"
+    time.sleep(0.1)
+    (second,), _, _ = store.claim(app.engine, [("e", job_id)], "w2", lease_s=30)
+    assert second.job.attempt_id > first.job.attempt_id
+    with store.live_attempt(app.engine, job_id, first.job.attempt_id) as stale:
+        assert stale is None  # the zombie of attempt 1 writes nothing
+    with store.live_attempt(app.engine, job_id, second.job.attempt_id) as live:
+        assert live is not None and live.attempts == 2
+    app.cancel(job_id)
+    with store.live_attempt(app.engine, job_id, second.job.attempt_id) as after:
+        assert after is None
+    with store.live_attempt(app.engine, job_id, second.job.attempt_id, ("running", "cancelled")) as cancelled:
+        assert cancelled is not None  # a cancelled attempt may still record why it stopped
+    with store.live_attempt(app.engine, "no-such-job", 1) as missing:
+        assert missing is None

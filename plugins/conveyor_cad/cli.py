@@ -18,16 +18,14 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _app(ctx: click.Context) -> Any:
-    from conveyor.app import Conveyor
-    from conveyor.config import load_settings
+    from conveyor.cli import deployment
     from conveyor.errors import ConfigError
 
+    app = deployment(ctx, need_db=False)
     try:
-        app = Conveyor(load_settings())
-        app.init_db()
+        app.init_db()  # `conveyor cad convert` works in a fresh directory
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    ctx.call_on_close(app.close)
     return app
 
 

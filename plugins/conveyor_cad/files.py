@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, exists, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from conveyor.db import utcnow
 from conveyor.errors import ConveyorError
 from conveyor.schema import files, jobs
+from conveyor.store import live_attempt
 from conveyor_cad.formats import HEAD_BYTES, mime_of, sniff_bytes
 from conveyor_cad.records import ConversionStatus, FileRecord
 
@@ -246,16 +247,11 @@ def update_for_attempt(engine: Engine, file_id: str, job_id: str, attempt_id: in
     and another worker reclaimed the job) matches nothing, so it can never overwrite
     the paths the winning attempt records.
     """
-    live = exists(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.attempt_id == attempt_id,
-                                          jobs.c.status.in_(statuses)))
-    with engine.begin() as conn:
-        job = conn.execute(select(jobs.c.attempt_id, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts)
-                           .where(jobs.c.id == job_id).with_for_update()).first()
-        if job is None or job.attempt_id != attempt_id or job.status not in statuses:
+    with live_attempt(engine, job_id, attempt_id, statuses) as live:
+        if live is None:
             return False, 0, 0
-        res = conn.execute(update(files).where(files.c.id == file_id, live)
-                           .values(**values, updated_at=utcnow()))
-        return res.rowcount == 1, int(job.attempts), int(job.max_attempts)
+        res = live.conn.execute(update(files).where(files.c.id == file_id).values(**values, updated_at=utcnow()))
+        return res.rowcount == 1, live.attempts, live.max_attempts
 
 
 def fetch_source(app: Conveyor, rec: FileRecord, dest: Path) -> None:

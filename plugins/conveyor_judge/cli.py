@@ -22,8 +22,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _app(ctx: click.Context, need_db: bool = True) -> Any:
-    from conveyor.cli import _app as core_app
-    return core_app(ctx, need_db=need_db)
+    from conveyor.cli import deployment
+    return deployment(ctx, need_db=need_db)
 
 
 def _console() -> Any:

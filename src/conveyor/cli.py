@@ -69,7 +69,7 @@ def _serve_metrics(app: Any) -> None:
 def _app(ctx: click.Context, need_db: bool = True) -> Any:
     from conveyor.app import Conveyor
     from conveyor.db import missing_tables
-    from conveyor.migrate import state
+    from conveyor.migrate import behind, state
     obj = ctx.ensure_object(dict)
     if "app" not in obj:
         try:
@@ -79,11 +79,11 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
                 if missing:
                     _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
                          "run `conveyor db init` first", EXIT_USAGE)
-                behind = [st for st in state(app.engine, control=app.settings.tenancy != "single")
-                          if not st.up_to_date]
-                if behind:  # it may still work (an index is missing); the operator decides when
+                late = behind(app.engine, control=app.settings.tenancy != "single")
+                if late:  # it may still work (an index is missing); the operator decides when
+                    state(app.engine, control=app.settings.tenancy != "single")  # SchemaTooNew if it is ahead
                     click.echo("warning: the database's schema is behind this release ("
-                               + ", ".join(f"{st.history} at {st.current}, head {st.head}" for st in behind)
+                               + ", ".join(f"{h} at {cur}, head {head}" for h, cur, head in late)
                                + "); run `conveyor db upgrade`", err=True)
         except ConfigError as exc:
             _die(str(exc), EXIT_USAGE)
@@ -94,6 +94,15 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
             raise
         obj["app"] = app
     return obj["app"]
+
+
+def deployment(ctx: click.Context, *, need_db: bool = True) -> Any:
+    """The ``Conveyor`` this invocation works on, for plugin commands too (built once per invocation).
+
+    A bad setting or an unreachable database ends the command with one line; so does, with
+    ``need_db``, a database without Conveyor's tables (exit 2, "run `conveyor db init`").
+    """
+    return _app(ctx, need_db)
 
 
 def _json(data: Any) -> None:

@@ -32,6 +32,8 @@ from conveyor.schema import control_metadata, metadata
 #: history name → version table
 VERSION_TABLES = {"jobs": "conveyor_schema_version", "control": "conveyor_control_schema_version"}
 _METADATA = {"jobs": metadata, "control": control_metadata}
+#: each history's newest revision, without importing Alembic (a test checks it against the scripts)
+HEADS = {"jobs": "0002", "control": "c0001"}
 _SCRIPTS: dict[str, Any] = {}
 _SCRIPTS_LOCK = threading.Lock()
 #: Alembic's ``context`` is one module-level proxy: one upgrade at a time per process
@@ -96,6 +98,16 @@ def current(bind: Engine | Connection, history: str = "jobs") -> str | None:
             return None
         row = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLES[history]}")).first()
         return str(row[0]) if row else None
+
+
+def behind(bind: Engine | Connection, *, control: bool = False) -> list[tuple[str, str | None, str]]:
+    """``(history, current, head)`` of each history not at this release's head; cheap (no Alembic)."""
+    out = []
+    for h in histories(control):
+        cur = current(bind, h)
+        if cur != HEADS[h]:
+            out.append((h, cur, HEADS[h]))
+    return out
 
 
 def state(bind: Engine | Connection, *, control: bool = False) -> list[SchemaState]:

@@ -184,6 +184,36 @@ def submit_many(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
 
 
 @dataclass(frozen=True)
+class LiveAttempt:
+    """A job attempt that is still the live one, inside the transaction that holds its job row locked."""
+
+    conn: Connection
+    job_id: str
+    attempt_id: int
+    attempts: int
+    max_attempts: int
+
+
+@contextmanager
+def live_attempt(engine: Engine, job_id: str, attempt_id: int,
+                 statuses: tuple[str, ...] = (JobStatus.RUNNING.value,)) -> Iterator[LiveAttempt | None]:
+    """A transaction in which ``attempt_id`` is the job's live attempt (its row locked); None when it is not.
+
+    What a plugin writes on ``.conn`` commits only while no newer attempt exists: a worker
+    whose lease was lost and whose job was reclaimed gets None, so it can never overwrite
+    the newer attempt's work. ``statuses`` widens "live" (a cancelled attempt recording why
+    it stopped passes ``("running", "cancelled")``).
+    """
+    with engine.begin() as conn:
+        row = conn.execute(select(jobs.c.attempt_id, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts)
+                           .where(jobs.c.id == job_id).with_for_update()).first()
+        if row is None or row.attempt_id != attempt_id or row.status not in statuses:
+            yield None
+            return
+        yield LiveAttempt(conn, job_id, attempt_id, int(row.attempts), int(row.max_attempts))
+
+
+@dataclass(frozen=True)
 class Submitted:
     """What one spec of a submit became: a new job (its row as inserted), or the existing job its key names."""
 

@@ -220,3 +220,7 @@ def test_a_database_a_newer_release_upgraded_is_refused_with_the_reason(tmp_path
         assert r.returncode == code and "Traceback" not in r.stderr, (args, r.stderr)
         assert "revision '0099'" in r.stderr and "run that release" in r.stderr, r.stderr
     engine.dispose()
+
+
+def test_the_cheap_head_constants_are_the_scripts_heads():
+    assert migrate.HEADS == {h: migrate.head(h) for h in ("jobs", "control")}
