@@ -106,9 +106,7 @@ class Dispatcher:
                     [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
                 conn.execute(insert(events), ev)
         observers.publish(ev)
-        wake_readers = getattr(self.queue, "wake", None)
-        if callable(wake_readers):
-            wake_readers()
+        self.queue.wake()
         self.published_total += len(rows)
         return DispatchRound(len(rows), 0)
 

@@ -262,8 +262,8 @@ class Worker:
                         continue
                     if not self.burst:
                         # other processes' publishes are only seen by polling: a short, growing wait
-                        q.wait(idle)  # type: ignore[attr-defined]
-                        idle = min(idle * 2, getattr(q, "poll_max_s", 0.05), self.block_ms / 1000.0)
+                        q.wait(idle)
+                        idle = min(idle * 2, q.poll_max_s, self.block_ms / 1000.0)
                 elif self._combine:
                     if self._defer_to_claim():
                         self._cycling(True)
@@ -302,7 +302,7 @@ class Worker:
 
     def _take_and_claim(self, count: int) -> int:
         """Read and claim in one database transaction (transactional queues); returns entries taken."""
-        q: Any = self.app.queue
+        q = self.app.queue
         with self.app.engine.begin() as conn:
             entries = q.take(conn, self.name, count)
             if not entries:

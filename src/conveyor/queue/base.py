@@ -8,6 +8,7 @@ Delivery is at-least-once; the claim CAS in the database decides who runs.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -68,7 +69,10 @@ class Queue(abc.ABC):
 
     url: str
     #: True when the queue lives in the job database and accepts ``conn`` to act inside a transaction
+    #: (``publish``, ``ack``, and ``take``, which the worker then uses instead of ``read``)
     transactional: bool = False
+    #: the longest wait between a transactional queue's polls, in seconds (``wait``)
+    poll_max_s: float = 0.05
 
     @abc.abstractmethod
     def ensure_group(self) -> None:
@@ -114,6 +118,17 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def trim(self, maxlen: int) -> int:
         """Cap the stream at about ``maxlen`` entries; returns how many were removed."""
+
+    def take(self, conn: Connection, consumer: str, count: int) -> list[Entry]:
+        """Deliver up to ``count`` entries inside ``conn``'s transaction, without waiting (transactional queues)."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional: read() delivers its entries")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less when a publish may have landed (how a transactional queue is polled)."""
+        time.sleep(seconds)
+
+    def wake(self) -> None:
+        """Wake this process's readers after a publish commits; nothing to do where reads block on the server."""
 
     def close(self) -> None:
         """Release connections."""

@@ -83,8 +83,7 @@ class SqlQueue(Queue):
         self.wake()
         return [str(i) for i in ids]
 
-    @staticmethod
-    def wake() -> None:
+    def wake(self) -> None:
         """Wake readers in this process (after the publishing transaction commits)."""
         with _WAKE:
             _WAKE.notify_all()

@@ -145,3 +145,20 @@ class QueueContract:
         queue.publish(_msgs(1))
         t.join(6)
         assert len(got) == 1
+
+    def test_what_the_worker_calls_is_declared(self, queue: Queue) -> None:
+        """A transactional queue takes inside a transaction and is polled with ``wait``; others refuse ``take``."""
+        queue.wake()  # always safe: the dispatcher calls it after every publish
+        t0 = time.monotonic()
+        queue.wait(0.01)
+        assert time.monotonic() - t0 < 2 and queue.poll_max_s > 0
+        if not queue.transactional:
+            with pytest.raises(NotImplementedError):
+                queue.take(None, "c1", 1)  # type: ignore[arg-type]
+            return
+        engine = queue.engine  # type: ignore[attr-defined]  # a transactional queue lives in a database
+        ids = queue.publish(_msgs(2))
+        with engine.begin() as conn:
+            taken = queue.take(conn, "c1", 5)
+        assert [e.entry_id for e in taken] == ids
+        assert queue.read("c2", 5) == []  # taken means delivered
