@@ -174,3 +174,44 @@ def test_the_core_imports_no_plugin_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_hooks_go_through_pluggy_wrappers_and_monitoring_see_them_and_a_failure_stays_with_its_plugin():
+    from conveyor import hookimpl
+    from conveyor.plugins import load_plugins
+
+    seen: list[str] = []
+
+    class Good:
+        @hookimpl
+        def conveyor_environment(self):
+            return ["CONVEYOR_GOOD_THING"]
+
+    class Broken:
+        @hookimpl
+        def conveyor_environment(self):
+            raise RuntimeError("bad config")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def conveyor_environment(self):
+            seen.append("before")
+            result = yield
+            seen.append(f"after {len(result)}")
+            return result
+
+    def register(pm):
+        for name, obj in (("good", Good()), ("broken", Broken()), ("wrapper", Wrapper())):
+            pm.register(obj, name=name)
+        pm.add_hookcall_monitoring(lambda hook, impls, kwargs: seen.append(f"call {hook}"),
+                                   lambda outcome, hook, impls, kwargs: None)
+
+    host = load_plugins(entry_points=False, register=register)
+    assert host.call_each("conveyor_environment") == [["CONVEYOR_GOOD_THING"]]
+    assert seen == ["call conveyor_environment", "before", "after 1"]
+    assert host.errors == {"broken": "conveyor_environment: RuntimeError: bad config"}
+    seen.clear()
+    answers = list(host.each_plugin("conveyor_environment", lambda plugin: {}))
+    assert seen.count("before") == 2  # the wrapper wraps each plugin's call too
+    assert sorted(answers) == [("broken", None, "conveyor_environment: RuntimeError: bad config"),
+                               ("good", ["CONVEYOR_GOOD_THING"], None)]

@@ -6,7 +6,7 @@ import statistics
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -81,13 +81,15 @@ def run_demo(app: Conveyor, n_jobs: int = 200, concurrency: int = 4, console: Co
     console.print(f"retryable failure: {fail_job.attempts} attempts, error_history codes "
                   f"{[e['code'] for e in fail_job.error_history]}")
     console.print(f"inspect one: conveyor jobs show {ids[0]}")
-    for impl in app.plugins.pm.hook.conveyor_demo.get_hookimpls():
-        console.rule(f"[bold]{impl.plugin_name}")
-        try:
-            if impl.function(app=app, console=console) is False:
-                ok = False
-        except Exception as exc:  # one plugin's demo failing must not hide the others
-            console.print(f"[red]demo of plugin {impl.plugin_name} failed: {type(exc).__name__}: {exc}[/]")
+    def arguments(plugin: str) -> dict[str, Any]:
+        console.rule(f"[bold]{plugin}")
+        return {"app": app, "console": console}
+
+    for plugin, result, error in app.plugins.each_plugin("conveyor_demo", arguments):
+        if error is not None:  # one plugin's demo failing must not hide the others
+            console.print(f"[red]demo of plugin {plugin} failed: {error}[/]")
+            ok = False
+        elif result is False:
             ok = False
     runner.stop()
     thread.join(timeout=10)

@@ -1,13 +1,24 @@
-"""Plugin loading: entry points and ``CONVEYOR_PLUGINS``, one failure never hides the rest."""
+"""Plugin loading: entry points and ``CONVEYOR_PLUGINS``, one failure never hides the rest.
+
+Hooks are called through pluggy (``pm.hook.…``), so ``firstresult``, wrappers, historic
+hooks and tracing work. The error policy lives at each implementation: when a plugin is
+registered, each of its implementations is wrapped so that an exception (or a result
+its hook's check refuses) is reported under the plugin's name and counts as no answer,
+and the other plugins' implementations still run. (A pluggy hook wrapper cannot do this:
+an exception in one implementation ends the whole call before the others run.)
+First-party plugins' implementations run first, so a third party cannot claim a
+built-in id in a registry.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -16,7 +27,7 @@ import pluggy
 
 from conveyor import hookspecs
 from conveyor.errors import CATALOG, Catalog, ErrorCode, PluginError
-from conveyor.registry import Registry
+from conveyor.registry import Registry, calling_plugin
 
 log = logging.getLogger("conveyor.plugins")
 
@@ -54,6 +65,8 @@ class PluginHost:
     _registries: dict[str, Registry[Any]] = field(default_factory=dict)
     _catalog: Catalog | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _recorded: int = 0
+    _last_error: dict[str, str] = field(default_factory=dict)
 
     def registry(self, family: str) -> Registry[Any]:
         """The registry of one family (``job_kinds``, ``converters``, …), built on first use."""
@@ -66,16 +79,11 @@ class PluginHost:
             return reg
 
     def _fill(self, hook_name: str, reg: Registry[Any]) -> None:
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order: first-party first
-            reg.current_plugin = impl.plugin_name
-            try:
-                impl.function(registry=reg)
-            except Exception as exc:  # one broken plugin must not hide the others
-                self._record(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
-        reg.current_plugin = "<unknown>"
+        getattr(self.pm.hook, hook_name)(registry=reg)  # first-party first; the owner is calling_plugin
 
     def _record(self, plugin: str, message: str) -> None:
+        self._recorded += 1
+        self._last_error[plugin] = message
         log.error("plugin %s failed: %s", plugin, message)
         prev = self.errors.get(plugin)
         self.errors[plugin] = f"{prev}; {message}" if prev else message
@@ -86,46 +94,49 @@ class PluginHost:
         with self._lock:
             if self._catalog is None:
                 cat = Catalog(list(CATALOG))
-                for impl in self.pm.hook.conveyor_error_codes.get_hookimpls():
-                    try:
-                        contributed: Any = impl.function() or ()
-                        for code in contributed:
-                            if not isinstance(code, ErrorCode):
-                                raise PluginError(f"{code!r} is not an ErrorCode")
-                            cat.add(code)
-                            CATALOG.add(code)
-                    except Exception as exc:
-                        self._record(impl.plugin_name, f"conveyor_error_codes: {exc}")
+                for contributed in self.pm.hook.conveyor_error_codes():  # each checked by _check_codes
+                    for code in contributed:
+                        cat.add(code)
+                        CATALOG.add(code)
                 self._catalog = cat
             return self._catalog
 
     def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of a hook, isolating failures; returns non-None results."""
-        results = []
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            try:
-                res = impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
-                self._record(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
-                continue
-            if res is not None:
-                results.append(res)
-        return results
+        """Call a hook through pluggy; the non-None results (a failing implementation is recorded, and skipped)."""
+        return list(getattr(self.pm.hook, hook_name)(**kwargs))
 
     def first_result(self, hook_name: str, **kwargs: Any) -> Any:
-        """Call implementations in pluggy's order (last registered first) until one returns non-None.
+        """Call a ``firstresult`` hook through pluggy: the first non-None answer (last registered first)."""
+        return getattr(self.pm.hook, hook_name)(**kwargs)
 
-        A failing implementation is recorded and skipped, as ``call_each`` does.
+    def each_plugin(self, hook_name: str, kwargs_for: Callable[[str], dict[str, Any]]
+                    ) -> Iterator[tuple[str, Any, str | None]]:
+        """Call a hook one plugin at a time, through pluggy and in its order: ``(plugin, result, error)``.
+
+        For callers that treat each plugin's answer apart (its routes, its demo).
+        ``kwargs_for(plugin)`` gives that plugin's arguments, just before its call; ``error`` is
+        the failure the error policy recorded for the call, None when it succeeded.
         """
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                res = impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
-                self._record(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
-                continue
-            if res is not None:
-                return res
-        return None
+        answering = [i for i in reversed(getattr(self.pm.hook, hook_name).get_hookimpls())
+                     if not (i.wrapper or i.hookwrapper)]
+        for impl in answering:  # the wrappers wrap each call
+            only = self.pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in answering
+                                                                         if i.plugin is not impl.plugin])
+            before = self._recorded
+            results = only(**kwargs_for(impl.plugin_name))
+            failed = self._recorded != before and impl.plugin_name in self._last_error
+            yield (impl.plugin_name, results[0] if results else None,
+                   self._last_error[impl.plugin_name] if failed else None)
+
+    def guard(self, obj: Any) -> None:
+        """Apply the error policy to every implementation ``obj`` (a registered plugin) has."""
+        for caller in self.pm.get_hookcallers(obj) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is obj and not (impl.wrapper or impl.hookwrapper) and \
+                        not getattr(impl.function, "conveyor_guarded", False):
+                    # Final to type checkers only: pluggy reads it at each call (pluggy>=1.3)
+                    impl.function = _guarded(  # type: ignore[misc]
+                        self, caller.name, impl.plugin_name, impl.function)
 
     def record(self, plugin: str, message: str) -> None:
         """Report a plugin's failure met outside the host (logged, shown by ``conveyor plugins``)."""
@@ -151,6 +162,59 @@ class PluginHost:
 FIRST_PARTY = "conveyor-jobs"
 
 
+def _check_codes(result: Any) -> Any:
+    codes = list(result or ())
+    for code in codes:
+        if not isinstance(code, ErrorCode):
+            raise PluginError(f"{code!r} is not an ErrorCode")
+    return codes
+
+
+#: a hook's check of what an implementation returns (raising refuses it, as if the call had failed)
+RESULT_CHECKS: dict[str, Callable[[Any], Any]] = {"conveyor_error_codes": _check_codes}
+
+
+def _guarded(host: PluginHost, hook: str, plugin: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    check = RESULT_CHECKS.get(hook)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        token = calling_plugin.set(plugin)
+        try:
+            result = fn(*args)
+            return check(result) if check is not None else result
+        except Exception as exc:  # one broken plugin must not hide the others
+            host._record(plugin, f"{hook}: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            calling_plugin.reset(token)
+    call.conveyor_guarded = True  # type: ignore[attr-defined]
+    return call
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, running first-party plugins' implementations before the others'."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.first_party: set[int] = set()
+        self.host: PluginHost | None = None
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register a plugin, its implementations under the error policy (``PluginHost.guard``)."""
+        registered = super().register(plugin, name)
+        if registered is not None and self.host is not None:
+            self.host.guard(plugin)
+        return registered
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is not None and id(plugin) in self.first_party and not (
+                opts.get("trylast") or opts.get("wrapper") or opts.get("hookwrapper")):
+            opts = {**opts, "tryfirst": True}
+        return opts
+
+
 def _dist_name(ep: metadata.EntryPoint) -> str | None:
     dist = getattr(ep, "dist", None)
     return dist.metadata["Name"] if dist is not None else None
@@ -166,14 +230,17 @@ def load_plugins(extra: str | None = None, *, entry_points: bool = True,
 
     ``extra`` is a comma-separated list of importable module names (``CONVEYOR_PLUGINS``).
     """
-    pm = pluggy.PluginManager("conveyor")
+    pm = _Manager("conveyor")
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm)
+    pm.host = host
     pm.hook.conveyor_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
 
     def add(name: str, obj: Any, dist: str | None, version: str | None) -> None:
         if pm.has_plugin(name) or pm.is_registered(obj):
             return
+        if dist == FIRST_PARTY:
+            pm.first_party.add(id(obj))
         try:
             pm.register(obj, name=name)
         except Exception as exc:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from conveyor.errors import PluginError
 
 T = TypeVar("T")
+
+#: the plugin whose hook implementation is running (set by the plugin host around each call)
+calling_plugin: ContextVar[str] = ContextVar("calling_plugin", default="<unknown>")
 
 
 def _default_key(item: Any) -> str:
@@ -26,18 +30,20 @@ class Registry(Generic[T]):
         self._key = key
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
-        self.current_plugin = "<unknown>"
+        #: who adds items now; None: the plugin whose hook is running (``calling_plugin``)
+        self.current_plugin: str | None = None
 
     def add(self, item: T) -> T:
         """Register one item; a second item with the same id is a PluginError."""
         key = self._key(item)
+        who = self.current_plugin or calling_plugin.get()
         if key in self._items:
             raise PluginError(
-                f"{self.family} {key!r} from plugin {self.current_plugin!r} is already registered by "
+                f"{self.family} {key!r} from plugin {who!r} is already registered by "
                 f"plugin {self._owners[key]!r}; rename one of them or uninstall one plugin"
             )
         self._items[key] = item
-        self._owners[key] = self.current_plugin
+        self._owners[key] = who
         return item
 
     def get(self, key: str) -> T | None:

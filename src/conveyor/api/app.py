@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -50,17 +51,23 @@ def add_routes(api: FastAPI, router: APIRouter, prefix: str) -> None:
 def mount_plugin_routes(api: FastAPI, app: Conveyor, state: ApiState) -> None:
     """Give each ``conveyor_api_routes`` plugin a router of its own and mount the ones that work."""
     host = app.plugins
-    for impl in host.pm.hook.conveyor_api_routes.get_hookimpls():
-        router = APIRouter(dependencies=[Depends(current_identity)])
-        kwargs = {"router": router, "app": app}
+    routers: dict[str, APIRouter] = {}
+
+    def arguments(plugin: str) -> dict[str, Any]:
+        routers[plugin] = APIRouter(dependencies=[Depends(current_identity)])
+        return {"router": routers[plugin], "app": app}
+
+    for plugin, _, error in host.each_plugin("conveyor_api_routes", arguments):
+        if error is not None:  # one broken plugin keeps its routes out, and nothing else
+            state.route_errors[plugin] = error
+            continue
         try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
             staged = APIRouter()
-            staged.include_router(router, prefix=PREFIX)  # builds every route before any is live
-        except Exception as exc:  # one broken plugin keeps its routes out, and nothing else
+            staged.include_router(routers[plugin], prefix=PREFIX)  # builds every route before any is live
+        except Exception as exc:
             message = f"conveyor_api_routes: {type(exc).__name__}: {exc}"
-            state.route_errors[impl.plugin_name] = message
-            host.record(impl.plugin_name, message)
+            state.route_errors[plugin] = message
+            host.record(plugin, message)
             continue
         api.router.routes.extend(staged.routes)
 
