@@ -41,7 +41,7 @@ def main(work: Path) -> None:
     py = env_dir / "bin" / "python"
     run("install the wheel into a fresh venv", [str(py), "-m", "pip", "install", "-q", str(wheels[0])])
     site = run("where it went", [str(py), "-c", "import conveyor, sys; print(conveyor.__file__)"]).strip()
-    assert not site.startswith(str(ROOT)), f"conveyor imported from the checkout: {site}"
+    assert site.startswith(str(env_dir)), f"conveyor imported from outside the fresh venv: {site}"
     for pkg in ("conveyor", "conveyor_sandbox", "conveyor_judge", "conveyor_cad"):
         out = run(f"{pkg} is typed", [str(py), "-c", f"import {pkg}, pathlib; "
                                       f"print((pathlib.Path({pkg}.__file__).parent / 'py.typed').exists())"])
