@@ -374,11 +374,8 @@ def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str
 
 def job_events(bind: Engine | Connection, job_id: str) -> list[dict[str, Any]]:
     """The change log of one job, oldest first."""
-    # by time, not id: a dispatcher stamps its event before publishing but inserts it after, so a
-    # quick worker's claim can take the lower id
     with _read(bind) as conn:
-        rows = conn.execute(select(events).where(events.c.job_id == job_id)
-                            .order_by(events.c.created_at, events.c.id)).mappings()
+        rows = conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id)).mappings()
         from conveyor.models import iso
         return [{"id": r["id"], "attempt_id": r["attempt_id"], "action": r["action"],
                  "payload": r["payload"] or {}, "created_at": iso(r["created_at"])} for r in rows]

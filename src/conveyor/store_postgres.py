@@ -158,8 +158,7 @@ def _execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> Any:
 
 _JOB_WITH_EVENTS = f"""
 SELECT {_JOB_COLS},
-       (SELECT json_agg(json_build_array(e.id, e.attempt_id, e.action, e.payload, e.created_at)
-                        ORDER BY e.created_at, e.id)
+       (SELECT json_agg(json_build_array(e.id, e.attempt_id, e.action, e.payload, e.created_at) ORDER BY e.id)
           FROM {events.name} AS e WHERE e.job_id = j.id)
   FROM {jobs.name} AS j
  WHERE j.id = %(id)s AND (CAST(%(tenant)s AS text) IS NULL OR j.tenant_id = %(tenant)s)
