@@ -1,12 +1,18 @@
-"""Build the sdist, then the wheel from it, install the wheel into a fresh venv and run it.
+"""Build every distribution's sdist, then its wheel from it; install and run them from fresh venvs.
 
     python tools/check_dist.py WORKDIR
 
-What a user of a package index gets: a wheel built from the sdist alone (so the sdist
-carries everything the build needs: the C sandbox's sources, the schema migrations),
-installed with nothing from the checkout on the path. The smoke run upgrades a SQLite
-database, submits a job, works it off with `conveyor run --burst`, runs a program in
-a C sandbox box and lists the plugins. Exits non-zero, naming the step, on any failure.
+What a user of a package index gets: wheels built from the sdists alone (so each sdist
+carries everything its build needs: the C sandbox's sources, the schema migrations, the
+judge's programs, the CAD samples), installed with nothing from the checkout on the path.
+
+1. The core, ``conveyor-jobs``, alone from its sdist with no C compiler (``CC=false``): it
+   is pure Python. The smoke run upgrades a SQLite database, submits a job, works it off
+   with ``conveyor run --burst`` and lists the plugins (only ``builtin``).
+2. All four wheels (core, sandbox, judge, CAD) into another fresh venv: the same run, then
+   a program in a C sandbox box, and every plugin loads.
+
+Exits non-zero, naming the step, on any failure.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: distribution → (source directory, top-level package)
+DISTRIBUTIONS = {
+    "conveyor_jobs": (ROOT, "conveyor"),
+    "conveyor_sandbox": (ROOT / "plugins" / "conveyor-sandbox", "conveyor_sandbox"),
+    "conveyor_judge": (ROOT / "plugins" / "conveyor-judge", "conveyor_judge"),
+    "conveyor_cad": (ROOT / "plugins" / "conveyor-cad", "conveyor_cad"),
+}
 
 
 def run(step: str, cmd: list[str], **kw: object) -> str:
@@ -30,28 +43,38 @@ def run(step: str, cmd: list[str], **kw: object) -> str:
     return str(r.stdout)
 
 
-def main(work: Path) -> None:
-    dist = work / "dist"
-    run("build the sdist, then the wheel from it", [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)])
-    wheels = sorted(dist.glob("*.whl"))
-    sdists = sorted(dist.glob("*.tar.gz"))
-    assert len(wheels) == 1 and len(sdists) == 1, (wheels, sdists)
-    env_dir = work / "venv"
-    venv.create(env_dir, with_pip=True, clear=True)
-    py = env_dir / "bin" / "python"
-    run("install the wheel into a fresh venv", [str(py), "-m", "pip", "install", "-q", str(wheels[0])])
-    site = run("where it went", [str(py), "-c", "import conveyor, sys; print(conveyor.__file__)"]).strip()
-    assert site.startswith(str(env_dir)), f"conveyor imported from outside the fresh venv: {site}"
-    for pkg in ("conveyor", "conveyor_sandbox", "conveyor_judge", "conveyor_cad"):
-        out = run(f"{pkg} is typed", [str(py), "-c", f"import {pkg}, pathlib; "
-                                      f"print((pathlib.Path({pkg}.__file__).parent / 'py.typed').exists())"])
-        assert out.strip() == "True", f"{pkg} has no py.typed"
-    here = work / "deployment"
+def fresh_venv(path: Path) -> Path:
+    """A new venv at ``path``; its python."""
+    venv.create(path, with_pip=True, clear=True)
+    return path / "bin" / "python"
+
+
+def build_all(dist: Path) -> dict[str, tuple[Path, Path]]:
+    """Each distribution's sdist and the wheel built from it."""
+    built: dict[str, tuple[Path, Path]] = {}
+    for name, (src, _pkg) in DISTRIBUTIONS.items():
+        out = dist / name
+        run(f"build {name}: the sdist, then the wheel from it",
+            [sys.executable, "-m", "build", "--outdir", str(out), str(src)])
+        wheels, sdists = sorted(out.glob("*.whl")), sorted(out.glob("*.tar.gz"))
+        assert len(wheels) == 1 and len(sdists) == 1, (name, wheels, sdists)
+        assert wheels[0].name.startswith(name + "-"), wheels[0].name
+        built[name] = (sdists[0], wheels[0])
+    return built
+
+
+def deployment_env(here: Path) -> dict[str, str]:
+    """The environment of a scratch SQLite deployment in ``here``, nothing of the caller's ``CONVEYOR_*``."""
     shutil.rmtree(here, ignore_errors=True)
-    here.mkdir()
+    here.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update({"CONVEYOR_DB_URL": f"sqlite:///{here}/conveyor.db", "CONVEYOR_QUEUE_URL": "sql",
                 "CONVEYOR_STORAGE_URL": f"file://{here}/data", "CONVEYOR_CONFIG": "", "PYTHONPATH": ""})
+    return env
+
+
+def smoke_job(env_dir: Path, here: Path, env: dict[str, str]) -> None:
+    """Upgrade the database, submit an echo job, work it off and read its result."""
     cli = [str(env_dir / "bin" / "conveyor")]
     out = run("conveyor db upgrade", [*cli, "db", "upgrade"], env=env, cwd=here)
     assert out.startswith("applied jobs 0001"), out
@@ -61,13 +84,54 @@ def main(work: Path) -> None:
     run("conveyor run --burst", [*cli, "run", "--burst"], env=env, cwd=here)
     shown = json.loads(run("conveyor jobs show", [*cli, "jobs", "show", job, "--json"], env=env, cwd=here))
     assert shown["status"] == "succeeded" and shown["result"] == {"from": "the wheel"}, shown
-    boxed = run("conveyor sandbox run", [*cli, "sandbox", "run", "--", "/bin/echo", "hello from a box"],
-                env=env, cwd=here)
+
+
+def plugin_status(env_dir: Path, here: Path, env: dict[str, str]) -> dict[str, str]:
+    """``conveyor plugins``: plugin name → its status word."""
+    plugins = run("conveyor plugins", [str(env_dir / "bin" / "conveyor"), "plugins"], env=env, cwd=here)
+    return {line.split()[0]: line.split()[-1] for line in plugins.splitlines() if line[:1].strip()
+            and not line.startswith("job kinds")}
+
+
+def check_core_alone(work: Path, sdist: Path) -> None:
+    """The core from its sdist, with no C compiler: installs, runs a job, loads only its own plugin."""
+    env_dir = work / "venv-core"
+    py = fresh_venv(env_dir)
+    no_cc = {**os.environ, "CC": "false", "CXX": "false"}
+    run("install the core alone from its sdist, CC=false",
+        [str(py), "-m", "pip", "install", "-q", str(sdist)], env=no_cc)
+    names = run("what it installed", [str(py), "-m", "pip", "list", "--format=json"])
+    installed = {d["name"].lower() for d in json.loads(names)}
+    assert "cffi" not in installed and not installed & {"conveyor-sandbox", "conveyor-judge", "conveyor-cad"}, installed
+    here = work / "deployment-core"
+    env = deployment_env(here)
+    smoke_job(env_dir, here, env)
+    status = plugin_status(env_dir, here, env)
+    assert status == {"builtin": "ok"}, status
+
+
+def main(work: Path) -> None:
+    built = build_all(work / "dist")
+    check_core_alone(work, built["conveyor_jobs"][0])
+    env_dir = work / "venv"
+    py = fresh_venv(env_dir)
+    run("install every wheel into a fresh venv",
+        [str(py), "-m", "pip", "install", "-q", *(str(wheel) for _sdist, wheel in built.values())])
+    for _src, pkg in DISTRIBUTIONS.values():
+        where = run(f"{pkg} comes from the venv and is typed",
+                    [str(py), "-c", f"import {pkg}, pathlib; p = pathlib.Path({pkg}.__file__).parent; "
+                                    "print(p, (p / 'py.typed').exists())"]).split()
+        assert where[0].startswith(str(env_dir)), f"{pkg} imported from outside the fresh venv: {where[0]}"
+        assert where[1] == "True", f"{pkg} has no py.typed"
+    here = work / "deployment"
+    env = deployment_env(here)
+    smoke_job(env_dir, here, env)
+    boxed = run("conveyor sandbox run", [str(env_dir / "bin" / "conveyor"), "sandbox", "run", "--", "/bin/echo",
+                                         "hello from a box"], env=env, cwd=here)
     assert "hello from a box" in boxed, boxed
-    plugins = run("conveyor plugins", [*cli, "plugins"], env=env, cwd=here)
-    status = {line.split()[0]: line.split()[-1] for line in plugins.splitlines() if line[:1].strip()}
-    assert all(status.get(name) == "ok" for name in ("builtin", "cad", "judge", "sandbox")), plugins
-    print(f"ok: {sdists[0].name} and {wheels[0].name} build, install and run")
+    status = plugin_status(env_dir, here, env)
+    assert status == {"builtin": "ok", "cad": "ok", "judge": "ok", "sandbox": "ok"}, status
+    print("ok: " + ", ".join(f"{s.name} and {w.name}" for s, w in built.values()) + " build, install and run")
 
 
 if __name__ == "__main__":

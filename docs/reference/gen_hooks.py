@@ -12,11 +12,10 @@ those declarations (`python docs/reference/gen_hooks.py`) and a test fails when 
 entry here. Implement a hook with `@conveyor.hookimpl` in a module exposed through the
 `conveyor` entry-point group:
 
-```ini
-# your plugin's setup.cfg
-[options.entry_points]
-conveyor =
-    myplugin = myplugin.hooks
+```toml
+# your plugin's pyproject.toml
+[project.entry-points.conveyor]
+myplugin = "myplugin.hooks"
 ```
 
 Error policy at every hook: an exception raised by one plugin is caught, logged with the

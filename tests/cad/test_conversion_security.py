@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import io
 import json
 import os
@@ -10,6 +9,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -161,7 +161,7 @@ def test_gltf_uri_rule(tmp_path, uri, ok):
 
 
 def test_installed_trimesh_refuses_paths_outside_the_resolver_root(tmp_path, secret_file):
-    """The pin in setup.cfg: trimesh>=5.0 (4.x read any absolute buffer URI; 5.0 refuses them and ../)."""
+    """conveyor-cad pins trimesh>=5.0 (4.x read any absolute buffer URI; 5.0 refuses them and ../)."""
     import trimesh
     from trimesh.resolvers import FilePathResolver
 
@@ -175,11 +175,9 @@ def test_installed_trimesh_refuses_paths_outside_the_resolver_root(tmp_path, sec
     with pytest.raises(Exception) as err:
         trimesh.load(str(src), file_type="gltf", force="scene")
     assert marker.decode() not in str(err.value)
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    for extra in ("cad", "test"):
-        pins = [line.strip() for line in cfg["options.extras_require"][extra].splitlines() if "trimesh" in line]
-        assert pins == ["trimesh>=5.0"], (extra, pins)
+    project = tomllib.loads((ROOT / "plugins" / "conveyor-cad" / "pyproject.toml").read_text())["project"]
+    pins = [req for req in project["dependencies"] if "trimesh" in req]
+    assert pins == ["trimesh>=5.0"], pins
 
 
 # ------------------------------------------------------------------ DXF block expansion
@@ -353,7 +351,7 @@ def test_the_conversion_box_sees_no_host_files():
                   # the box's work directory may lie in a workspace under /run/conveyor-sandbox: only that path
                   # is in the box, never the uid locks beside it or the host's service sockets
                   "/run/conveyor-sandbox/uid-60000.lock", "/run/postgresql", "/var/run/postgresql",
-                  str(ROOT / "setup.cfg"),
+                  str(ROOT / "pyproject.toml"),
                   str(ROOT / ".git"), *(str(home / n) for n in (".bashrc", ".profile", ".gitconfig", ".cache")
                                         if (home / n).exists())]
         # JSON with "asset" sniffs as glTF, so the forced converter gets it

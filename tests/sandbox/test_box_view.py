@@ -110,7 +110,7 @@ def test_kernels_without_detached_copies_build_the_same_view(tmp_path: Path, wor
                                                             host_secrets: Path) -> None:
     """Before Linux 6.15 the helper keeps the caller's tree at /.old until the run is set up."""
     helper = tmp_path / "helper-attached-old"
-    src = Path(__file__).resolve().parents[2] / "csrc"
+    src = Path(__file__).resolve().parents[2] / "plugins" / "conveyor-sandbox" / "csrc"
     subprocess.run(["cc", "-O2", "-DSBX_ATTACHED_OLD", "-static", "-nostdlib", "-ffreestanding",
                     "-fno-stack-protector", "-fno-pie", "-no-pie", "-I", str(src), "-o", str(helper),
                     str(src / "helper.c")], check=True)

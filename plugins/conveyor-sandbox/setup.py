@@ -1,4 +1,4 @@
-"""Build glue for the C sandbox; every other setting lives in setup.cfg."""
+"""Build glue for the C sandbox (the cffi library and the helper); the metadata lives in pyproject.toml."""
 
 import os
 import shutil
@@ -27,6 +27,6 @@ class BuildExtWithHelper(build_ext):
 
 
 setup(
-    cffi_modules=["plugins/conveyor_sandbox/_build.py:ffibuilder"],
+    cffi_modules=["conveyor_sandbox/_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithHelper},
 )

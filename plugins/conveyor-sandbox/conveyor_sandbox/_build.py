@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
 
 CDEF = """
 struct sbx_config {
