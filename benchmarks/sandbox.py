@@ -54,7 +54,7 @@ FIREJAIL = ["--quiet", "--noprofile", "--net=none", "/bin/true"]
 
 def contenders(kind: str, wd: str) -> dict[str, Callable[[], object] | str]:
     """What a worker of this kind can run; a string says why a contender is missing."""
-    from conveyor.sandbox import Limits
+    from conveyor_sandbox.contract import Limits
     from conveyor_sandbox.fallback import PythonSandbox
     from conveyor_sandbox.native import CSandbox
 
@@ -150,7 +150,7 @@ ROWS = [
 
 def flood(runs: int) -> None:
     """CPU and wall per flooded run (``yes`` into a 64 KiB cap, 2 s cpu limit): killed at the cap against cut only."""
-    from conveyor.sandbox import Limits
+    from conveyor_sandbox.contract import Limits
     from conveyor_sandbox.native import CSandbox
 
     sb = CSandbox()

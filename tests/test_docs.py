@@ -12,6 +12,7 @@ import pytest
 from conveyor.cli import cli
 from conveyor.config import Settings
 from conveyor.errors import CATALOG, CORE_CODES
+from conveyor.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -72,6 +73,9 @@ def test_every_error_code_is_in_the_error_reference():
     doc = (DOCS / "reference" / "errors.md").read_text()
     codes = [c.code for c in CATALOG if c.source == "conveyor"] + [c.code for c in CORE_CODES]
     missing = sorted({c for c in codes if f"## `{c}`" not in doc})
+    plugin_codes = [c.code for c in load_plugins().catalog if c.source != "conveyor"]
+    assert {"sandbox_error", "conversion_failed", "file_not_found"} <= set(plugin_codes)
+    missing += sorted({c for c in plugin_codes if f"| `{c}` |" not in doc})
     assert missing == [], f"codes without an entry in docs/reference/errors.md: {missing}"
 
 

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from conveyor.api.auth import mint_token
-from conveyor.sandbox import DEFAULT_PATH
+from conveyor_sandbox.contract import DEFAULT_PATH
 
 from pipeline_support import Pipeline
 

@@ -134,22 +134,40 @@ def test_plugin_commands_join_the_launcher(tmp_path):
 
 
 def test_catalog_has_the_documented_core_codes():
-    from conveyor.errors import CATALOG
-    for code in ("source_missing", "file_not_found", "missing_file_id", "unsupported_format", "connector_failed",
-                 "conversion_failed", "invalid_payload", "handler_not_found", "timeout", "lease_lost", "cancelled",
-                 "sandbox_error", "internal_error"):
+    from conveyor.errors import CATALOG, CORE_CODES
+    for code in ("source_missing", "invalid_payload", "handler_not_found", "timeout", "lease_lost", "cancelled",
+                 "internal_error"):
         entry = CATALOG.get(code)
-        assert entry is not None and entry.meaning and entry.next_step
+        assert entry is not None and entry.meaning and entry.next_step and entry.source == "conveyor"
     with pytest.raises(ValueError, match="already defined"):
         CATALOG.add(ErrorCode("timeout", False, "other", "other", source="x"))
+    # the domain's codes are the plugins': the core's own catalog names no converter, file or sandbox
+    core = {c.code for c in CORE_CODES}
+    assert not core & {"file_not_found", "missing_file_id", "unsupported_format", "connector_failed",
+                       "conversion_failed", "sandbox_error"}
+    catalog = load_plugins().catalog
+    for code, source in (("file_not_found", "conveyor_cad"), ("missing_file_id", "conveyor_cad"),
+                         ("unsupported_format", "conveyor_cad"), ("connector_failed", "conveyor_cad"),
+                         ("conversion_failed", "conveyor_cad"), ("sandbox_error", "conveyor_sandbox")):
+        entry = catalog.get(code)
+        assert entry is not None and entry.meaning and entry.next_step and entry.source == source, code
 
 
 def test_every_hook_is_documented_in_the_reference():
+    """The core's hooks and those each first-party plugin declares (``conveyor_add_hookspecs``)."""
+    import runpy
+    gen = runpy.run_path(str(ROOT / "docs" / "reference" / "gen_hooks.py"))
     doc = (ROOT / "docs" / "reference" / "hooks.md").read_text()
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if name.startswith("conveyor_"):
+    seen = []
+    for module, _title in gen["modules"]():
+        for name, fn in gen["hooks"](module):
+            seen.append(name)
             assert f"## `{name}`" in doc, f"hook {name} has no entry in docs/reference/hooks.md"
             assert fn.__doc__ and ":return:" in fn.__doc__, f"hook {name} lacks its docstring contract"
+    assert {n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("conveyor_")} <= set(seen)
+    assert {"conveyor_register_sandboxes", "conveyor_register_judges", "conveyor_register_checkers",
+            "conveyor_register_converters"} <= set(seen)
+    assert doc == gen["render"](), "docs/reference/hooks.md is stale: run python docs/reference/gen_hooks.py"
 
 
 def test_the_core_imports_no_plugin_module():

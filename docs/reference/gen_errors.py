@@ -1,13 +1,22 @@
 """Regenerate docs/reference/errors.md from conveyor/errors.py: python docs/reference/gen_errors.py"""
 
+import importlib
 from pathlib import Path
 
 from conveyor.errors import CORE_CODES
 
+#: first-party plugins: (plugin module, title, the page that explains their codes)
+PLUGINS = (
+    ("conveyor_sandbox.plugin", "The sandbox plugin (`conveyor-sandbox`)", "../sandbox.md"),
+    ("conveyor_judge.plugin", "The judge plugin (`conveyor-judge`)", "../judge.md"),
+    ("conveyor_cad.plugin", "The CAD plugin (`conveyor-cad`)", "../cad.md"),
+)
+
 HEADER = """# Error codes
 
 Every failed or cancelled job carries one `error_code` from a single catalog. This page
-lists the codes of the core. It is generated from `conveyor.errors.CORE_CODES`
+lists the codes of the core, then those of the first-party plugins. It is generated from
+`conveyor.errors.CORE_CODES` and each plugin's `conveyor_error_codes`
 (`python docs/reference/gen_errors.py`), and `tests/test_docs.py` fails when a code
 has no entry here.
 
@@ -110,6 +119,15 @@ def render() -> str:
                 f"- Meaning: {c.meaning}", f"- Next step: {c.next_step}"]
         if c.code in SET_BY:
             out.append(f"- Set by: {SET_BY[c.code]}")
+        out.append("")
+    out += ["# Codes of the first-party plugins", "",
+            "Each plugin contributes these with `conveyor_error_codes` when it is installed; its own page "
+            "says where it sets them.", ""]
+    for module, title, page in PLUGINS:
+        out += [f"## {title}", "", f"See [{page.removeprefix('../')}]({page}).", "",
+                "| code | retryable | meaning | next step |", "|---|---|---|---|"]
+        for c in importlib.import_module(module).conveyor_error_codes():
+            out.append(f"| `{c.code}` | {'yes' if c.retryable else 'no'} | {c.meaning} | {c.next_step} |")
         out.append("")
     return "\n".join(out)
 

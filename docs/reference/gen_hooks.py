@@ -1,15 +1,41 @@
-"""Regenerate docs/reference/hooks.md from conveyor/hookspecs.py: python docs/reference/gen_hooks.py"""
+"""Regenerate docs/reference/hooks.md from the hook specifications: python docs/reference/gen_hooks.py
 
+The core's (``conveyor.hookspecs``) and those each first-party plugin declares with
+``conveyor_add_hookspecs`` (``conveyor_sandbox.hookspecs``, ``conveyor_judge.hookspecs``,
+``conveyor_cad.hookspecs``).
+"""
+
+import importlib
 import inspect
 from pathlib import Path
+from types import ModuleType
 
-from conveyor import hookspecs
+#: (module, title of its part of the page) of every hook specification module
+MODULES = (
+    ("conveyor.hookspecs", None),
+    ("conveyor_sandbox.hookspecs", "Hooks the sandbox plugin declares (`conveyor-sandbox`)"),
+    ("conveyor_judge.hookspecs", "Hooks the judge plugin declares (`conveyor-judge`)"),
+    ("conveyor_cad.hookspecs", "Hooks the CAD plugin declares (`conveyor-cad`)"),
+)
+
+
+def modules() -> list[tuple[ModuleType, str | None]]:
+    """Each hook specification module with its part's title."""
+    return [(importlib.import_module(name), title) for name, title in MODULES]
+
+
+def hooks(module: ModuleType) -> list[tuple[str, object]]:
+    """The hook specifications a module declares (not those it imports)."""
+    return [(n, fn) for n, fn in inspect.getmembers(module, inspect.isfunction)
+            if n.startswith("conveyor_") and fn.__module__ == module.__name__]
 
 HEADER = """# Hook reference
 
-Every hook Conveyor calls is declared in `conveyor/hookspecs.py`; this page is generated from
-those declarations (`python docs/reference/gen_hooks.py`) and a test fails when a hook has no
-entry here. Implement a hook with `@conveyor.hookimpl` in a module exposed through the
+Every hook the core calls is declared in `conveyor/hookspecs.py`; a plugin that defines a
+family of items (sandboxes, judge languages and checkers, converters) declares that family's
+hooks in its own `hookspecs` module and adds them with `conveyor_add_hookspecs`. This page is
+generated from all of those declarations (`python docs/reference/gen_hooks.py`), and a test
+fails when a hook has no entry here. Implement a hook with `@conveyor.hookimpl` in a module exposed through the
 `conveyor` entry-point group:
 
 ```toml
@@ -26,9 +52,16 @@ First-party plugins register first, so a third party cannot shadow a built-in id
 
 def render() -> str:
     out = [HEADER]
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if not name.startswith("conveyor_"):
-            continue
+    for module, title in modules():
+        if title:
+            out += [f"# {title}", "", f"Declared in `{module.__name__}`.", ""]
+        out += _render(module)
+    return "\n".join(out)
+
+
+def _render(module: ModuleType) -> list[str]:
+    out: list[str] = []
+    for name, fn in hooks(module):
         opts = getattr(fn, "conveyor_spec", {}) or {}
         out += [f"## `{name}`", "", "```python", f"def {name}{inspect.signature(fn)}".replace("'", ""), "```", ""]
         flags = []
@@ -39,7 +72,7 @@ def render() -> str:
         if flags:
             out += ["*" + "; ".join(flags) + "*", ""]
         out += [inspect.cleandoc(fn.__doc__ or ""), ""]
-    return "\n".join(out)
+    return out
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ class Conveyor:
         Tenant databases are migrated by ``Tenancy.init_all`` (``conveyor db init``) and
         ``Tenancy.add`` (``conveyor tenants add``).
         """
-        created = init_db(self.engine, control=self.settings.tenancy != "single" and self._control is None)
+        created = init_db(self.engine, control=self.settings.tenancy != "single" and self._control is None,
+                          plugins=self.plugins.migrations())
         self.queue.ensure_group()
         return created
 

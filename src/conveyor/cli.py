@@ -79,9 +79,10 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
                 if missing:
                     _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
                          "run `conveyor db init` first", EXIT_USAGE)
-                late = behind(app.engine, control=app.settings.tenancy != "single")
+                control, histories = app.settings.tenancy != "single", app.plugins.migrations()
+                late = behind(app.engine, control=control, plugins=histories)
                 if late:  # it may still work (an index is missing); the operator decides when
-                    state(app.engine, control=app.settings.tenancy != "single")  # SchemaTooNew if it is ahead
+                    state(app.engine, control=control, plugins=histories)  # SchemaTooNew if it is ahead
                     click.echo("warning: the database's schema is behind this release ("
                                + ", ".join(f"{h} at {cur}, head {head}" for h, cur, head in late)
                                + "); run `conveyor db upgrade`", err=True)
@@ -193,11 +194,12 @@ def db() -> None:
     """The job database."""
 
 
-def _schema_line(applied: list[str], engine: Any, control: bool) -> str:
+def _schema_line(applied: list[str], app: Any, control: bool) -> str:
     from conveyor.migrate import state
     if applied:
         return "applied " + ", ".join(applied)
-    at = ", ".join(f"{st.history} {st.current}" for st in state(engine, control=control))
+    at = ", ".join(f"{st.history} {st.current}" for st in state(app.engine, control=control,
+                                                                 plugins=app.plugins.migrations()))
     return f"schema up to date ({at})"
 
 
@@ -210,7 +212,7 @@ def _upgrade(ctx: click.Context, as_json: bool) -> None:
         _die(str(exc))
     control = app.tenancy is not None
     report: dict[str, Any] = {"database": {"applied": applied}, "tenants": []}
-    line = _schema_line(applied, app.engine, control)
+    line = _schema_line(applied, app, control)
     if app.tenancy is None:
         if as_json:
             _json(report)
@@ -263,7 +265,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     from conveyor.migrate import state
     app = _app(ctx, need_db=False)
     try:
-        states = state(app.engine, control=app.tenancy is not None)
+        states = state(app.engine, control=app.tenancy is not None, plugins=app.plugins.migrations())
     except SchemaTooNew as exc:
         _die(str(exc))
     if as_json:
@@ -694,9 +696,7 @@ def plugins(as_json: bool) -> None:
     """What is loaded, from which distribution, with which hooks; and what failed."""
     from conveyor.plugins import get_plugins
     host = get_plugins(_plugins_setting())
-    for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
-        host.registry(fam)
-    _ = host.catalog  # loads plugin error codes, recording failures
+    host.load_all()
     infos = host.list()
     if as_json:
         _json([{**i.__dict__, "hooks": list(i.hooks)} for i in infos])

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from conveyor.errors import ConfigError
 from conveyor.schema import control_metadata, metadata
+
+if TYPE_CHECKING:
+    from conveyor.migrate import Migrations
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -21,6 +26,16 @@ _ENGINES_LOCK = threading.Lock()
 def utcnow() -> datetime:
     """Naive UTC now: every timestamp Conveyor stores is naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+@contextmanager
+def connection(bind: Engine | Connection) -> Iterator[Connection]:
+    """``bind`` itself when it is a connection (the caller's transaction), else a new connection for the block."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -88,14 +103,15 @@ def _metadatas(control: bool) -> tuple[MetaData, ...]:
     return (metadata, control_metadata) if control else (metadata,)
 
 
-def init_db(engine: Engine, *, control: bool = False) -> list[str]:
+def init_db(engine: Engine, *, control: bool = False, plugins: Sequence[Migrations] = ()) -> list[str]:
     """Bring the database to this release's schema (``conveyor.migrate.upgrade``); returns the revisions applied.
 
-    ``control``: also the history of a database-per-tenant deployment's control database.
+    ``control``: also the history of a database-per-tenant deployment's control database;
+    ``plugins``: the plugins' histories (``PluginHost.migrations()``).
     Safe to run again and from many processes at once.
     """
     from conveyor.migrate import upgrade
-    return [str(r) for r in upgrade(engine, control=control)]
+    return [str(r) for r in upgrade(engine, control=control, plugins=plugins)]
 
 
 def missing_tables(engine: Engine, *, control: bool = False) -> list[str]:

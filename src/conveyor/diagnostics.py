@@ -252,11 +252,11 @@ def _tenant_databases(app: Conveyor) -> dict[str, Any]:
                     "run `conveyor db init`, or `conveyor tenants add` for a database that is gone" if bad else None)
 
 
-def _schema_check(engine: Any, control: bool) -> dict[str, Any]:
+def _schema_check(app: Conveyor, control: bool) -> dict[str, Any]:
     """The tables are there: is their schema this release's?"""
     from conveyor.migrate import state
     try:
-        states = state(engine, control=control)
+        states = state(app.engine, control=control, plugins=app.plugins.migrations())
     except SchemaTooNew as exc:
         return _finding("schema", False, str(exc))
     behind = [st for st in states if not st.up_to_date]
@@ -323,7 +323,7 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
             if missing:
                 checks.append(_finding("tables", False, f"missing {', '.join(missing)}: run `conveyor db init`"))
             else:
-                checks.append(_schema_check(app.engine, control))
+                checks.append(_schema_check(app, control))
             ready = not missing
         except Exception as exc:
             checks.append(_finding("database", False, f"unreachable: {_first_line(exc)}", "check CONVEYOR_DB_URL"))
@@ -343,8 +343,7 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
                                    "check CONVEYOR_QUEUE_URL"))
     checks.append(_storage_check(app))
     host = app.plugins
-    for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
-        host.registry(fam)
+    host.load_all()
     failed = [i for i in host.list() if i.error]
     checks.append(_finding("plugins", not failed, f"{len(host.list()) - len(failed)} loaded"
                            + (f"; failed: {'; '.join(f'{i.name}: {i.error}' for i in failed)}" if failed else "")))

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
     from conveyor.errors import ErrorCode
     from conveyor.metrics import Metrics
-    from conveyor.registry import Registry
+    from conveyor.migrate import Migrations
+    from conveyor.registry import Family, Registry
 
 hookspec = pluggy.HookspecMarker("conveyor")
 hookimpl = pluggy.HookimplMarker("conveyor")
@@ -49,38 +50,29 @@ def conveyor_register_job_kinds(registry: Registry) -> None:
 
 
 @hookspec
-def conveyor_register_converters(registry: Registry) -> None:
-    """Register CAD converters: ``registry.add(converter)`` keyed by converter id.
+def conveyor_families() -> Iterable[Family[Any]] | None:
+    """Declare the registry families this plugin's hooks fill (``conveyor.registry.Family``).
 
-    :param registry: the converter registry; duplicate ids are rejected.
-    :return: nothing; every implementation is called.
+    A plugin that defines a kind of item (converters, judges, sandboxes) declares its
+    family here and the family's register hook with ``conveyor_add_hookspecs``; any plugin
+    then adds items with that hook, and ``host.registry(family)`` collects them.
+
+    :return: families; every implementation's are merged. A family name declared twice is
+        reported as the second plugin's error, and the first declaration is kept.
     """
 
 
 @hookspec
-def conveyor_register_judges(registry: Registry) -> None:
-    """Register judge language specs: ``registry.add(language)`` keyed by language id.
+def conveyor_migrations() -> Iterable[Migrations] | None:
+    """Name this plugin's own tables' schema history (``conveyor.migrate.Migrations``).
 
-    :param registry: the language registry; duplicate ids are rejected.
-    :return: nothing; every implementation is called.
-    """
+    ``conveyor db upgrade`` (and ``Conveyor.init_db``, ``conveyor tenants add``) applies it to
+    every job database after the core's ``jobs`` history; ``conveyor db status`` and
+    ``conveyor doctor`` report it. Its first revision should create only the tables a
+    database lacks, so that it can take over tables made before the history existed.
 
-
-@hookspec
-def conveyor_register_checkers(registry: Registry) -> None:
-    """Register output checkers: ``registry.add(checker)`` keyed by checker id.
-
-    :param registry: the checker registry; duplicate ids are rejected.
-    :return: nothing; every implementation is called.
-    """
-
-
-@hookspec
-def conveyor_register_sandboxes(registry: Registry) -> None:
-    """Register sandbox backends: ``registry.add(backend)`` keyed by backend id.
-
-    :param registry: the sandbox registry; duplicate ids are rejected.
-    :return: nothing; every implementation is called.
+    :return: histories; every implementation's are applied, in plugin order. A history
+        whose name or version table another one has is reported as that plugin's error.
     """
 
 
@@ -176,6 +168,21 @@ def conveyor_demo(app: Conveyor, console: Any) -> bool | None:
     :param console: a ``rich.console.Console`` to print progress and tables on.
     :return: False if something did not end as expected, else None or True; every
         implementation is called, in plugin registration order.
+    """
+
+
+@hookspec(firstresult=True)
+def conveyor_object_tenant(app: Conveyor, url: str) -> str | None:
+    """Name the tenant a stored object belongs to, when this plugin keeps a record of it.
+
+    Lets one plugin accept another's stored objects as input without reading its tables:
+    the judge takes a file uploaded through the CAD plugin's ``/files`` as a submission's
+    source when the CAD plugin says it is the caller tenant's.
+
+    :param app: the deployment whose database holds the records.
+    :param url: the object's storage URL (``Storage.url(key)``).
+    :return: the owning tenant, or None when this plugin has no record of the object; the
+        first non-None answer wins.
     """
 
 

@@ -21,26 +21,22 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pluggy
 
 from conveyor import hookspecs
 from conveyor.errors import CATALOG, Catalog, ErrorCode, PluginError
-from conveyor.registry import Registry, calling_plugin
+from conveyor.migrate import Migrations
+from conveyor.registry import Family, Registry, calling_plugin
 
 log = logging.getLogger("conveyor.plugins")
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "conveyor"
 
-#: family name → hook that fills it
-FAMILIES: dict[str, str] = {
-    "job_kinds": "conveyor_register_job_kinds",
-    "converters": "conveyor_register_converters",
-    "judges": "conveyor_register_judges",
-    "checkers": "conveyor_register_checkers",
-    "sandboxes": "conveyor_register_sandboxes",
-}
+#: the core's one family; plugins declare theirs with ``conveyor_families``
+JOB_KINDS: Family[Any] = Family("job_kinds", "conveyor_register_job_kinds")
 
 
 @dataclass(frozen=True)
@@ -63,23 +59,90 @@ class PluginHost:
     infos: dict[str, PluginInfo] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     _registries: dict[str, Registry[Any]] = field(default_factory=dict)
+    _families: dict[str, Family[Any]] | None = None
+    _migrations: tuple[Migrations, ...] | None = None
     _catalog: Catalog | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _recorded: int = 0
     _last_error: dict[str, str] = field(default_factory=dict)
 
-    def registry(self, family: str) -> Registry[Any]:
-        """The registry of one family (``job_kinds``, ``converters``, …), built on first use."""
+    def families(self) -> dict[str, Family[Any]]:
+        """Every declared family by name: the core's ``job_kinds`` and each plugin's ``conveyor_families``."""
         with self._lock:
-            reg = self._registries.get(family)
-            if reg is None:
-                reg = Registry(family.rstrip("s").replace("_", " "))
-                self._fill(FAMILIES[family], reg)
-                self._registries[family] = reg
-            return reg
+            return dict(self._declared())
 
-    def _fill(self, hook_name: str, reg: Registry[Any]) -> None:
-        getattr(self.pm.hook, hook_name)(registry=reg)  # first-party first; the owner is calling_plugin
+    def _declared(self) -> dict[str, Family[Any]]:
+        if self._families is None:
+            found: dict[str, Family[Any]] = {JOB_KINDS.name: JOB_KINDS}
+            for plugin, families, _error in self.each_plugin("conveyor_families", lambda _p: {}):
+                for fam in families or ():
+                    if not isinstance(fam, Family):
+                        self._record(plugin, f"conveyor_families: {fam!r} is not a conveyor.registry.Family")
+                    elif fam.name in found and found[fam.name] != fam:
+                        self._record(plugin, f"conveyor_families: family {fam.name!r} is already declared by "
+                                             f"{found[fam.name].source!r}; rename it")
+                    else:
+                        found[fam.name] = fam
+            self._families = found
+        return self._families
+
+    def migrations(self) -> tuple[Migrations, ...]:
+        """The plugins' schema histories (``conveyor_migrations``), each name and version table once."""
+        with self._lock:
+            if self._migrations is None:
+                from conveyor.migrate import CORE
+                taken = {m.name: "conveyor" for m in CORE.values()}
+                tables = {m.version_table for m in CORE.values()}
+                found: list[Migrations] = []
+                for plugin, histories, _error in self.each_plugin("conveyor_migrations", lambda _p: {}):
+                    for m in histories or ():
+                        if not isinstance(m, Migrations):
+                            self._record(plugin, f"conveyor_migrations: {m!r} is not a conveyor.migrate.Migrations")
+                        elif m.name in taken or m.version_table in tables:
+                            self._record(plugin, f"conveyor_migrations: history {m.name!r} ({m.version_table}) "
+                                                 f"clashes with one already declared; rename it")
+                        else:
+                            taken[m.name] = plugin
+                            tables.add(m.version_table)
+                            found.append(m)
+                self._migrations = tuple(found)
+            return self._migrations
+
+    def load_all(self) -> None:
+        """Fill every declared family and the error catalog, so each plugin's failures are on record."""
+        for name in self.families():
+            self.registry(name)
+        self.migrations()
+        _ = self.catalog
+
+    @overload
+    def registry(self, family: Family[T]) -> Registry[T]: ...
+
+    @overload
+    def registry(self, family: str) -> Registry[Any]: ...
+
+    def registry(self, family: str | Family[Any]) -> Registry[Any]:
+        """The registry of one family, filled by its hook on first use.
+
+        ``family`` is a ``Family`` (typed: the plugin that declares it exports it) or a
+        declared family's name; an unknown name is a PluginError naming the known ones.
+        """
+        with self._lock:
+            if isinstance(family, str):
+                declared = self._declared().get(family)
+                if declared is None:
+                    raise PluginError(f"no loaded plugin declares the registry family {family!r} (known: "
+                                      f"{', '.join(sorted(self._declared()))}); install the plugin that defines "
+                                      "it, and see `conveyor plugins` for plugins that failed to load")
+                family = declared
+            reg = self._registries.get(family.name)
+            if reg is None:
+                reg = family.new_registry()
+                caller = getattr(self.pm.hook, family.hook, None)
+                if caller is not None:  # no hook: the declaring plugin is not loaded, so nobody adds items
+                    caller(registry=reg)  # first-party first; the owner of each item is calling_plugin
+                self._registries[family.name] = reg
+            return reg
 
     def _record(self, plugin: str, message: str) -> None:
         self._recorded += 1
@@ -159,7 +222,8 @@ class PluginHost:
         return [out[k] for k in sorted(out)]
 
 
-FIRST_PARTY = "conveyor-jobs"
+#: distributions whose plugins register first and run first (``tryfirst``)
+FIRST_PARTY = frozenset({"conveyor-jobs", "conveyor-sandbox", "conveyor-judge", "conveyor-cad"})
 
 
 def _check_codes(result: Any) -> Any:
@@ -239,7 +303,7 @@ def load_plugins(extra: str | None = None, *, entry_points: bool = True,
     def add(name: str, obj: Any, dist: str | None, version: str | None) -> None:
         if pm.has_plugin(name) or pm.is_registered(obj):
             return
-        if dist == FIRST_PARTY:
+        if dist in FIRST_PARTY:
             pm.first_party.add(id(obj))
         try:
             pm.register(obj, name=name)
@@ -251,7 +315,7 @@ def load_plugins(extra: str | None = None, *, entry_points: bool = True,
     if entry_points:
         # first-party plugins register first, so a third party cannot shadow a built-in id
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
-                     key=lambda e: (_dist_name(e) != FIRST_PARTY, e.name))
+                     key=lambda e: (_dist_name(e) not in FIRST_PARTY, e.name))
         for ep in eps:
             dist = getattr(ep, "dist", None)
             dname = dist.metadata["Name"] if dist is not None else None

@@ -1,9 +1,16 @@
-"""Keyed registries handed to plugins: ``registry.add(item)``, duplicates rejected."""
+"""Keyed registries handed to plugins: ``registry.add(item)``, duplicates rejected.
+
+A *family* (``Family``) names one kind of plugin-provided item: its registry, the hook
+that fills it and the register type that hook receives. The core declares one family,
+``job_kinds``; plugins declare theirs (converters, judges, sandboxes, …) with the
+``conveyor_families`` hook, and the hook's specification with ``conveyor_add_hookspecs``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from conveyor.errors import PluginError
@@ -33,8 +40,12 @@ class Registry(Generic[T]):
         #: who adds items now; None: the plugin whose hook is running (``calling_plugin``)
         self.current_plugin: str | None = None
 
+    def check(self, item: T) -> None:
+        """Refuse an item this family cannot use: raise PluginError naming what is wrong (register types do)."""
+
     def add(self, item: T) -> T:
         """Register one item; a second item with the same id is a PluginError."""
+        self.check(item)
         key = self._key(item)
         who = self.current_plugin or calling_plugin.get()
         if key in self._items:
@@ -69,3 +80,21 @@ class Registry(Generic[T]):
     def keys(self) -> list[str]:
         """Registered ids, sorted."""
         return sorted(self._items)
+
+
+@dataclass(frozen=True)
+class Family(Generic[T]):
+    """One kind of plugin-provided item: the registry's name, the hook that fills it, the register type it gets."""
+
+    #: the registry's name (``host.registry(name)``, ``conveyor plugins``): plural, ``converters``
+    name: str
+    #: the hook every plugin implements to add items: ``conveyor_register_converters(registry)``
+    hook: str
+    #: the register object the hook receives (a ``Registry`` subclass may check items in ``check``)
+    register: type[Registry[T]] = Registry
+    #: who declares the family ("conveyor" for the core's own)
+    source: str = "conveyor"
+
+    def new_registry(self) -> Registry[T]:
+        """An empty register of this family."""
+        return self.register(self.name.rstrip("s").replace("_", " "))

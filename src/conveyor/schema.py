@@ -99,25 +99,6 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Column("created_at", DateTime, nullable=False),
         sqlite_autoincrement=True,
     )
-    files = Table(
-        "conveyor_files", md,
-        Column("id", String(36), primary_key=True),
-        Column("tenant_id", String(200), nullable=False, default="default"),
-        Column("org_id", String(200)),
-        Column("filename", String(1000), nullable=False),
-        Column("system_path", Text, nullable=False),
-        Column("size", _BigInt, nullable=False, default=0),
-        Column("sha256", String(64)),
-        Column("content_type", String(200)),
-        Column("cad_format", String(32)),
-        Column("preview_path", Text),
-        Column("geometry_path", Text),
-        Column("conversion_status", String(16)),
-        Column("conversion_error", JSON),
-        Column("attributes", JSON),
-        Column("created_at", DateTime, nullable=False),
-        Column("updated_at", DateTime, nullable=False),
-    )
     workers = Table(
         "conveyor_workers", md,
         Column("name", String(200), primary_key=True),
@@ -154,7 +135,7 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Index("ix_conveyor_queue_job", "job_id"),
         sqlite_autoincrement=True,  # an acked id reused by a new entry would confuse late acks and repair
     )
-    return {"jobs": jobs, "outbox": outbox, "events": events, "files": files,
+    return {"jobs": jobs, "outbox": outbox, "events": events,
             "workers": workers, "leases": leases, "queue": queue}
 
 
@@ -173,7 +154,6 @@ TABLES = define_tables(metadata)
 jobs = TABLES["jobs"]
 outbox = TABLES["outbox"]
 events = TABLES["events"]
-files = TABLES["files"]
 workers = TABLES["workers"]
 leases = TABLES["leases"]
 queue_entries = TABLES["queue"]

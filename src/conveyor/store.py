@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, s
 from sqlalchemy.exc import IntegrityError
 
 from conveyor import observers, store_postgres
-from conveyor.db import utcnow
+from conveyor.db import connection, utcnow
 from conveyor.errors import IllegalTransition, InvalidPayload, JobNotFound
 from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_reason, check_specs
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
@@ -331,7 +331,7 @@ def get_job(bind: Engine | Connection, job_id: str, tenant: str | None = None) -
     stmt = select(jobs).where(jobs.c.id == job_id)
     if tenant is not None:
         stmt = stmt.where(jobs.c.tenant_id == tenant)
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         row = conn.execute(stmt).mappings().first()
     if row is None:
         raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
@@ -341,22 +341,13 @@ def get_job(bind: Engine | Connection, job_id: str, tenant: str | None = None) -
 def get_job_with_events(bind: Engine | Connection, job_id: str, tenant: str | None = None
                         ) -> tuple[Job, list[dict[str, Any]]]:
     """``get_job`` and ``job_events`` on one connection (one statement on PostgreSQL)."""
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         if conn.dialect.name == "postgresql":
             found = store_postgres.job_with_events(conn, job_id, tenant)
             if found is None:
                 raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
             return found
         return get_job(conn, job_id, tenant), job_events(conn, job_id)
-
-
-@contextmanager
-def _read(bind: Engine | Connection) -> Iterator[Connection]:
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.connect() as conn:
-            yield conn
 
 
 def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str | None = None,
@@ -368,13 +359,13 @@ def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str
                      (jobs.c.tenant_id, tenant), (jobs.c.org_id, org)):
         if val is not None:
             stmt = stmt.where(col == val)
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
 
 
 def job_events(bind: Engine | Connection, job_id: str) -> list[dict[str, Any]]:
     """The change log of one job, oldest first."""
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         rows = conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id)).mappings()
         from conveyor.models import iso
         return [{"id": r["id"], "attempt_id": r["attempt_id"], "action": r["action"],
@@ -898,7 +889,7 @@ def page_jobs(bind: Engine | Connection, scope: Scope, *, status: str | None = N
     if before is not None:
         at, last_id = before
         stmt = stmt.where(or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < last_id)))
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -907,7 +898,7 @@ def count_active(bind: Engine | Connection, tenant: str) -> int:
     from sqlalchemy import func
     stmt = select(func.count()).select_from(jobs).where(
         jobs.c.tenant_id == tenant, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return int(conn.execute(stmt).scalar() or 0)
 
 
@@ -920,7 +911,7 @@ def events_after(bind: Engine | Connection, after: int, upto: int, scope: Scope,
     stmt = scope.where(stmt)
     if job_id is not None:
         stmt = stmt.where(events.c.job_id == job_id)
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return [{"id": r["id"], "job_id": r["job_id"], "attempt_id": r["attempt_id"], "action": r["action"],
                  "payload": r["payload"] or {}, "file_id": r["file_id"], "created_at": iso(r["created_at"])}
                 for r in conn.execute(stmt).mappings()]
@@ -929,12 +920,12 @@ def events_after(bind: Engine | Connection, after: int, upto: int, scope: Scope,
 def event_ids_after(bind: Engine | Connection, after: int, limit: int = 1000) -> list[tuple[int, datetime]]:
     """Ids and times of every committed event after ``after`` (all jobs), for gap detection."""
     stmt = select(events.c.id, events.c.created_at).where(events.c.id > after).order_by(events.c.id).limit(limit)
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return [(int(r.id), r.created_at) for r in conn.execute(stmt)]
 
 
 def last_event_id(bind: Engine | Connection) -> int:
     """The highest event id committed so far (0 when there is none)."""
     from sqlalchemy import func
-    with _read(bind) as conn:
+    with connection(bind) as conn:
         return int(conn.execute(select(func.max(events.c.id))).scalar() or 0)

@@ -284,7 +284,7 @@ class Tenancy:
         created_db = create_database(url)
         engine = make_engine(url)
         try:
-            applied = init_db(engine)
+            applied = init_db(engine, plugins=self.control.plugins.migrations())
         finally:
             engine.dispose()
         new = True
@@ -369,11 +369,13 @@ class Tenancy:
         """
         from conveyor.db import init_db, make_engine
         out: list[dict[str, Any]] = []
+        histories = self.control.plugins.migrations()
         for key in self.registered(refresh=True):
             try:
                 engine = make_engine(self.url(key))
                 try:
-                    out.append({"tenant": key.tenant, "org": key.org, "applied": init_db(engine), "error": None})
+                    out.append({"tenant": key.tenant, "org": key.org, "applied": init_db(engine, plugins=histories),
+                                "error": None})
                 finally:
                     engine.dispose()
             except Exception as exc:

@@ -24,8 +24,9 @@ from conveyor.api.auth import mint_token
 from conveyor.app import Conveyor
 from conveyor.config import load_settings
 from conveyor.plugins import load_plugins
-from conveyor.schema import files, jobs
+from conveyor.schema import jobs
 from conveyor_cad.samples import sample_path
+from conveyor_cad.schema import files
 
 SECRET = "cad-api-test-secret-0123456789abcdef0123"
 PNG = b"\x89PNG\r\n\x1a\n"

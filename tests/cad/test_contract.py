@@ -7,11 +7,11 @@ from pathlib import Path
 import ezdxf
 import trimesh
 
-from conveyor.testing.converter import ConverterContract
 from conveyor_cad.brep import BrepConverter
 from conveyor_cad.dxf import DxfConverter
 from conveyor_cad.mesh import MeshConverter
 from conveyor_cad.samples import sample_path
+from conveyor_cad.testing import ConverterContract
 
 
 class TestMeshConverterContract(ConverterContract):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.sandbox import DEFAULT_PATH
 from conveyor.storage import Storage
+from conveyor_sandbox.contract import DEFAULT_PATH
 
 TOOLCHAINS = Path("/var/tmp/conveyor-judge-toolchains")
 

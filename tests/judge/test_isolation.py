@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.sandbox import Limits, RunResult
 from conveyor_judge.engine import Judge
 from conveyor_judge.selftest import aplusb_package, program
 from conveyor_judge.verdicts import Verdict
+from conveyor_sandbox.contract import Limits, RunResult
 from tests.judge.conftest import make_zip
 
 PROGRAMS = Path(__file__).parent / "programs"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.testing.judge import JudgeContract
 from conveyor_judge.languages import FIRST_PARTY
 from conveyor_judge.selftest import EXPECTED, has_program, program
+from conveyor_judge.testing import JudgeContract
 from conveyor_judge.verdicts import Verdict
 
 LANGS = ["c", "cpp", "python3", "java", "rust", "javascript"]

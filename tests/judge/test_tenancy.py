@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import insert
 
 from conveyor.db import utcnow
-from conveyor.schema import files
+from conveyor_cad.schema import files
 from conveyor_judge.problems import ProblemStore
 from conveyor_judge.selftest import aplusb_package, program
 from conveyor_judge.sources import source_key

@@ -20,10 +20,12 @@ from conveyor import migrate
 from conveyor.db import init_db, make_engine
 from conveyor.errors import SchemaTooNew
 from conveyor.schema import control_metadata, metadata
+from conveyor_cad.schema import MIGRATIONS as CAD
 
 HERE = Path(__file__).parent
 PG_URL = os.environ.get("CONVEYOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES = sorted(metadata.tables)
+#: release 0.1.0 made the core's tables and conveyor_files, which the CAD plugin's history now owns
+TABLES = sorted([*metadata.tables, *CAD.metadata.tables])
 T0 = datetime(2026, 11, 20, 8, 0, 0)
 
 
@@ -117,13 +119,14 @@ def test_a_release_0_1_0_database_is_upgraded_without_losing_a_row(empty_url, tm
     up = _cli(empty_url, "db", "upgrade", cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     assert up.stdout.startswith("applied jobs 0001 (") and ", jobs 0002 (" in up.stdout
+    assert ", cad cad0001 (" in up.stdout  # the plugin's history takes over the table 0.1.0 made
 
     assert _dump(engine) == before
-    assert migrate.differences(engine) == []
+    assert migrate.differences(engine, plugins=[CAD]) == []
     ix = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("conveyor_jobs")}
     assert ix["ix_conveyor_jobs_tenant_created"] == ["tenant_id", "created_at", "id"]
     again = _cli(empty_url, "db", "upgrade", cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (jobs 0002)"
+    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (jobs 0002, cad cad0001)"
     assert _cli(empty_url, "db", "status", cwd=tmp_path).returncode == 0
     schema = {c["check"]: c for c in json.loads(_cli(empty_url, "doctor", "--json", cwd=tmp_path).stdout)}["schema"]
     assert schema["ok"], schema
@@ -157,14 +160,27 @@ def test_a_fresh_database_is_exactly_the_schema_module(empty_url):
     engine.dispose()
 
 
+def test_a_plugin_history_creates_its_tables_and_a_core_only_database_lacks_them(empty_url):
+    """The CAD plugin's ``cad`` history (``conveyor_migrations``): applied after ``jobs``, its own version table."""
+    engine = make_engine(empty_url)
+    assert [a.split(" (")[0] for a in init_db(engine)] == ["jobs 0001", "jobs 0002"]
+    assert "conveyor_files" not in inspect(engine).get_table_names()
+    assert [a.split(" (")[0] for a in init_db(engine, plugins=[CAD])] == ["cad cad0001"]
+    assert migrate.current(engine, CAD) == "cad0001"
+    assert {"conveyor_files", "conveyor_cad_schema_version"} <= set(inspect(engine).get_table_names())
+    assert migrate.differences(engine, plugins=[CAD]) == []
+    assert init_db(engine, plugins=[CAD]) == []
+    engine.dispose()
+
+
 def test_the_drift_check_sees_a_missing_index_and_an_extra_column(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/drift.db")
-    init_db(engine)
+    init_db(engine, plugins=[CAD])
     with engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_conveyor_jobs_file_id"))
         conn.execute(text("ALTER TABLE conveyor_files ADD COLUMN colour VARCHAR(10)"))
     found = {(d[0], getattr(d[1], "name", None) if not isinstance(d[1], str) else d[1])
-             for d in migrate.differences(engine) if isinstance(d, tuple)}
+             for d in migrate.differences(engine, plugins=[CAD]) if isinstance(d, tuple)}
     assert ("add_index", "ix_conveyor_jobs_file_id") in found
     assert any(kind == "remove_column" for kind, _ in found)
     engine.dispose()
@@ -223,4 +239,5 @@ def test_a_database_a_newer_release_upgraded_is_refused_with_the_reason(tmp_path
 
 
 def test_the_cheap_head_constants_are_the_scripts_heads():
-    assert migrate.HEADS == {h: migrate.head(h) for h in ("jobs", "control")}
+    for history in (migrate.JOBS, migrate.CONTROL, CAD):
+        assert history.head == migrate.head(history), history.name

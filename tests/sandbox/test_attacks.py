@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.sandbox import Limits, RunResult, Status, safe_read
+from conveyor_sandbox.contract import Limits, RunResult, Status, safe_read
 from conveyor_sandbox.native import CSandbox
 
 from .conftest import PROGRAMS, PYTHON

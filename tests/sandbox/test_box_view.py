@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.sandbox import Limits, Status
+from conveyor_sandbox.contract import Limits, Status
 from conveyor_sandbox.native import CSandbox
 from conveyor_sandbox.workspace import open_workspace, sweep
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.sandbox import Sandbox
-from conveyor.testing.sandbox import SandboxContract
+from conveyor_sandbox.contract import Sandbox
 from conveyor_sandbox.fallback import PythonSandbox
 from conveyor_sandbox.native import CSandbox
+from conveyor_sandbox.testing import SandboxContract
 
 
 class TestCSandboxContract(SandboxContract):

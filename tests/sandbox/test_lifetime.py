@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.sandbox import Limits, Status
+from conveyor_sandbox.contract import Limits, Status
 from conveyor_sandbox.fallback import PythonSandbox
 from conveyor_sandbox.native import CSandbox, cgroup_layout
 from conveyor_sandbox.sweep import sweep
@@ -62,7 +62,7 @@ def test_without_output_kill_a_flood_is_cut_and_the_program_goes_on(c_sandbox: C
 
 OWNER = r"""
 import sys
-from conveyor.sandbox import Limits
+from conveyor_sandbox.contract import Limits
 from conveyor_sandbox.native import CSandbox
 print("running", flush=True)
 CSandbox().run(sys.argv[2:], limits=Limits(cpu_ms=60_000, wall_ms=120_000, pids=64), workdir=sys.argv[1])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.plugins import load_plugins
-from conveyor.sandbox import Limits, SandboxUnavailable, Status, choose_sandbox
+from conveyor_sandbox.contract import Limits, SandboxUnavailable, Status, choose_sandbox
 from conveyor_sandbox.native import CSandbox, flush
 
 LIM = Limits(cpu_ms=3000, wall_ms=6000, memory_kib=512 * 1024)

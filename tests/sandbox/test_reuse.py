@@ -7,7 +7,7 @@ import socket
 import threading
 from pathlib import Path
 
-from conveyor.sandbox import Limits, Status
+from conveyor_sandbox.contract import Limits, Status
 from conveyor_sandbox.native import CSandbox, cgroup_layout, flush
 
 from .conftest import PYTHON

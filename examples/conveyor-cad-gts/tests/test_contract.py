@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conveyor_cad_gts.converter import GtsConverter
 
-from conveyor.testing.converter import ConverterContract
+from conveyor_cad.testing import ConverterContract
 
 DATA = Path(__file__).parent / "data"
 

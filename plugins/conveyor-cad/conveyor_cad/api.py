@@ -28,15 +28,20 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from conveyor.api.deps import AppDep, IdentityDep, ScopeDep
-from conveyor.api.errors import UNAVAILABLE_RETRY_AFTER_S, ApiError, error_response, not_found, retry_after
-from conveyor.api.schemas import ErrorOut
-from conveyor.api.tenancy import write_tenant
-from conveyor.api.views import SYSTEM_CODES
-from conveyor.app import Conveyor
-from conveyor.errors import CATALOG
-from conveyor.models import iso
-from conveyor.store import Scope
+from conveyor.plugin_api import CATALOG, Conveyor, Scope, iso
+from conveyor.plugin_api.http import (
+    SYSTEM_CODES,
+    UNAVAILABLE_RETRY_AFTER_S,
+    ApiError,
+    AppDep,
+    ErrorOut,
+    IdentityDep,
+    ScopeDep,
+    error_response,
+    not_found,
+    retry_after,
+    write_tenant,
+)
 from conveyor_cad.files import (
     KIND,
     NewFile,

@@ -12,7 +12,7 @@ installation and the packages the converter needs (read-only), and its work dire
       cancel               created by the worker to stop the conversion early
 
 The worker reads the outcome and the files it names back with
-``conveyor.sandbox.safe_read`` (no symlinks, no ``..``, regular files only, size-bounded)
+``conveyor_sandbox.contract.safe_read`` (no symlinks, no ``..``, regular files only, size-bounded)
 and removes the work directory without recursion.
 """
 
@@ -39,6 +39,7 @@ from typing import Any
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.records import ConversionError, ConvertOutput, Stage
 from conveyor_sandbox.cleanup import remove_tree
+from conveyor_sandbox.hookspecs import SANDBOXES
 
 log = logging.getLogger("conveyor.cad")
 
@@ -70,11 +71,11 @@ _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 def choose_box(registry: Any = None, prefer: str | None = None) -> tuple[Any | None, str]:
     """The sandbox conversions run in, or None and why there is none here."""
-    from conveyor.sandbox import SandboxUnavailable, choose_sandbox
+    from conveyor_sandbox.contract import SandboxUnavailable, choose_sandbox
 
     if registry is None:
-        from conveyor.plugins import get_plugins
-        registry = get_plugins().registry("sandboxes")
+        from conveyor.plugin_api import get_plugins
+        registry = get_plugins().registry(SANDBOXES)
     try:
         sandbox = choose_sandbox(registry, prefer)
     except SandboxUnavailable as exc:
@@ -288,8 +289,8 @@ def font_seed(sandbox: Any, box: BoxPlan) -> dict[str, bytes]:
 
 
 def _warm(sandbox: Any, box: BoxPlan) -> dict[str, bytes]:
-    from conveyor.sandbox import Limits as SandboxLimits
-    from conveyor.sandbox import safe_read
+    from conveyor_sandbox.contract import Limits as SandboxLimits
+    from conveyor_sandbox.contract import safe_read
 
     root, ws = _box_root(WARM_WORKSPACE_MIB * 1024)
     try:
@@ -334,8 +335,8 @@ def run_in_box(sandbox: Any, converter: Converter, source: Path, out_dir: Path, 
     ``on_kill(kill)`` is called with a function that stops the box early (cancellation).
     Never raises for what the converter does.
     """
-    from conveyor.sandbox import Limits as SandboxLimits
-    from conveyor.sandbox import Status
+    from conveyor_sandbox.contract import Limits as SandboxLimits
+    from conveyor_sandbox.contract import Status
 
     box = plan(converter, extra_paths)
     seed = font_seed(sandbox, box)
@@ -380,7 +381,7 @@ def run_in_box(sandbox: Any, converter: Converter, source: Path, out_dir: Path, 
 
 
 def _failure(r: Any, conv_id: str, limits: Any, captured: bytes) -> ConversionError:
-    from conveyor.sandbox import Status
+    from conveyor_sandbox.contract import Status
 
     st = r.status
     if st in (Status.TIME_LIMIT, Status.WALL_TIME_LIMIT):
@@ -445,7 +446,7 @@ def read_outcome(wd: Path, out_dir: Path, conv_id: str,
 
 
 def _read(wd: Path, rel: str, limit: int, conv_id: str, what: str) -> bytes:
-    from conveyor.sandbox import SandboxArgumentError, safe_read
+    from conveyor_sandbox.contract import SandboxArgumentError, safe_read
 
     try:
         data = safe_read(wd, rel, limit + 1)

@@ -11,15 +11,15 @@ from typing import Any
 
 import click
 
-from conveyor.text import printable
+from conveyor.plugin_api import printable
 from conveyor_cad.files import add_file, file_json, get_file
+from conveyor_cad.hookspecs import CONVERTERS
 
 FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _app(ctx: click.Context) -> Any:
-    from conveyor.cli import deployment
-    from conveyor.errors import ConfigError
+    from conveyor.plugin_api import ConfigError, deployment
 
     app = deployment(ctx, need_db=False)
     try:
@@ -57,7 +57,7 @@ def _print_file(app: Any, d: dict[str, Any]) -> None:
 
 def _wait(app: Any, job_id: str, timeout: float) -> Any:
     """Wait for a job, running a worker here when no other worker takes it within a moment."""
-    from conveyor.runner import Runner
+    from conveyor.plugin_api import Runner
 
     runner = Runner(app, concurrency=1)
     thread = threading.Thread(target=runner.run, kwargs={"install_signals": False}, daemon=True)
@@ -123,11 +123,11 @@ def cad_convert(ctx: click.Context, path: str, wait: bool, as_json: bool, tenant
 @click.option("--json", "as_json", is_flag=True)
 def cad_formats(as_json: bool) -> None:
     """List the formats Conveyor recognises and the converters that take each."""
-    from conveyor.plugins import get_plugins
+    from conveyor.plugin_api import get_plugins
     from conveyor_cad.formats import FORMATS
     from conveyor_cad.routing import CadConfig, local_converter
 
-    reg = get_plugins().registry("converters")
+    reg = get_plugins().registry(CONVERTERS)
     cfg = CadConfig.load()
     rows: list[dict[str, Any]] = []
     for f in FORMATS.values():

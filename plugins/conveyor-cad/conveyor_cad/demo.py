@@ -9,7 +9,7 @@ from conveyor_cad.files import add_file, file_json, get_file
 from conveyor_cad.samples import sample_path
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.plugin_api import Conveyor
 
 
 def run(app: Conveyor, console: Any, timeout: float = 180.0) -> bool:

@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from conveyor_cad.files import get_file, key_of_url
+from conveyor_cad.hookspecs import CONVERTERS
 from conveyor_cad.routing import CadConfig, choose
+from conveyor_sandbox.hookspecs import SANDBOXES
 
 
 def _finding(check: str, ok: bool, detail: str, next_step: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -17,7 +19,7 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
     """Input in storage (with the check's latency), format, converter chosen, outputs and the last error."""
     app = context.get("app")
     if app is None:
-        from conveyor.app import Conveyor
+        from conveyor.plugin_api import Conveyor
         app = Conveyor()
     payload = job.get("payload") if isinstance(job.get("payload"), dict) else {}
     file_id = (payload or {}).get("file_id") or job.get("file_id")
@@ -56,7 +58,7 @@ def diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any
                                 "evidence": [f"{rec.system_path} is not in storage"]} if exists is False else {})))
     route = None
     try:
-        route = choose(app.plugins.registry("converters"), rec.cad_format, rec.tenant_id, CadConfig.load(),
+        route = choose(app.plugins.registry(CONVERTERS), rec.cad_format, rec.tenant_id, CadConfig.load(),
                        (payload or {}).get("converter"))
     except Exception as exc:
         out.append(_finding("cad routing", False, f"routing configuration is invalid: {exc}",
@@ -137,7 +139,7 @@ def isolation_finding(app: Any, cfg: Any) -> dict[str, Any]:
     from conveyor_cad.isolation import isolation_mode
 
     try:
-        registry = app.plugins.registry("sandboxes")
+        registry = app.plugins.registry(SANDBOXES)
     except Exception:
         registry = None
     mode, sandbox, why = isolation_mode(cfg, registry)

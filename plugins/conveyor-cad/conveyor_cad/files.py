@@ -16,15 +16,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from conveyor.db import utcnow
-from conveyor.errors import ConveyorError
-from conveyor.schema import files, jobs
-from conveyor.store import live_attempt
+from conveyor.plugin_api import ConveyorError, connection, list_jobs, live_attempt, utcnow
 from conveyor_cad.formats import HEAD_BYTES, mime_of, sniff_bytes
+from conveyor_cad.hookspecs import CONVERTERS
 from conveyor_cad.records import ConversionStatus, FileRecord
+from conveyor_cad.schema import files
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.plugin_api import Conveyor
 
 KIND = "cad.convert"
 
@@ -70,34 +69,21 @@ def get_file(bind: Engine | Connection, file_id: str, tenant: str | None = None,
         q = q.where(files.c.tenant_id == tenant)
     if org is not None:
         q = q.where(files.c.org_id == org)
-    if isinstance(bind, Connection):
-        row = bind.execute(q).first()
-    else:
-        with bind.connect() as conn:
-            row = conn.execute(q).first()
+    with connection(bind) as conn:
+        row = conn.execute(q).first()
     return _record(row) if row is not None else None
+
+
+def file_tenant(bind: Engine | Connection, url: str) -> str | None:
+    """The tenant of the file row whose stored object is at ``url``, or None."""
+    with connection(bind) as conn:
+        return conn.execute(select(files.c.tenant_id).where(files.c.system_path == url).limit(1)).scalar()
 
 
 def file_jobs(bind: Engine | Connection, file_id: str, tenant: str | None = None, org: str | None = None,
               limit: int = 100) -> list[tuple[str, str]]:
     """``(job id, kind)`` of the jobs about a file (of ``tenant`` and ``org`` when given), newest first."""
-    q = (select(jobs.c.id, jobs.c.kind).where(jobs.c.file_id == file_id)
-         .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit))
-    if tenant is not None:
-        q = q.where(jobs.c.tenant_id == tenant)
-    if org is not None:
-        q = q.where(jobs.c.org_id == org)
-    with _reading(bind) as conn:
-        return [(r.id, r.kind) for r in conn.execute(q)]
-
-
-@contextmanager
-def _reading(bind: Engine | Connection) -> Iterator[Connection]:
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.connect() as conn:
-            yield conn
+    return [(j.id, j.kind) for j in list_jobs(bind, file_id=file_id, tenant=tenant, org=org, limit=limit)]
 
 
 def list_files(engine: Engine, tenant: str | None = None, limit: int = 50) -> list[FileRecord]:
@@ -146,7 +132,7 @@ def detect_format(app: Conveyor, head: bytes, size: int, filename: str,
     """
     fmt = sniff_bytes(head, size, filename, whole)
     if fmt is None:
-        for conv in app.plugins.registry("converters"):
+        for conv in app.plugins.registry(CONVERTERS):
             if any(head.startswith(m) for m in getattr(conv, "magic", ())) or \
                     Path(filename).suffix.lower() in getattr(conv, "extensions", ()):
                 return str(conv.formats[0])
@@ -178,7 +164,7 @@ class NewFile:
         """Choose the conversion route of a stored input for ``tenant``."""
         from conveyor_cad.routing import CadConfig, choose
 
-        choice = choose(app.plugins.registry("converters"), fmt, tenant, CadConfig.load()) if fmt else None
+        choice = choose(app.plugins.registry(CONVERTERS), fmt, tenant, CadConfig.load()) if fmt else None
         return cls(file_id, key, filename, size, sha256, fmt, choice)
 
 

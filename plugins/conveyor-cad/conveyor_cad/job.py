@@ -16,18 +16,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import Cancelled, ConfigError, JobError
-from conveyor.kinds import JobContext
+from conveyor.plugin_api import Cancelled, ConfigError, JobContext, JobError
 from conveyor_cad.converter import Converter, ConvertOptions
 from conveyor_cad.files import fetch_source, get_file, key_of_url, update_for_attempt
 from conveyor_cad.formats import FORMATS, sniff_file
+from conveyor_cad.hookspecs import CONVERTERS
 from conveyor_cad.isolation import Limits, run_converter
 from conveyor_cad.records import ConversionError, ConversionStatus, ConvertOutput, Derivative, FileRecord, Stage
 from conveyor_cad.routing import CadConfig, Route, choose
 from conveyor_cad.scratch import scratch_dir
+from conveyor_sandbox.hookspecs import SANDBOXES
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.plugin_api import Conveyor
 
 log = logging.getLogger("conveyor.cad")
 
@@ -89,7 +90,7 @@ class _Attempt:
                                           Stage.FETCH) from None
                 self.timings["fetch_s"] = time.monotonic() - t0
                 fmt = self.rec.cad_format or sniff_file(src, self.rec.filename)
-                route = choose(self.app.plugins.registry("converters"), fmt, self.ctx.tenant_id, self.cfg,
+                route = choose(self.app.plugins.registry(CONVERTERS), fmt, self.ctx.tenant_id, self.cfg,
                                self.payload.get("converter"))
                 if route is None:
                     raise ConversionError("unsupported_format", f"no converter accepts {self.rec.filename!r} "
@@ -117,7 +118,7 @@ class _Attempt:
 
     def _ended(self, fmt: str | None, status: str, t0: float, code: str | None = None) -> None:
         """One log line and the conversion metrics for how this attempt ended."""
-        from conveyor.store import logline
+        from conveyor.plugin_api import logline
         from conveyor_cad.metrics import observe
         observe(fmt, status, time.monotonic() - t0)
         logline("converted", job_id=self.ctx.job_id, attempt_id=self.ctx.attempt_id, file_id=self.rec.id,
@@ -162,7 +163,7 @@ class _Attempt:
                                       Stage.READ) from None
         run = run_converter(conv, src, out_dir, options,
                             Limits(self.cfg.time_limit_s, self.cfg.memory_mb, self.cfg.output_mb), self.ctx.token,
-                            cfg=self.cfg, sandboxes=self.app.plugins.registry("sandboxes"))
+                            cfg=self.cfg, sandboxes=self.app.plugins.registry(SANDBOXES))
         self.captured = run.captured
         self.isolation = {"mode": run.isolation, "enforced": list(run.enforced)}
         self.ctx.token.raise_if_cancelled()

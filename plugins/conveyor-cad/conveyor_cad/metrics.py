@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor_cad.formats import FORMATS
 
 if TYPE_CHECKING:
-    from conveyor.metrics import Metrics
+    from conveyor.plugin_api import Metrics
 
 
 def families(m: Metrics) -> tuple[Any, Any]:
@@ -20,7 +20,7 @@ def families(m: Metrics) -> tuple[Any, Any]:
 
 def observe(fmt: str | None, status: str, seconds: float) -> None:
     """Count one conversion attempt's end, if this process has metrics (an unknown format counts as ``other``)."""
-    from conveyor.metrics import get_metrics
+    from conveyor.plugin_api import get_metrics
     m = get_metrics()
     if m is None:
         return

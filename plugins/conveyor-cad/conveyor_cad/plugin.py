@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from conveyor import ErrorCode, hookimpl
-from conveyor.kinds import JobKind, RetryPolicy
+from conveyor.plugin_api import ErrorCode, JobKind, RetryPolicy, hookimpl
 
 if TYPE_CHECKING:
     import click
 
-    from conveyor.app import Conveyor
-    from conveyor.registry import Registry
-
-SOURCE = "conveyor_cad"
+    from conveyor.plugin_api import Conveyor, Family, Migrations, Registry
+    from conveyor_cad.hookspecs import ConverterRegister
 
 
 @hookimpl
@@ -41,7 +38,7 @@ def public_job_view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @hookimpl
-def conveyor_register_converters(registry: Registry[Any]) -> None:
+def conveyor_register_converters(registry: ConverterRegister) -> None:
     """Register the first-party converters: mesh, brep, dxf, dwg and connector."""
     from conveyor_cad.brep import BrepConverter, DwgConverter
     from conveyor_cad.connector import ConnectorConverter
@@ -54,23 +51,42 @@ def conveyor_register_converters(registry: Registry[Any]) -> None:
 
 @hookimpl
 def conveyor_error_codes() -> Iterable[ErrorCode]:
-    """``empty_geometry``, ``missing_dependency``, ``unsafe_reference`` and ``not_converted``."""
-    return (
-        ErrorCode("empty_geometry", False, "The converter read the file but it holds no faces or a degenerate "
-                  "bounding box (empty, truncated or unreadable input that a library accepted).",
-                  "Open the file in a desktop CAD tool; re-export it with its solids or surfaces included.",
-                  source=SOURCE),
-        ErrorCode("missing_dependency", False, "A library the converter needs is not installed on the worker.",
-                  "pip install 'conveyor-jobs[cad]' on every worker host, then resubmit.", source=SOURCE),
-        ErrorCode("unsafe_reference", False, "The file points at data outside itself: a glTF buffer or image URI "
-                  "that is an absolute path, a URL or a ../ path. Such references are never followed.",
-                  "Upload a .glb, or a .gltf whose buffers and images are embedded (data: URIs).", source=SOURCE),
-        ErrorCode("not_converted", False, "An answer of the HTTP API, never a job's code: the file exists but has "
-                  "no such derivative (yet): its conversion is pending or running, failed, or made none (a 2D "
-                  "drawing has no geometry).",
-                  "Read GET /api/v1/file/{id}: wait while conversion_status is pending or processing; "
-                  "conversion_error says why a failed file has none.", source=SOURCE),
-    )
+    """The CAD codes: inputs, formats, conversions, connectors and references (``conveyor_cad.errors``)."""
+    from conveyor_cad.errors import CODES
+
+    return CODES
+
+
+@hookimpl
+def conveyor_object_tenant(app: Conveyor, url: str) -> str | None:
+    """The tenant of the ``conveyor_files`` row whose object is at ``url``."""
+    from conveyor_cad.files import file_tenant
+
+    return file_tenant(app.engine, url)
+
+
+@hookimpl
+def conveyor_add_hookspecs(pluginmanager: Any) -> None:
+    """Declare ``conveyor_register_converters`` (``conveyor_cad.hookspecs``)."""
+    from conveyor_cad import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def conveyor_families() -> Iterable[Family[Any]]:
+    """The ``converters`` family."""
+    from conveyor_cad.hookspecs import CONVERTERS
+
+    return (CONVERTERS,)
+
+
+@hookimpl
+def conveyor_migrations() -> Iterable[Migrations]:
+    """The ``cad`` history: ``conveyor_files``."""
+    from conveyor_cad.schema import MIGRATIONS
+
+    return (MIGRATIONS,)
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import ConfigError
+from conveyor.plugin_api import ConfigError
 from conveyor_cad.converter import Converter
 from conveyor_cad.records import Routing
 

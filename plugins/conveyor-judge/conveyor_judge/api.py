@@ -26,18 +26,26 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from conveyor.api.deps import AdminDep, AppDep, IdentityDep, ScopeDep, api_state
-from conveyor.api.errors import ApiError, not_found
-from conveyor.api.jobs import visible_job
-from conveyor.api.schemas import ErrorInfo, ErrorOut
-from conveyor.api.tenancy import write_tenant
-from conveyor.app import Conveyor
-from conveyor.models import Job, JobStatus
+from conveyor.plugin_api import Conveyor, Job, JobStatus
+from conveyor.plugin_api.http import (
+    AdminDep,
+    ApiError,
+    AppDep,
+    ErrorInfo,
+    ErrorOut,
+    IdentityDep,
+    ScopeDep,
+    api_state,
+    not_found,
+    visible_job,
+    write_tenant,
+)
 from conveyor_judge import bounds, unpack
 from conveyor_judge.engine import SOURCE_MAX_BYTES, find_language
 from conveyor_judge.errors import JudgeError
 from conveyor_judge.feedback import NAMES as FEEDBACK_NAMES
 from conveyor_judge.feedback import Feedback, resolve
+from conveyor_judge.hookspecs import CHECKERS, LANGUAGES
 from conveyor_judge.kind import KIND, LIMIT_MAX, admin_key, capped_limits
 from conveyor_judge.problems import Problem, ProblemInfo, ProblemStore, check_title
 from conveyor_judge.sources import store_source
@@ -95,7 +103,7 @@ DeploymentDep = Annotated[Conveyor, Depends(deployment)]
 
 def problem_store(app: Conveyor) -> ProblemStore:
     """The problem catalog of a deployment (its storage, its registered checkers)."""
-    return ProblemStore(app.storage, checkers=[c.id for c in app.plugins.registry("checkers")])
+    return ProblemStore(app.storage, checkers=[c.id for c in app.plugins.registry(CHECKERS)])
 
 
 # ---------------------------------------------------------------- schemas
@@ -471,7 +479,7 @@ def languages(app: DeploymentDep) -> dict[str, Any]:
     file extensions."""
     return {"items": [{"id": lang.id, "name": lang.name, "aliases": list(lang.aliases),
                        "extensions": list(lang.extensions)}
-                      for lang in sorted(app.plugins.registry("judges"), key=lambda x: x.id)]}
+                      for lang in sorted(app.plugins.registry(LANGUAGES), key=lambda x: x.id)]}
 
 
 @router.post("/submit", status_code=201, response_model=None, summary="Submit a program",
@@ -487,7 +495,7 @@ def submit(request: Request, response: Response, body: Annotated[SubmitIn, Body(
     """
     tenant = write_tenant(scope)
     try:
-        lang = find_language(app.plugins.registry("judges"), str(body.language))
+        lang = find_language(app.plugins.registry(LANGUAGES), str(body.language))
     except JudgeError as exc:
         raise judge_error(exc) from None
     try:

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from conveyor.text import printable
+from conveyor.plugin_api import printable
 from conveyor_judge.errors import JudgeError
+from conveyor_judge.hookspecs import LANGUAGES
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -22,7 +23,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _app(ctx: click.Context, need_db: bool = True) -> Any:
-    from conveyor.cli import deployment
+    from conveyor.plugin_api import deployment
     return deployment(ctx, need_db=need_db)
 
 
@@ -99,7 +100,7 @@ NO_WORKER_HINT_S = 3.0
 
 def _live_workers(app: Any) -> int:
     """How many worker processes have shown progress lately (0 when the table cannot be read)."""
-    from conveyor.presence import list_workers
+    from conveyor.plugin_api import list_workers
     try:
         return sum(1 for w in list_workers(app.engine, stale_after_s=30) if w["alive"] and w["role"] == "worker")
     except Exception:  # a hint only: never fail the wait over it
@@ -117,11 +118,11 @@ def _live_workers(app: Any) -> int:
 def submit(ctx: click.Context, source: Path, problem_id: str, language: str | None, wait: bool, as_json: bool,
            timeout: float) -> None:
     """Submit SOURCE for judging; print the job id, or with --wait the verdict."""
-    from conveyor.plugins import get_plugins
+    from conveyor.plugin_api import get_plugins
     from conveyor_judge.engine import SOURCE_MAX_BYTES, find_language, language_for_file
     from conveyor_judge.problems import ProblemStore
     app = _app(ctx)
-    langs = list(get_plugins().registry("judges"))
+    langs = list(get_plugins().registry(LANGUAGES))
     try:
         lang = find_language(langs, language) if language else language_for_file(langs, source.name)
         ProblemStore(app.storage).info(problem_id)
@@ -175,9 +176,9 @@ def submit(ctx: click.Context, source: Path, problem_id: str, language: str | No
 @click.option("--json", "as_json", is_flag=True)
 def languages(as_json: bool) -> None:
     """List languages, their aliases and whether their toolchain is usable here."""
-    from conveyor.plugins import get_plugins
-    rows = []
-    for lang in sorted(get_plugins().registry("judges"), key=lambda x: x.id):
+    from conveyor.plugin_api import get_plugins
+    rows: list[dict[str, Any]] = []
+    for lang in sorted(get_plugins().registry(LANGUAGES), key=lambda x: x.id):
         ok, why = lang.available()
         rows.append({"id": lang.id, "name": lang.name, "aliases": list(lang.aliases),
                      "extensions": list(lang.extensions), "available": ok, "detail": why if not ok else "",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from conveyor_judge.hookspecs import LANGUAGES
 from conveyor_judge.problems import ProblemStore
 from conveyor_judge.selftest import aplusb_package, program
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.plugin_api import Conveyor
 
 #: (language, program, expected verdict), first available language of each row wins
 CASES = ((("cpp", "c", "python3"), "aplusb", "accepted"), (("python3", "c"), "wa", "wrong_answer"),
@@ -20,8 +21,8 @@ def run_judge_demo(app: Conveyor, console: Any) -> bool:
     """Submit an accepted, a wrong and a too slow A+B; print the verdicts; False if one is not as expected."""
     from rich.table import Table
 
-    from conveyor.plugins import get_plugins
-    langs = {lang.id: lang for lang in get_plugins().registry("judges")}
+    from conveyor.plugin_api import get_plugins
+    langs = {lang.id: lang for lang in get_plugins().registry(LANGUAGES)}
     info = ProblemStore(app.storage).add(aplusb_package("time_limit_ms = 500\nmemory_limit_mib = 64\n"))
     jobs = []
     for choices, name, want in CASES:

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.sandbox import Limits, RunResult, Sandbox, Status, choose_sandbox, safe_read
 from conveyor_judge.checkers import Checker, CheckResult
 from conveyor_judge.errors import JudgeError
 from conveyor_judge.feedback import resolve as resolve_feedback
+from conveyor_judge.hookspecs import CHECKERS, LANGUAGES
 from conveyor_judge.languages import Language, sandbox_env
 from conveyor_judge.problems import Problem, TestCase, cache_root, discard, replace_dir
 from conveyor_judge.verdicts import CompileResult, JudgeResult, TestResult, Verdict
 from conveyor_sandbox.cleanup import CleanupError, remove_tree
+from conveyor_sandbox.contract import Limits, RunResult, Sandbox, Status, choose_sandbox, safe_read
+from conveyor_sandbox.hookspecs import SANDBOXES
 from conveyor_sandbox.workspace import Workspace, open_workspace
 
 log = logging.getLogger("conveyor.judge")
@@ -163,11 +165,11 @@ class Judge:
     def __init__(self, *, sandbox: Sandbox | None = None, languages: Iterable[Language] | None = None,
                  checkers: Iterable[Checker] | None = None, root: Path | None = None) -> None:
         if sandbox is None or languages is None or checkers is None:
-            from conveyor.plugins import get_plugins
+            from conveyor.plugin_api import get_plugins
             host = get_plugins()
-            sandbox = sandbox or choose_sandbox(host.registry("sandboxes"))
-            languages = languages if languages is not None else list(host.registry("judges"))
-            checkers = checkers if checkers is not None else list(host.registry("checkers"))
+            sandbox = sandbox or choose_sandbox(host.registry(SANDBOXES))
+            languages = languages if languages is not None else list(host.registry(LANGUAGES))
+            checkers = checkers if checkers is not None else list(host.registry(CHECKERS))
         self.sandbox = sandbox
         self.languages = {lang.id: lang for lang in languages}
         self.checkers = {c.id: c for c in checkers}

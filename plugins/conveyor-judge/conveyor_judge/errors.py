@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.errors import ErrorCode, JobError
+from conveyor.plugin_api import ErrorCode, JobError
 
 SOURCE = "conveyor_judge"
 

@@ -8,7 +8,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from conveyor.kinds import JobContext, JobKind, RetryPolicy
+from conveyor.plugin_api import JobContext, JobKind, RetryPolicy
 from conveyor_judge.engine import Judge
 from conveyor_judge.errors import JudgeError
 from conveyor_judge.problems import Problem, ProblemStore
@@ -97,7 +97,7 @@ def handle_submission(ctx: JobContext) -> dict[str, Any]:
     result = judge.judge(problem, lang, source, cancelled=ctx.token.raise_if_cancelled,
                          run_all=p.get("run_all_tests"))
     _keep_admin_record(ctx, result)
-    from conveyor.store import logline
+    from conveyor.plugin_api import logline
     from conveyor_judge.metrics import observe
     observe(result)
     logline("judged", job_id=ctx.job_id, attempt_id=ctx.attempt_id, language=result.language,

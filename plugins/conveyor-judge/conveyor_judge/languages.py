@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.sandbox import DEFAULT_PATH
+from conveyor_sandbox.contract import DEFAULT_PATH
 
 #: what every box sees without being told: the sandbox's allow-listed root (docs/sandbox.md)
 BOX_ROOT_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from conveyor.metrics import Metrics
+    from conveyor.plugin_api import Metrics
     from conveyor_judge.verdicts import JudgeResult
 
 
@@ -20,7 +20,7 @@ def families(m: Metrics) -> tuple[Any, Any, Any]:
 
 def observe(result: JudgeResult) -> None:
     """Count one judged submission, if this process has metrics."""
-    from conveyor.metrics import get_metrics
+    from conveyor.plugin_api import get_metrics
     m = get_metrics()
     if m is None:
         return

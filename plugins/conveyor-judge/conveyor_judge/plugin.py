@@ -6,19 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from conveyor import hookimpl
-from conveyor.errors import ErrorCode
+from conveyor.plugin_api import ErrorCode, Family, hookimpl
+from conveyor_judge.hookspecs import LANGUAGES
 
 if TYPE_CHECKING:
     import click
     from fastapi import APIRouter
 
-    from conveyor.app import Conveyor
-    from conveyor.registry import Registry
+    from conveyor.plugin_api import Conveyor, Registry
+    from conveyor_judge.hookspecs import CheckerRegister, LanguageRegister
 
 
 @hookimpl
-def conveyor_register_judges(registry: Registry) -> None:
+def conveyor_register_judges(registry: LanguageRegister) -> None:
     """Register C, C++17, C++20, Python 3, Java, Rust and JavaScript."""
     from conveyor_judge.languages import FIRST_PARTY
 
@@ -27,12 +27,28 @@ def conveyor_register_judges(registry: Registry) -> None:
 
 
 @hookimpl
-def conveyor_register_checkers(registry: Registry) -> None:
+def conveyor_register_checkers(registry: CheckerRegister) -> None:
     """Register the standard, identical, lines and floats checkers."""
     from conveyor_judge.checkers import BUILTIN_CHECKERS
 
     for checker in BUILTIN_CHECKERS:
         registry.add(checker)
+
+
+@hookimpl
+def conveyor_add_hookspecs(pluginmanager: Any) -> None:
+    """Declare ``conveyor_register_judges`` and ``conveyor_register_checkers`` (``conveyor_judge.hookspecs``)."""
+    from conveyor_judge import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def conveyor_families() -> Iterable[Family[Any]]:
+    """The ``judges`` (languages) and ``checkers`` families."""
+    from conveyor_judge.hookspecs import CHECKERS, LANGUAGES
+
+    return (LANGUAGES, CHECKERS)
 
 
 @hookimpl
@@ -72,7 +88,7 @@ def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]]:
     """One finding per language: toolchain found and reachable by the sandbox."""
     import os
 
-    from conveyor.plugins import get_plugins
+    from conveyor.plugin_api import get_plugins
     from conveyor_judge.feedback import ENV, NAMES, env_feedback
     out = []
     raw = os.environ.get(ENV)
@@ -82,7 +98,7 @@ def conveyor_doctor(app: Conveyor) -> list[dict[str, Any]]:
                 "detail": f"{ENV}={raw!r} is not a policy; submitters get 'verdict'" if bad
                 else f"submitters see: {policy.value}",
                 "next_step": f"set {ENV} to one of {NAMES}" if bad else ""})
-    for lang in get_plugins().registry("judges"):
+    for lang in get_plugins().registry(LANGUAGES):
         ok, why = lang.available()
         out.append({"check": f"judge {lang.id}", "ok": True,
                     "detail": ("available: " if ok else "UNAVAILABLE: ") + why,

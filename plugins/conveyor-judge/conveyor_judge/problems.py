@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import ConfigError
-from conveyor.storage import Storage
+from conveyor.plugin_api import ConfigError, Storage
 from conveyor_judge import bounds
 from conveyor_judge.errors import JudgeError
 from conveyor_judge.feedback import parse_feedback
+from conveyor_judge.hookspecs import CHECKERS
 from conveyor_judge.unpack import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_UNPACKED_MB,
@@ -430,8 +430,8 @@ class ProblemInfo:
 
 
 def _registered_checkers() -> set[str]:
-    from conveyor.plugins import get_plugins
-    return {c.id for c in get_plugins().registry("checkers")}
+    from conveyor.plugin_api import get_plugins
+    return {c.id for c in get_plugins().registry(CHECKERS)}
 
 
 def check_overrides(time_limit_ms: int | None, memory_limit_mib: int | None, feedback: str | None,

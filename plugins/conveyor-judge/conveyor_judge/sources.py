@@ -7,7 +7,7 @@ import posixpath
 from typing import Any
 from urllib.parse import quote
 
-from conveyor.storage import Storage
+from conveyor.plugin_api import Storage
 from conveyor_judge.errors import JudgeError
 
 #: the judge's own namespace of stored sources: ``submissions/{tenant}/…``
@@ -55,16 +55,11 @@ def _plain(key: str) -> bool:
 
 
 def _tenant_file(app: Any, storage: Storage, key: str, tenant: str) -> bool:
-    """Whether a ``conveyor_files`` row of ``tenant`` holds the object at ``key``."""
+    """Whether a plugin records the object at ``key`` as ``tenant``'s (the CAD plugin's ``conveyor_files``)."""
     if app is None:
         return False
-    from sqlalchemy import select
-
-    from conveyor.schema import files
-    url = storage.url(key)
-    q = select(files.c.id).where(files.c.system_path == url, files.c.tenant_id == tenant).limit(1)
-    with app.engine.connect() as conn:
-        return conn.execute(q).first() is not None
+    owner = app.plugins.first_result("conveyor_object_tenant", app=app, url=storage.url(key))
+    return bool(owner == tenant)
 
 
 def owned_key(storage: Storage, key: str, tenant: str, app: Any = None) -> str:

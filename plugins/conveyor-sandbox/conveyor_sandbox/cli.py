@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from conveyor.sandbox import Limits, RunResult, SandboxArgumentError, SandboxUnavailable, Status, choose_sandbox
+from conveyor_sandbox.contract import (
+    Limits,
+    RunResult,
+    SandboxArgumentError,
+    SandboxUnavailable,
+    Status,
+    choose_sandbox,
+)
+from conveyor_sandbox.hookspecs import SANDBOXES
 from conveyor_sandbox.workspace import open_workspace
 
 PY = "/usr/bin/python3"
@@ -52,10 +60,10 @@ ATTACKS: dict[str, tuple[list[str], set[Status], bytes | None]] = {
 
 
 def _backends(backend: str | None) -> Any:
-    from conveyor.plugins import get_plugins
+    from conveyor.plugin_api import get_plugins
 
     try:
-        return choose_sandbox(get_plugins().registry("sandboxes"), prefer=backend)
+        return choose_sandbox(get_plugins().registry(SANDBOXES), prefer=backend)
     except SandboxUnavailable as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -273,10 +281,10 @@ def sweep_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor_cmd(backend: str | None, no_attacks: bool, as_json: bool) -> None:
     """What this kernel offers the sandbox, then every attack program run against it."""
-    from conveyor.plugins import get_plugins
+    from conveyor.plugin_api import get_plugins
 
     report: dict[str, Any] = {"kernel": kernel_report(), "backends": {}}
-    for b in get_plugins().registry("sandboxes"):
+    for b in get_plugins().registry(SANDBOXES):
         ok, why = b.available()
         report["backends"][b.id] = {"available": ok, "detail": why}
     sb = _backends(backend)

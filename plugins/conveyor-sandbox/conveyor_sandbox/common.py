@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from conveyor.sandbox import Limits, Status
+from conveyor_sandbox.contract import Limits, Status
 
 BOX_UID_BASE = int(os.environ.get("CONVEYOR_SANDBOX_UID_BASE", "60000"))
 BOX_UID_COUNT = int(os.environ.get("CONVEYOR_SANDBOX_UID_COUNT", "1000"))
@@ -87,7 +87,7 @@ def stdin_file(data: bytes | None) -> IO[bytes]:
     if data is None:
         return open(os.devnull, "rb")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        from conveyor.sandbox import SandboxArgumentError
+        from conveyor_sandbox.contract import SandboxArgumentError
 
         raise SandboxArgumentError("stdin must be bytes or None")
     fd = os.memfd_create("conveyor-stdin", os.MFD_CLOEXEC)

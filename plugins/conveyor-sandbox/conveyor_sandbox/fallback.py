@@ -18,15 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from conveyor.sandbox import (
-    Limits,
-    RunResult,
-    Status,
-    check_argv,
-    check_env,
-    check_readonly_paths,
-    check_workdir,
-)
 from conveyor_sandbox.common import (
     WorkdirOwnership,
     classify,
@@ -34,6 +25,15 @@ from conveyor_sandbox.common import (
     stdin_file,
     uid_pool,
     wait_status,
+)
+from conveyor_sandbox.contract import (
+    Limits,
+    RunResult,
+    Status,
+    check_argv,
+    check_env,
+    check_readonly_paths,
+    check_workdir,
 )
 from conveyor_sandbox.metrics import measured
 

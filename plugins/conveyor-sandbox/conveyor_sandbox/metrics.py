@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from conveyor.metrics import Metrics
+    from conveyor.plugin_api import Metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +27,7 @@ def measured(run: F) -> F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.monotonic()
         result = run(self, *args, **kwargs)
-        from conveyor.metrics import get_metrics
+        from conveyor.plugin_api import get_metrics
         m = get_metrics()
         if m is not None:
             runs, overhead = families(m)

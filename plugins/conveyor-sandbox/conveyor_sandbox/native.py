@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.sandbox import (
+from conveyor_sandbox.common import (
+    WorkdirOwnership,
+    classify,
+    file_at_limit,
+    stdin_file,
+    uid_pool,
+    wait_status,
+)
+from conveyor_sandbox.contract import (
     Limits,
     RunResult,
     SandboxArgumentError,
@@ -19,14 +27,6 @@ from conveyor.sandbox import (
     check_env,
     check_readonly_paths,
     check_workdir,
-)
-from conveyor_sandbox.common import (
-    WorkdirOwnership,
-    classify,
-    file_at_limit,
-    stdin_file,
-    uid_pool,
-    wait_status,
 )
 from conveyor_sandbox.metrics import measured
 from conveyor_sandbox.workspace import is_bounded, used_bytes

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from conveyor import ErrorCode, hookimpl
+from conveyor.plugin_api import ErrorCode, Family, hookimpl
+from conveyor_sandbox.hookspecs import SANDBOXES
 
 if TYPE_CHECKING:
     import click
 
-    from conveyor.registry import Registry
+    from conveyor_sandbox.hookspecs import SandboxRegister
 
 
 @hookimpl
-def conveyor_register_sandboxes(registry: Registry) -> None:
+def conveyor_register_sandboxes(registry: SandboxRegister) -> None:
     """Register the C sandbox and the weaker Python fallback."""
     from conveyor_sandbox.fallback import PythonSandbox
     from conveyor_sandbox.native import CSandbox
@@ -33,16 +34,34 @@ def conveyor_add_commands(cli: click.Group) -> None:
 
 @hookimpl
 def conveyor_error_codes() -> Iterable[ErrorCode]:
-    """Nothing beyond the core's ``sandbox_error``; the detail codes live in RunResult.error_code."""
-    return ()
+    """``sandbox_error``; the detail of a failed run lives in ``RunResult.error_code``."""
+    return (ErrorCode("sandbox_error", True, "The sandbox could not start or supervise the program (not the "
+                      "program's fault).", "Run `conveyor sandbox doctor` on the worker host.",
+                      source="conveyor_sandbox"),)
+
+
+@hookimpl
+def conveyor_add_hookspecs(pluginmanager: Any) -> None:
+    """Declare ``conveyor_register_sandboxes`` (``conveyor_sandbox.hookspecs``)."""
+    from conveyor_sandbox import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def conveyor_families() -> Iterable[Family[Any]]:
+    """The ``sandboxes`` family."""
+    from conveyor_sandbox.hookspecs import SANDBOXES
+
+    return (SANDBOXES,)
 
 
 @hookimpl
 def conveyor_doctor(app: Any) -> list[dict[str, Any]]:
     """Which sandbox backend jobs will get here, and why (``conveyor sandbox doctor`` runs the attacks)."""
-    from conveyor.sandbox import SandboxUnavailable, choose_sandbox
+    from conveyor_sandbox.contract import SandboxUnavailable, choose_sandbox
 
-    registry = app.plugins.registry("sandboxes")
+    registry = app.plugins.registry(SANDBOXES)
     try:
         chosen = choose_sandbox(registry)
     except SandboxUnavailable as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from conveyor_sandbox.common import pid_alive
 from conveyor_sandbox.workspace import sweep as sweep_workspaces
 
-log = logging.getLogger("conveyor.sandbox")
+log = logging.getLogger("conveyor_sandbox.contract")
 
 _RUN_CGROUP = re.compile(r"^conveyor-sbx-(\d+)-\d+$")
 

@@ -25,7 +25,7 @@ from types import TracebackType
 
 from conveyor_sandbox.common import pid_alive
 
-log = logging.getLogger("conveyor.sandbox")
+log = logging.getLogger("conveyor_sandbox.contract")
 
 DEFAULT_ROOT = "/run/conveyor-sandbox/ws"
 DEFAULT_SIZE_KIB = 64 * 1024

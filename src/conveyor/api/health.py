@@ -141,6 +141,5 @@ def plugins(request: Request, identity: AdminDep) -> list[dict[str, Any]]:
     """What `conveyor plugins --json` shows, with the plugins whose routes could not be mounted."""
     state = api_state(request)
     host = state.app.plugins
-    for fam in ("job_kinds", "converters", "judges", "checkers", "sandboxes"):
-        host.registry(fam)
+    host.load_all()
     return [{**i.__dict__, "hooks": list(i.hooks)} for i in host.list()]

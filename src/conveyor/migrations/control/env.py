@@ -4,4 +4,4 @@ from alembic import context
 
 from conveyor.migrate import run_migrations
 
-run_migrations("control", context.config.attributes["connection"])
+run_migrations(context.config.attributes["history"], context.config.attributes["connection"])

@@ -2,7 +2,8 @@
 
 Creates each table a database lacks, with its indexes, and leaves an existing one as it
 is: a database made before migrations existed (by ``create_all``) is taken over by the
-same revision. Frozen: later changes are later revisions.
+same revision. Frozen: later changes are later revisions. (Release 0.1.0 also made
+``conveyor_files``; it belongs to the CAD plugin, whose own history ``cad`` takes it over.)
 
 Revision ID: 0001
 Revises:
@@ -89,24 +90,6 @@ def _tables() -> list[tuple[str, list[object], dict[str, object], list[tuple[str
         ], {"sqlite_autoincrement": True}, [
             ("ix_conveyor_job_events_job_id", ["job_id"], {}),
         ]),
-        ("conveyor_files", [
-            sa.Column("id", sa.String(36), primary_key=True),
-            sa.Column("tenant_id", sa.String(200), nullable=False),
-            sa.Column("org_id", sa.String(200)),
-            sa.Column("filename", sa.String(1000), nullable=False),
-            sa.Column("system_path", sa.Text, nullable=False),
-            sa.Column("size", BIGINT, nullable=False),
-            sa.Column("sha256", sa.String(64)),
-            sa.Column("content_type", sa.String(200)),
-            sa.Column("cad_format", sa.String(32)),
-            sa.Column("preview_path", sa.Text),
-            sa.Column("geometry_path", sa.Text),
-            sa.Column("conversion_status", sa.String(16)),
-            sa.Column("conversion_error", sa.JSON),
-            sa.Column("attributes", sa.JSON),
-            sa.Column("created_at", sa.DateTime, nullable=False),
-            sa.Column("updated_at", sa.DateTime, nullable=False),
-        ], {}, []),
         ("conveyor_workers", [
             sa.Column("name", sa.String(200), primary_key=True),
             sa.Column("role", sa.String(32), nullable=False),

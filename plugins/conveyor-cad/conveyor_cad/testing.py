@@ -1,10 +1,9 @@
 """``ConverterContract``: the test suite every CAD converter passes (subclass it in your plugin's tests).
 
-Import it as ``conveyor.testing.converter.ConverterContract`` (the core re-exports it lazily,
-so importing the core never imports this plugin).
+Import it as ``conveyor_cad.testing.ConverterContract``.
 
 ```python
-from conveyor.testing.converter import ConverterContract
+from conveyor_cad.testing import ConverterContract
 
 class TestMyConverter(ConverterContract):
     converter = MyConverter()
@@ -32,7 +31,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conveyor import hookimpl
+from conveyor.plugin_api import hookimpl
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -134,11 +133,7 @@ class ConverterContract:
 
     def test_through_a_worker_good_and_bad_files(self, tmp_path: Path) -> None:
         """Through a real job: the good file is ``done`` with both paths, garbage is ``failed`` with a code."""
-        from conveyor.app import Conveyor
-        from conveyor.config import load_settings
-        from conveyor.outbox import Dispatcher
-        from conveyor.plugins import load_plugins
-        from conveyor.worker import Worker
+        from conveyor.plugin_api import Conveyor, Dispatcher, Worker, load_plugins, load_settings
         from conveyor_cad.files import add_file, get_file
 
         env = {"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/contract.db", "CONVEYOR_QUEUE_URL": "sql",

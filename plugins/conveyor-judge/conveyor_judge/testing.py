@@ -7,21 +7,15 @@ the three programs; the suite judges each against a built-in A+B problem in the 
 
 from __future__ import annotations
 
-import importlib
 import uuid
-from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
 
-
-def _judge_module(name: str) -> ModuleType:
-    """A module of the judge plugin, found at run time: the core never depends on a plugin."""
-    try:
-        return importlib.import_module(f"conveyor_judge.{name}")
-    except ImportError as exc:
-        raise RuntimeError(f"JudgeContract needs the conveyor_judge plugin ({exc}); "
-                           "pip install conveyor-jobs") from None
+from conveyor.plugin_api import Storage
+from conveyor_judge.engine import Judge
+from conveyor_judge.problems import ProblemStore
+from conveyor_judge.selftest import aplusb_package
 
 
 class JudgeContract:
@@ -39,16 +33,14 @@ class JudgeContract:
     @classmethod
     def judge(cls) -> Any:
         """The Judge under test (entry-point languages, checkers and the best sandbox)."""
-        return _judge_module("engine").Judge()
+        return Judge()
 
     @pytest.fixture(scope="class")
     @classmethod
     def problem(cls, judge: Any) -> Any:
         """The A+B problem, stored on private memory storage."""
-        from conveyor.storage import Storage
-        store = _judge_module("problems").ProblemStore(
-            Storage(f"memory://judge-contract-{uuid.uuid4().hex[:8]}"), judge.root)
-        return store.load(store.add(_judge_module("selftest").aplusb_package()).id)
+        store = ProblemStore(Storage(f"memory://judge-contract-{uuid.uuid4().hex[:8]}"), judge.root)
+        return store.load(store.add(aplusb_package()).id)
 
     def _judge(self, judge: Any, problem: Any, source: str) -> Any:
         assert self.language, "set `language` on the JudgeContract subclass"

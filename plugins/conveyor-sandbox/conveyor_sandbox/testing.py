@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.sandbox import Limits, RunResult, Sandbox, SandboxArgumentError, Status
+from conveyor_sandbox.contract import Limits, RunResult, Sandbox, SandboxArgumentError, Status
 
 FAST = Limits(cpu_ms=1000, wall_ms=2000, memory_kib=128 * 1024)
 
