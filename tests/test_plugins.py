@@ -233,3 +233,82 @@ def test_hooks_go_through_pluggy_wrappers_and_monitoring_see_them_and_a_failure_
     assert seen.count("before") == 2  # the wrapper wraps each plugin's call too
     assert sorted(answers) == [("broken", None, "conveyor_environment: RuntimeError: bad config"),
                                ("good", ["CONVEYOR_GOOD_THING"], None)]
+
+
+# ---------------------------------------------------------------- families: open to third parties
+
+def test_a_third_party_declares_a_family_and_another_plugin_fills_it():
+    """A family is not the core's to list: a plugin declares one with its hook, any plugin adds to it."""
+    import types
+
+    from conveyor import hookimpl
+    from conveyor.plugin_api import Family, Registry, hookspec
+
+    class Printer:
+        def __init__(self, id: str) -> None:
+            self.id = id
+
+    class PrinterRegister(Registry[Printer]):
+        def check(self, item: object) -> None:
+            if not isinstance(item, Printer):
+                raise PluginError(f"{item!r} is not a Printer")
+
+    printers: Family[Printer] = Family("printers", "conveyor_register_printers", PrinterRegister, "printing")
+    specs = types.ModuleType("printing_specs")
+
+    @hookspec
+    def conveyor_register_printers(registry: PrinterRegister) -> None:
+        """Register printers. :return: nothing."""
+
+    specs.conveyor_register_printers = conveyor_register_printers  # type: ignore[attr-defined]
+
+    class Declares:
+        @hookimpl
+        def conveyor_add_hookspecs(self, pluginmanager):
+            pluginmanager.add_hookspecs(specs)
+
+        @hookimpl
+        def conveyor_families(self):
+            return [printers]
+
+    class Adds:
+        @hookimpl
+        def conveyor_register_printers(self, registry):
+            registry.add(Printer("laser"))
+
+    class AddsJunk:
+        @hookimpl
+        def conveyor_register_printers(self, registry):
+            registry.add("not a printer")
+
+    def register(pm):
+        pm.register(Adds(), name="adds")  # before the spec exists: checked when it is added
+        pm.register(Declares(), name="printing")
+        pm.register(AddsJunk(), name="junk")
+
+    host = load_plugins(entry_points=False, register=register)
+    reg = host.registry(printers)
+    assert reg.keys() == ["laser"] and reg.owner("laser") == "adds"
+    assert host.registry("printers") is reg
+    assert "printers" in host.families() and "job_kinds" in host.families()
+    assert "is not a Printer" in host.errors["junk"]  # the register type refused it; the rest kept working
+
+
+def test_an_unknown_family_names_the_known_ones():
+    host = load_plugins(entry_points=False)
+    with pytest.raises(PluginError, match=r"no loaded plugin declares the registry family 'convertors' "
+                                          r"\(known: job_kinds\)"):
+        host.registry("convertors")
+
+
+def test_first_party_families_are_declared_by_their_plugins_and_check_what_they_get():
+    from conveyor_cad.hookspecs import CONVERTERS
+    from conveyor_sandbox.hookspecs import SANDBOXES
+
+    host = load_plugins()
+    assert {"job_kinds", "sandboxes", "judges", "checkers", "converters"} <= set(host.families())
+    assert host.families()["converters"].source == "conveyor_cad"
+    assert "mesh" in host.registry(CONVERTERS) and "c-sandbox" in host.registry(SANDBOXES)
+    reg = CONVERTERS.new_registry()
+    with pytest.raises(PluginError, match="lacks id, formats, convert"):
+        reg.add(object())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor import hookimpl
+from conveyor.plugin_api import hookimpl
 
 
 @hookimpl
