@@ -69,9 +69,9 @@ class PrivateRedis:
         self.proc.wait(10)
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def _env(extra: dict[str, str], src: Path = SRC) -> dict[str, str]:
     env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(src), str(HERE), os.environ.get("PYTHONPATH", "")])
     return env
 
 
@@ -193,8 +193,8 @@ def bench_peer(name: str, redis_srv: PrivateRedis, n: int, rate: float, seconds:
 # ---------------------------------------------------------------- Conveyor
 
 def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, seconds: float,
-                   workdir: Path) -> dict[str, float]:
-    """Throughput and latency of Conveyor on PostgreSQL + Redis."""
+                   workdir: Path, src: Path = SRC) -> dict[str, float]:
+    """Throughput and latency of Conveyor on PostgreSQL + Redis; the worker and dispatcher run the core in ``src``."""
     from sqlalchemy import func, select
 
     from conveyor.app import Conveyor
@@ -209,7 +209,7 @@ def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, se
             "CONVEYOR_STORAGE_URL": f"file://{workdir}/data", "CONVEYOR_PLUGINS": "conveyor.builtin_kinds"}
     app = Conveyor(load_settings(env=cenv), plugins=load_plugins(cenv["CONVEYOR_PLUGINS"]))
     app.init_db()
-    env = _env(cenv)
+    env = _env(cenv, src)
     py = sys.executable
     procs = [_spawn([py, "-m", "conveyor", "dispatcher"], env),
              _spawn([py, "-m", "conveyor", "worker", "-c", "4"], env)]
@@ -252,9 +252,20 @@ def bench_conveyor(db_url: str, redis_srv: PrivateRedis, n: int, rate: float, se
 
 
 def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: float, seconds: float,
-        only: list[str] | None = None, rounds: int = 1) -> dict[str, dict[str, Any]]:
-    """Run Conveyor and every installed peer, ``rounds`` times in turn; print medians and Conveyor's ratios."""
+        only: list[str] | None = None, rounds: int = 1, baseline: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run Conveyor and every installed peer, ``rounds`` times in turn; print medians and Conveyor's ratios.
+
+    ``baseline``: a git revision whose worker and dispatcher run as one more system
+    (``conveyor @REV``), from a worktree of it, so a change is measured before and after in one run.
+    """
     names = ["conveyor pg+redis"]
+    base_src: Path | None = None
+    if baseline:
+        base_dir = Path(tempfile.mkdtemp(prefix="conveyor-baseline-"))
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(base_dir / "tree"),
+                        baseline], check=True, capture_output=True)
+        base_src = base_dir / "tree" / "src"
+        names.append(f"conveyor @{baseline}")
     for name in only or PEERS:
         try:
             __import__(name)
@@ -269,10 +280,11 @@ def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: floa
             for rnd in range(rounds):
                 for name in names:
                     print(f"round {rnd + 1}/{rounds}: {name} ...", file=sys.stderr)
-                    if name == "conveyor pg+redis":
+                    if name.startswith("conveyor"):
                         url, drop = pg_url()
                         try:
-                            runs[name].append(bench_conveyor(url, srv, n, rate, seconds, Path(tmp)))
+                            src = base_src if name.startswith("conveyor @") and base_src else SRC
+                            runs[name].append(bench_conveyor(url, srv, n, rate, seconds, Path(tmp), src))
                         finally:
                             drop()
                     else:
@@ -282,14 +294,21 @@ def run(pg_url: Callable[[], tuple[str, Callable[[], None]]], n: int, rate: floa
                           file=sys.stderr)
         finally:
             srv.stop()
+            if base_src is not None:
+                subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force",
+                                str(base_src.parent)], capture_output=True)
     results = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
     c = results["conveyor pg+redis"]
-    peers = {k: v for k, v in results.items() if k != "conveyor pg+redis"}
+    peers = {k: v for k, v in results.items() if not k.startswith("conveyor")}
     print(f"\nno-op jobs, 4 slots, {n} burst jobs, {rate:.0f}/s offered for {seconds:.0f}s, one Redis"
           + (f"; median of {rounds} rounds" if rounds > 1 else ""))
-    print(f"{'system':<20}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'system':<24}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for k, v in results.items():
-        print(f"{k:<20}{v['jobs_s']:>10.0f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}")
+        print(f"{k:<24}{v['jobs_s']:>10.0f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}")
+    if baseline:
+        b = results[f"conveyor @{baseline}"]
+        print(f"\nthis tree / {baseline}: jobs/s {c['jobs_s'] / b['jobs_s']:.2f}x, "
+              f"p50 {c['p50_ms'] / b['p50_ms']:.2f}x, p99 {c['p99_ms'] / b['p99_ms']:.2f}x")
     if peers:
         fastest = max(peers, key=lambda k: peers[k]["jobs_s"])
         lowest = min(peers, key=lambda k: peers[k]["p50_ms"])

@@ -13,7 +13,9 @@ Prints one table and each figure's ratio PostgreSQL / SQLite.
 
 With ``--peers`` it instead runs Conveyor on PostgreSQL + Redis against Celery, Dramatiq,
 RQ and arq on one private Redis (see benchmarks/peers.py and benchmarks/requirements.txt),
-every system `--rounds` times in turn, and prints the medians.
+every system `--rounds` times in turn, and prints the medians. ``--baseline REV`` adds the
+worker and dispatcher of a git revision as one more system, for a before/after ratio in
+one run (``--peers --peer celery --baseline main``).
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ def main() -> None:
     ap.add_argument("--peer", action="append", choices=["celery", "dramatiq", "rq", "arq"],
                     help="with --peers: run only these peers (repeatable)")
     ap.add_argument("--rounds", type=int, default=3, help="with --peers: every system runs this many times, in turn")
+    ap.add_argument("--baseline", metavar="REV", help="with --peers: also run the worker and dispatcher of this git "
+                                                      "revision (a worktree of it), and print this tree's ratios to it")
     a = ap.parse_args()
     if a.peers:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -155,7 +159,8 @@ def main() -> None:
         def pg() -> tuple[str, object]:
             url, schema = pg_schema_url()
             return url, lambda: drop_schema(schema)
-        run(pg, a.jobs, a.rate, a.seconds, only=a.peer, rounds=a.rounds)  # type: ignore[arg-type]
+        run(pg, a.jobs, a.rate, a.seconds, only=a.peer, rounds=a.rounds,  # type: ignore[arg-type]
+            baseline=a.baseline)
         return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

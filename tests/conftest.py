@@ -6,7 +6,7 @@ import os
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from conveyor.db import init_db, make_engine
 from conveyor.schema import metadata
@@ -59,8 +59,10 @@ def db_url(request, tmp_path):
     eng = make_engine(url)
     init_db(eng)
     with eng.begin() as c:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        c.execute(text(f"truncate {names} restart identity"))
+        # the core's tables and any a plugin's history made here before (conveyor_files)
+        tables = {t.name for t in metadata.sorted_tables} | {
+            n for n in inspect(c).get_table_names() if n.startswith("conveyor_") and not n.endswith("schema_version")}
+        c.execute(text(f"truncate {', '.join(sorted(tables))} restart identity"))
     eng.dispose()
     yield url
 

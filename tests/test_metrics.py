@@ -33,6 +33,9 @@ def test_events_and_attempts_are_counted(app, pipeline):
     assert sample(text, 'conveyor_job_events_total{action="succeeded"}') - before == 5
     assert sample(text, 'conveyor_job_events_total{action="job_failed"}') >= 1
     assert 'conveyor_attempt_seconds_count{kind="conveyor.echo",outcome="succeeded"}' in text
+    # the worker's Metrics middleware: handler time, by whether the handler returned or raised
+    assert sample(text, 'conveyor_handler_seconds_count{kind="conveyor.echo",outcome="returned"}') >= 5
+    assert sample(text, 'conveyor_handler_seconds_count{kind="conveyor.fail",outcome="raised"}') >= 1
     # labels stay low-cardinality: no job id as a label or in a label's value (route templates name {job_id})
     assert 'job_id="' not in text
     assert not any(i in text for i in [*ids, fail])

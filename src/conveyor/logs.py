@@ -2,7 +2,9 @@
 
 ``CONVEYOR_LOG_FORMAT=json`` (or ``conveyor --log-format json``) switches every record to
 JSON: ``time``, ``level``, ``logger``, ``message``, and for the per-state-change lines of
-``conveyor.jobs`` the ``action`` and each ``key=value`` field as its own member.
+``conveyor.jobs`` the ``action`` and each ``key=value`` field as its own member. A record
+written while a handler runs (the worker's ``Tracing`` middleware) also carries the job's
+``job_id``, ``attempt_id``, ``kind`` and ``trace_id``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +20,9 @@ from conveyor.errors import ConfigError
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+#: the job whose handler runs in this thread (set by the worker's ``Tracing`` middleware), for log records
+job_fields: ContextVar[dict[str, Any] | None] = ContextVar("conveyor_job_fields", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,6 +36,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "conveyor_fields", None)
         if isinstance(fields, dict):
             out.update({k: v for k, v in fields.items() if k not in out})
+        job = job_fields.get()
+        if job:
+            out.update({k: v for k, v in job.items() if k not in out})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)

@@ -44,6 +44,9 @@ class Metrics:
         self.dispatch_failures = prom.Counter("conveyor_dispatch_failures_total",
                                               "Outbox rows a queue failure kept pending.", registry=r)
         self.in_flight = prom.Gauge("conveyor_worker_in_flight", "Jobs this worker holds.", registry=r)
+        self.handler = prom.Histogram("conveyor_handler_seconds", "Handler run time, per attempt, by whether it "
+                                      "returned or raised (the worker's Metrics middleware).", ["kind", "outcome"],
+                                      registry=r)
         self.queue = prom.Gauge("conveyor_queue_entries", "Queue entries by state (scheduler's view).",
                                 ["state"], registry=r)
         self.outbox_pending = prom.Gauge("conveyor_outbox_pending", "Outbox rows not yet published.", registry=r)

@@ -11,6 +11,13 @@ from conveyor.errors import JobError
 from conveyor.kinds import JobKind, RetryPolicy
 
 
+def log_line(ctx):
+    """Write one log record from inside the handler (the worker's Tracing middleware tags it)."""
+    import logging
+    logging.getLogger("conveyor.testkinds").info(ctx.payload["message"])
+    return {"logged": True}
+
+
 def crash(ctx):
     """A poison job: kills the worker process that runs it."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -74,6 +81,7 @@ def boom(ctx):
 @hookimpl
 def conveyor_register_job_kinds(registry):
     registry.add(JobKind("test.crash", crash))
+    registry.add(JobKind("test.log", log_line))
     registry.add(JobKind("test.artifact", artifact))
     registry.add(JobKind("test.ignore_timeout", slow_ignoring_token, timeout_s=0.3,
                          retry=RetryPolicy(max_attempts=1)))
