@@ -50,6 +50,9 @@ class Conveyor:
         self._queue = queue
         self._plugins = plugins
         self._observing = control is not None  # a tenant's Conveyor shares the control one's observers
+        #: the observers of this deployment's events (``conveyor.observers``): a tenant's are its control's
+        self.observer_group: object = control.observer_group if control is not None else object()
+        self._joined = False
         self._closed = False
         if storage is not None:
             self.__dict__["storage"] = storage
@@ -64,6 +67,9 @@ class Conveyor:
         """The job store's engine (one pool per process)."""
         if self._engine is None:
             self._engine = get_engine(self.settings.db_url)
+        if not self._joined:
+            self._joined = True
+            observers.join(self._engine, self.observer_group)
         return self._engine
 
     @property
@@ -89,7 +95,7 @@ class Conveyor:
         if not self._observing and not self._closed:
             self._observing = True
             if self._plugins.pm.hook.conveyor_on_event.get_hookimpls():
-                observers.subscribe(self._plugins.emit)
+                observers.subscribe(self._plugins.emit, self.observer_group)
         return self._plugins
 
     @property
@@ -139,8 +145,8 @@ class Conveyor:
 
         Best effort: a dispatcher that misses it finds the rows at its next poll.
         """
-        if key is None or self.engine.dialect.name != "postgresql":
-            return
+        if key is None:
+            return  # notify_now sends nothing on a database without notifications
         try:
             notify_now(self.engine, TENANT_OUTBOX_CHANNEL, str(key))
         except Exception as exc:
@@ -303,6 +309,6 @@ class Conveyor:
         if self._tenancy is not None:
             self._tenancy.close()
         if self._plugins is not None:
-            observers.unsubscribe(self._plugins.emit)
+            observers.unsubscribe(self._plugins.emit, self.observer_group)
         if self._queue is not None:
             self._queue.close()

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
-from conveyor import observers, store_postgres
+from conveyor import observers, store
 from conveyor.db import utcnow
 from conveyor.errors import Unreachable
 from conveyor.metrics import get_metrics
-from conveyor.models import EventAction
 from conveyor.notify import OUTBOX_CHANNEL, TENANT_OUTBOX_CHANNEL, Listener
 from conveyor.queue import Message, Queue
-from conveyor.schema import events, outbox
+from conveyor.schema import outbox
 from conveyor.tenancy import TenantKey
 
 if TYPE_CHECKING:
@@ -70,13 +69,8 @@ class Dispatcher:
     def run_once(self) -> DispatchRound:
         """Publish one batch of due rows; on queue failure keep them pending with a backoff."""
         now = utcnow()
-        stmt = (select(outbox.c.id, outbox.c.job_id, outbox.c.message, outbox.c.attempts)
-                .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
-                .order_by(outbox.c.id).limit(self.batch))
-        if self.engine.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
+            rows = store.pending_outbox(conn, now, self.batch)
             if not rows:
                 return DispatchRound(0, 0)
             msgs = [Message(r.job_id, int(r.message.get("priority", 0)), r.message.get("fields", {})) for r in rows]
@@ -94,18 +88,8 @@ class Dispatcher:
                     m.dispatch_failures.inc(len(rows))
                 log.warning("dispatch failed rows=%d error=%s", len(rows), err)
                 return DispatchRound(0, len(rows), err)
-            ev = [{"job_id": r.job_id, "attempt_id": 0, "action": EventAction.DISPATCHED.value,
-                   "payload": {"stream_entry_id": e, "outbox_id": r.id}, "created_at": now, "file_id": None}
-                  for r, e in zip(rows, entry_ids)]
-            if store_postgres.is_postgres(conn):
-                store_postgres.mark_dispatched(conn, [(r.id, e) for r, e in zip(rows, entry_ids)], now)
-            else:
-                conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
-                    status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"),
-                    attempts=bindparam("n")),
-                    [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
-                conn.execute(insert(events), ev)
-        observers.publish(ev)
+            ev = store.mark_dispatched(conn, rows, entry_ids, now)
+        observers.publish(ev, self.engine)
         self.queue.wake()
         self.published_total += len(rows)
         return DispatchRound(len(rows), 0)

@@ -25,9 +25,8 @@ from conveyor import lease, observers, presence
 from conveyor.db import utcnow
 from conveyor.metrics import get_metrics
 from conveyor.models import FINAL, EventAction, Job, JobStatus
-from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
-from conveyor.store import _fields, event_row, fail_exhausted, logline, outbox_row
+from conveyor.store import fail_exhausted, logline, republish
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -162,16 +161,11 @@ class Scheduler:
                         committed.extend(ev)
                         report.failed_exhausted.append(job.id)
                     continue
-                conn.execute(insert(outbox), [outbox_row(job.id, job.priority,
-                                                         _fields(job.id, job.attempts + 1, job, now), now, None,
-                                                         s.stream_key)])
-                notify(conn, OUTBOX_CHANNEL)
-                ev = [event_row(job.id, job.attempt_id, EventAction.REPUBLISHED, now, job.file_id,
-                                status=job.status.value, lost_entry=latest.get(job.id))]
-                conn.execute(insert(events), ev)
-                committed.extend(ev)
+                committed += republish(conn, job, now, s.stream_key, EventAction.REPUBLISHED,
+                                       attempt_id=job.attempt_id, attempt_hint=job.attempts + 1,
+                                       status=job.status.value, lost_entry=latest.get(job.id))
                 report.republished.append(job.id)
-        observers.publish(committed)
+        observers.publish(committed, engine)
         for j in report.republished:
             logline("republished", job_id=j)
         if report.republished:

@@ -161,6 +161,47 @@ def outbox_row(job_id: str, priority: int, fields: Mapping[str, Any], now: datet
             "status": "pending", "attempts": 0, "next_attempt_at": due or now, "created_at": now}
 
 
+def republish(conn: Connection, job: Job, now: datetime, stream: str, action: EventAction, *, attempt_id: int,
+              attempt_hint: int, **payload: Any) -> list[dict[str, Any]]:
+    """Queue ``job`` again through the outbox (a pending row, a NOTIFY on commit) and record why; its events.
+
+    The one way a job already in the database goes back to the queue: the scheduler's
+    repair, a worker's release at shutdown and a retry all call it inside their
+    transaction, then publish the events and wake the dispatcher after the commit.
+    """
+    conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, attempt_hint, job, now),
+                                             now, None, stream)])
+    notify(conn, OUTBOX_CHANNEL)
+    ev = [event_row(job.id, attempt_id, action, now, job.file_id, **payload)]
+    conn.execute(insert(events), ev)
+    return ev
+
+
+def pending_outbox(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    """Due pending outbox rows, oldest first (on PostgreSQL locked, skipping rows another dispatcher holds)."""
+    stmt = (select(outbox.c.id, outbox.c.job_id, outbox.c.message, outbox.c.attempts)
+            .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id).limit(limit))
+    if store_postgres.is_postgres(conn):
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(conn.execute(stmt).all())
+
+
+def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime
+                    ) -> list[dict[str, Any]]:
+    """Stamp outbox rows as published under their queue entry ids, with a ``dispatched`` event each; the events."""
+    ev = [event_row(r.job_id, 0, EventAction.DISPATCHED, now, stream_entry_id=e, outbox_id=r.id)
+          for r, e in zip(rows, entry_ids)]
+    if store_postgres.is_postgres(conn):
+        store_postgres.mark_dispatched(conn, [(r.id, e) for r, e in zip(rows, entry_ids)], now)
+    else:
+        conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
+            status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"), attempts=bindparam("n")),
+            [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
+        conn.execute(insert(events), ev)
+    return ev
+
+
 def _fields(job_id: str, attempt_hint: int, spec: Any, now: datetime) -> dict[str, str]:
     get = (lambda k: spec.get(k)) if isinstance(spec, Mapping) else (lambda k: getattr(spec, k, None))
     return {"job_id": job_id, "enqueue_ts": str(int(now.timestamp() * 1000)), "attempt_hint": str(attempt_hint),
@@ -295,7 +336,7 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                 notify(conn, OUTBOX_CHANNEL)
     from conveyor import outbox as _outbox  # late: outbox imports store
     _outbox.wake()
-    observers.publish(ev_rows)
+    observers.publish(ev_rows, bind)
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
     inserted = {row["id"]: row for row in job_rows}
@@ -443,7 +484,7 @@ def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entrie
         claimed = claimed + reclaimed
         ev = ev + more
     if not isinstance(bind, Connection):
-        observers.publish(ev)
+        observers.publish(ev, bind)
     got = {c.job.id for c in claimed}
     # entries whose job is final, gone, not due, or held under a live lease: the DB has
     # another path for each (its pending outbox row, its holder, the repair loop)
@@ -452,6 +493,11 @@ def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entrie
         logline("reclaimed" if c.reclaimed else "claimed", job_id=c.job.id, attempt_id=c.job.attempt_id,
                 stream_entry_id=c.entry_id, consumer=owner, trace_id=c.job.trace_id)
     return claimed, skip, ev
+
+
+def claim_commits_outcomes(engine: Engine) -> bool:
+    """Whether ``claim_and_finalize`` commits outcomes in the claim's own statement here (PostgreSQL)."""
+    return engine.dialect.name == "postgresql"
 
 
 def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
@@ -475,7 +521,7 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
     with _fast_tx(engine) as conn:
         got_done, ev_done, got_claimed, ev_claimed = store_postgres.succeed_and_claim(
             conn, ok, now, by_job, owner, expires)
-    observers.publish(ev_done)
+    observers.publish(ev_done, engine)
     done = [Finalized(j, a, entry_of[j], "succeeded") for j, a, _ in ok if j in got_done]
     left = [o for o in outcomes if not (o.ok and o.job_id in got_done)]
     claimed = [Claimed(job, entry_id, False) for job, entry_id in got_claimed]
@@ -572,7 +618,7 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
                                     current_attempt=r.attempt_id, current_status=r.status))
         if ev:
             conn.execute(insert(events), ev)
-    observers.publish(ev)
+    observers.publish(ev, engine)
     for j, why in reasons.items():
         logline("lease_lost" if why == "lease_lost" else "cancel_seen", job_id=j, attempt_id=lost[j], consumer=owner)
     return reasons
@@ -612,7 +658,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     if engine.dialect.name == "postgresql":
         done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
         if not outcomes:
-            observers.publish(ev)
+            observers.publish(ev, engine)
             if log.isEnabledFor(logging.INFO):
                 for d in done:
                     logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -679,7 +725,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
         conn.execute(insert(events), ev[len(fast_ev):])
         if ack is not None:
             ack(conn, [d.entry_id for d in done[len(fast_done):]])
-    observers.publish(ev)
+    observers.publish(ev, engine)
     if log.isEnabledFor(logging.INFO):
         for d in done:
             logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -761,7 +807,7 @@ def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None,
                          last_error=reason or "cancelled by request", lease_owner=None, lease_expires_at=None)
         ev = [event_row(job_id, job.attempt_id, EventAction.CANCELLED, now, job.file_id, reason=reason or None)]
         conn.execute(insert(events), ev)
-    observers.publish(ev)
+    observers.publish(ev, bind)
     logline("cancelled", job_id=job_id, attempt_id=job.attempt_id)
     return job
 
@@ -788,15 +834,10 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
             if row is None:
                 continue
             job = Job.from_row(row)
-            conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempts + 1, job, now),
-                                                     now, None, stream)])
-            notify(conn, OUTBOX_CHANNEL)
-            ev = [event_row(job.id, attempt, EventAction.RELEASED, now, job.file_id, consumer=owner,
-                            reason="worker shutdown")]
-            conn.execute(insert(events), ev)
-            released_events.extend(ev)
+            released_events += republish(conn, job, now, stream, EventAction.RELEASED, attempt_id=attempt,
+                                         attempt_hint=job.attempts + 1, consumer=owner, reason="worker shutdown")
             released.append(job_id)
-    observers.publish(released_events)
+    observers.publish(released_events, engine)
     if released:
         from conveyor import outbox as _outbox
         _outbox.wake()
@@ -841,15 +882,12 @@ def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, 
         if new is None:
             raise IllegalTransition(job_id, old.status.value, JobStatus.QUEUED.value)
         job = Job.from_row(new)
-        conn.execute(insert(outbox), [outbox_row(job.id, job.priority, _fields(job.id, job.attempt_id + 1, job, now),
-                                                 now, None, stream)])
-        ev = [event_row(job.id, job.attempt_id, EventAction.RETRIED, now, job.file_id,
-                        previous_status=old.status.value, previous_error_code=old.error_code)]
-        conn.execute(insert(events), ev)
-        notify(conn, OUTBOX_CHANNEL)
+        ev = republish(conn, job, now, stream, EventAction.RETRIED, attempt_id=job.attempt_id,
+                       attempt_hint=job.attempt_id + 1, previous_status=old.status.value,
+                       previous_error_code=old.error_code)
     from conveyor import outbox as _outbox
     _outbox.wake()
-    observers.publish(ev)
+    observers.publish(ev, bind)
     logline("retried", job_id=job_id, attempt_id=job.attempt_id, previous_status=old.status.value)
     return job
 

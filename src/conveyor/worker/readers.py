@@ -230,7 +230,7 @@ class TakeAndClaim(ReadThenClaim):
                 if skip:
                     q.ack(skip, conn=conn)
         if entries:
-            observers.publish(events)
+            observers.publish(events, self.app.engine)
             self.stats.read += len(entries)
             self.stats.skipped += len(skip)
             self._started(claimed)
@@ -303,6 +303,6 @@ def choose_reader(app: Conveyor) -> type[Reader]:
         return TenantRouting
     if app.queue.transactional:
         return TakeAndClaim
-    if app.engine.dialect.name == "postgresql":
+    if store.claim_commits_outcomes(app.engine):
         return ReadClaimAndCommit
     return ReadThenClaim

@@ -50,7 +50,7 @@ class Worker:
         self._done = threading.Event()
         self.held = HeldJobs(self.slots, max_held=4 * self.slots)
         # on PostgreSQL with a queue outside the database, a claim also commits what finished meanwhile
-        combine = app.engine.dialect.name == "postgresql" and not app.queue.transactional and tenancy is None
+        combine = store.claim_commits_outcomes(app.engine) and not app.queue.transactional and tenancy is None
         self.committer = Committer(app, self.held, self.stats, self._done, combine=combine, tenancy=tenancy,
                                    on_finalized=on_finalized)
         self.leases = LeaseKeeper(app, self.name, self.held, self._done, tenancy=tenancy, abandon=self._abandon)
