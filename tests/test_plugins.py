@@ -312,3 +312,22 @@ def test_first_party_families_are_declared_by_their_plugins_and_check_what_they_
     reg = CONVERTERS.new_registry()
     with pytest.raises(PluginError, match="lacks id, formats, convert"):
         reg.add(object())
+
+
+def test_a_plugin_redefining_a_code_is_reported_and_the_catalog_is_per_host():
+    from conveyor import hookimpl
+    from conveyor.errors import CATALOG
+
+    class Redefines:
+        @hookimpl
+        def conveyor_error_codes(self):
+            return [ErrorCode("timeout", False, "Something else.", "Nothing.", source="redefines"),
+                    ErrorCode("redefines_own", False, "Its own code.", "Read it.", source="redefines")]
+
+    host = load_plugins(entry_points=False, register=lambda pm: pm.register(Redefines(), name="redefines"))
+    catalog = host.catalog
+    assert "already defined" in host.errors["redefines"]
+    assert catalog.get("timeout") == CATALOG.get("timeout") and catalog.is_retryable("timeout")
+    assert "redefines_own" in catalog
+    # the process-wide catalog is the core's alone: another host never sees this plugin's codes
+    assert "redefines_own" not in CATALOG and "redefines_own" not in load_plugins(entry_points=False).catalog

@@ -29,7 +29,9 @@ def fail(ctx: JobContext) -> None:
     """Raise the error code in ``payload.code`` (a way to test retry policies)."""
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     code = payload.get("code", "internal_error")
-    if not isinstance(code, str) or code not in CATALOG:
+    app = ctx.services.get("app")
+    catalog = app.plugins.catalog if app is not None else CATALOG
+    if not isinstance(code, str) or code not in catalog:
         raise JobError("invalid_payload", f"payload.code {code!r} is not in the error catalog; "
                                           "see `conveyor errors`")
     retryable = payload.get("retryable")

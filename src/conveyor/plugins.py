@@ -26,7 +26,7 @@ from typing import Any, TypeVar, overload
 import pluggy
 
 from conveyor import hookspecs
-from conveyor.errors import CATALOG, Catalog, ErrorCode, PluginError
+from conveyor.errors import CORE_CODES, Catalog, ErrorCode, PluginError
 from conveyor.migrate import Migrations
 from conveyor.registry import Family, Registry, calling_plugin
 
@@ -156,11 +156,15 @@ class PluginHost:
         """The error catalog: core codes plus every plugin's ``conveyor_error_codes``."""
         with self._lock:
             if self._catalog is None:
-                cat = Catalog(list(CATALOG))
-                for contributed in self.pm.hook.conveyor_error_codes():  # each checked by _check_codes
-                    for code in contributed:
-                        cat.add(code)
-                        CATALOG.add(code)
+                # this host's own catalog: the core's codes and its plugins' (conveyor.errors.CATALOG stays the
+                # core's, so two hosts in one process never see each other's codes)
+                cat = Catalog(CORE_CODES)
+                for plugin, codes, _error in self.each_plugin("conveyor_error_codes", lambda _p: {}):
+                    for code in codes or ():  # each checked by _check_codes
+                        try:
+                            cat.add(code)
+                        except ValueError as exc:
+                            self._record(plugin, f"conveyor_error_codes: {exc}")
                 self._catalog = cat
             return self._catalog
 
