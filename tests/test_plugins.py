@@ -331,3 +331,24 @@ def test_a_plugin_redefining_a_code_is_reported_and_the_catalog_is_per_host():
     assert "redefines_own" in catalog
     # the process-wide catalog is the core's alone: another host never sees this plugin's codes
     assert "redefines_own" not in CATALOG and "redefines_own" not in load_plugins(entry_points=False).catalog
+
+
+def test_a_plugin_history_that_cannot_run_is_reported_and_the_others_applied(tmp_path):
+    from sqlalchemy import MetaData
+
+    from conveyor import hookimpl
+    from conveyor.migrate import Migrations
+
+    class Broken:
+        @hookimpl
+        def conveyor_migrations(self):
+            return [Migrations("ghost", "no_such_package_here", "conveyor_ghost_schema_version", MetaData(), "g1"),
+                    Migrations("jobs", "conveyor.migrations", "conveyor_other_version", MetaData(), "x", "jobs"),
+                    Migrations("Bad Name; drop", "conveyor.migrations", "v", MetaData(), "x", "jobs")]
+
+    host = load_plugins(entry_points=False, register=lambda pm: pm.register(Broken(), name="broken"))
+    assert host.migrations() == ()
+    error = host.errors["broken"]
+    assert "'ghost'" in error and "install the plugin's distribution" in error
+    assert "history 'jobs'" in error and "clashes" in error
+    assert "lower-case identifiers" in error

@@ -18,11 +18,13 @@ the database as it was.
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, inspect, text
@@ -32,6 +34,7 @@ from conveyor.errors import SchemaTooNew
 from conveyor.schema import control_metadata, metadata
 
 _SCRIPTS: dict[str, Any] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SCRIPTS_LOCK = threading.Lock()
 #: Alembic's ``context`` is one module-level proxy: one upgrade at a time per process
 _UPGRADE_LOCK = threading.Lock()
@@ -58,6 +61,19 @@ class Migrations:
         """The folder of the history's scripts."""
         root = files(self.package)
         return str(root / self.folder if self.folder else root)
+
+    def problem(self) -> str | None:
+        """Why the history cannot be run (its scripts are not where it says), or None."""
+        if not _NAME.match(self.name) or not _NAME.match(self.version_table):
+            return "name and version_table must be lower-case identifiers (letters, digits, '_')"
+        try:
+            where = Path(self.location())
+        except (ImportError, TypeError) as exc:
+            return f"package {self.package!r} cannot be imported ({exc}); install the plugin's distribution"
+        missing = [n for n in ("env.py", "script.py.mako", "versions") if not (where / n).exists()]
+        if missing:
+            return f"{where} lacks {', '.join(missing)}; ship the folder as package data"
+        return None
 
 
 JOBS = Migrations("jobs", "conveyor.migrations", "conveyor_schema_version", metadata, "0002", "jobs")

@@ -101,6 +101,8 @@ class PluginHost:
                         elif m.name in taken or m.version_table in tables:
                             self._record(plugin, f"conveyor_migrations: history {m.name!r} ({m.version_table}) "
                                                  f"clashes with one already declared; rename it")
+                        elif (problem := m.problem()) is not None:
+                            self._record(plugin, f"conveyor_migrations: history {m.name!r}: {problem}")
                         else:
                             taken[m.name] = plugin
                             tables.add(m.version_table)
