@@ -259,3 +259,17 @@ def test_json_logs_give_one_object_per_line_with_the_state_change_fields(cli, ap
     assert claimed["level"] == "INFO" and claimed["attempt_id"] == 1 and claimed["time"].endswith("Z")
     bad = cli("jobs", "list", check=False, extra={"CONVEYOR_LOG_FORMAT": "yaml"})
     assert bad.returncode == 2 and "CONVEYOR_LOG_FORMAT must be text or json, got 'yaml'" in bad.stderr
+
+
+def test_a_first_party_plugin_command_without_its_plugin_names_the_distribution(monkeypatch):
+    from click.testing import CliRunner
+
+    import conveyor.cli as launcher
+    monkeypatch.setattr(launcher.cli, "_plugins_added", True)  # as on a host where no plugin is installed
+    monkeypatch.setattr(launcher.cli, "commands", {k: v for k, v in launcher.cli.commands.items()
+                                                    if k not in launcher.FIRST_PARTY_COMMANDS})
+    r = CliRunner().invoke(launcher.cli, ["judge", "languages"])
+    assert r.exit_code == 2
+    assert "comes with the conveyor-judge distribution" in r.output and "conveyor-jobs[judge]" in r.output
+    r = CliRunner().invoke(launcher.cli, ["jdge"])
+    assert r.exit_code == 2 and "No such command 'jdge'." in r.output

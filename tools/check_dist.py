@@ -73,11 +73,12 @@ def deployment_env(here: Path) -> dict[str, str]:
     return env
 
 
-def smoke_job(env_dir: Path, here: Path, env: dict[str, str]) -> None:
-    """Upgrade the database, submit an echo job, work it off and read its result."""
+def smoke_job(env_dir: Path, here: Path, env: dict[str, str], *, cad: bool) -> None:
+    """Upgrade the database (with ``cad``, the CAD plugin's history too), submit an echo job, work it off."""
     cli = [str(env_dir / "bin" / "conveyor")]
     out = run("conveyor db upgrade", [*cli, "db", "upgrade"], env=env, cwd=here)
     assert out.startswith("applied jobs 0001"), out
+    assert (", cad cad0001 (" in out) == cad, out  # the plugin's migrations ship as package data
     run("conveyor db status", [*cli, "db", "status"], env=env, cwd=here)
     job = run("conveyor submit", [*cli, "submit", "conveyor.echo", "--payload", '{"from": "the wheel"}'],
               env=env, cwd=here).strip().split()[-1]
@@ -105,9 +106,13 @@ def check_core_alone(work: Path, sdist: Path) -> None:
     assert "cffi" not in installed and not installed & {"conveyor-sandbox", "conveyor-judge", "conveyor-cad"}, installed
     here = work / "deployment-core"
     env = deployment_env(here)
-    smoke_job(env_dir, here, env)
+    smoke_job(env_dir, here, env, cad=False)
     status = plugin_status(env_dir, here, env)
     assert status == {"builtin": "ok"}, status
+    print("== a plugin's command without the plugin names the distribution to install", flush=True)
+    r = subprocess.run([str(env_dir / "bin" / "conveyor"), "sandbox", "run", "--", "/bin/true"], env=env, cwd=here,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "pip install 'conveyor-jobs[sandbox]'" in r.stderr, (r.returncode, r.stderr)
 
 
 def main(work: Path) -> None:
@@ -125,7 +130,7 @@ def main(work: Path) -> None:
         assert where[1] == "True", f"{pkg} has no py.typed"
     here = work / "deployment"
     env = deployment_env(here)
-    smoke_job(env_dir, here, env)
+    smoke_job(env_dir, here, env, cad=True)
     boxed = run("conveyor sandbox run", [str(env_dir / "bin" / "conveyor"), "sandbox", "run", "--", "/bin/echo",
                                          "hello from a box"], env=env, cwd=here)
     assert "hello from a box" in boxed, boxed

@@ -126,6 +126,11 @@ def _plugins_setting() -> str | None:
         return None
 
 
+#: commands of the first-party plugin distributions, for the hint when one is missing (as fsspec names an extra)
+FIRST_PARTY_COMMANDS = {"sandbox": "conveyor-sandbox", "judge": "conveyor-judge", "cad": "conveyor-cad",
+                        "files": "conveyor-cad"}
+
+
 class _Root(click.Group):
     """The root group: adds plugin commands lazily, maps framework errors to messages."""
 
@@ -151,6 +156,15 @@ class _Root(click.Group):
             self._add_plugin_commands(ctx)
             cmd = super().get_command(ctx, cmd_name)
         return cmd
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                            list[str]]:
+        name = args[0] if args else ""
+        if name in FIRST_PARTY_COMMANDS and self.get_command(ctx, name) is None:
+            dist = FIRST_PARTY_COMMANDS[name]
+            ctx.fail(f"No such command {name!r}: it comes with the {dist} distribution, which is not installed "
+                     f"here (or failed to load: `conveyor plugins`); pip install 'conveyor-jobs[{dist.split('-')[1]}]'")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
