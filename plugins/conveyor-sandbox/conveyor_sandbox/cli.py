@@ -207,10 +207,11 @@ def box_view(sb: Any) -> dict[str, Any]:
 
 
 def attack_sources() -> Path | None:
-    """The attack programs' sources: $CONVEYOR_SANDBOX_ATTACKS or the repository's tests."""
+    """The attack programs' sources: $CONVEYOR_SANDBOX_ATTACKS or the tests of the checkout this runs from."""
     env = os.environ.get("CONVEYOR_SANDBOX_ATTACKS")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "tests" / "sandbox" / "programs")
+    # plugins/conveyor-sandbox/conveyor_sandbox/cli.py in a checkout: the repository is three folders up
+    candidates += [p / "tests" / "sandbox" / "programs" for p in Path(__file__).resolve().parents[1:4]]
     for c in candidates:
         if c.is_dir() and any(c.glob("*.c")):
             return c
