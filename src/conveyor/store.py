@@ -114,11 +114,8 @@ def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
     elif isinstance(bind, Connection):
         with bind.begin():
             yield bind
-    elif bind.dialect.name == "postgresql":
-        with bind.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
     else:
-        with bind.begin() as conn:
+        with _for(bind).statement_tx(bind) as conn:
             yield conn
 
 
@@ -182,9 +179,7 @@ def pending_outbox(conn: Connection, now: datetime, limit: int) -> list[Any]:
     stmt = (select(outbox.c.id, outbox.c.job_id, outbox.c.message, outbox.c.attempts)
             .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.id).limit(limit))
-    if store_postgres.is_postgres(conn):
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(conn.execute(stmt).all())
+    return list(conn.execute(_for(conn).lock_pending(stmt)).all())
 
 
 def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime
@@ -192,13 +187,7 @@ def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[s
     """Stamp outbox rows as published under their queue entry ids, with a ``dispatched`` event each; the events."""
     ev = [event_row(r.job_id, 0, EventAction.DISPATCHED, now, stream_entry_id=e, outbox_id=r.id)
           for r, e in zip(rows, entry_ids)]
-    if store_postgres.is_postgres(conn):
-        store_postgres.mark_dispatched(conn, [(r.id, e) for r, e in zip(rows, entry_ids)], now)
-    else:
-        conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
-            status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"), attempts=bindparam("n")),
-            [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
-        conn.execute(insert(events), ev)
+    _for(conn).mark_dispatched(conn, rows, entry_ids, now, ev)
     return ev
 
 
@@ -286,7 +275,8 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     ids: list[str] = []
     job_rows, box_rows, ev_rows = [], [], []
     keyed = any(s.idempotency_key for s in specs)
-    one_statement = not keyed and bind.dialect.name == "postgresql"
+    dialect = _for(bind)
+    one_statement = not keyed and dialect.one_statement_submit
     with (_fast_tx(bind) if one_statement else _tx(bind)) as conn:
         for spec in specs:
             if spec.idempotency_key:
@@ -312,7 +302,7 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
             ev_rows.append(event_row(job_id, 0, EventAction.SUBMITTED, now, spec.file_id, kind=spec.kind,
                                      run_at=due.isoformat() if due else None))
         if job_rows and one_statement:
-            store_postgres.insert_submitted(conn, job_rows, box_rows, ev_rows, now, stream)
+            dialect.insert_submitted(conn, job_rows, box_rows, ev_rows, now, stream)
         elif job_rows:
             if keyed:
                 for row in job_rows:  # one at a time so a racing duplicate key is resolved, not raised
@@ -383,12 +373,7 @@ def get_job_with_events(bind: Engine | Connection, job_id: str, tenant: str | No
                         ) -> tuple[Job, list[dict[str, Any]]]:
     """``get_job`` and ``job_events`` on one connection (one statement on PostgreSQL)."""
     with connection(bind) as conn:
-        if conn.dialect.name == "postgresql":
-            found = store_postgres.job_with_events(conn, job_id, tenant)
-            if found is None:
-                raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
-            return found
-        return get_job(conn, job_id, tenant), job_events(conn, job_id)
+        return _for(conn).job_with_events(conn, job_id, tenant)
 
 
 def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str | None = None,
@@ -457,9 +442,11 @@ def _by_job(entries: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[st
 
 def _claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                   ) -> tuple[list[Claimed], list[dict[str, Any]]]:
-    if store_postgres.is_postgres(conn):
-        got, ev = store_postgres.claim_queued(conn, by_job, owner, now, expires)
-        return [Claimed(job, entry_id, False) for job, entry_id in got], ev
+    return _for(conn).claim_queued(conn, by_job, owner, now, expires)
+
+
+def _claim_queued_general(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime,
+                          expires: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
     claimed: list[Claimed] = []
     ev = []
     for r in conn.execute(_CLAIM_QUEUED, {"ids": list(by_job), "c_now": now, "c_owner": owner,
@@ -497,7 +484,7 @@ def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entrie
 
 def claim_commits_outcomes(engine: Engine) -> bool:
     """Whether ``claim_and_finalize`` commits outcomes in the claim's own statement here (PostgreSQL)."""
-    return engine.dialect.name == "postgresql"
+    return _for(engine).claim_commits_outcomes
 
 
 def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
@@ -509,7 +496,7 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
     Returns (claimed, entry ids to acknowledge without running, finalized, outcomes
     left for ``finalize``: failures, stale attempts, results that are not JSON).
     """
-    if engine.dialect.name != "postgresql":
+    if not claim_commits_outcomes(engine):
         raise ValueError("claim_and_finalize needs PostgreSQL; use finalize and claim")
     ok, entry_of = _success_rows(outcomes)
     if not ok or not entries:
@@ -519,7 +506,7 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
     expires = now + timedelta(seconds=lease_s)
     by_job, dup_entries = _by_job(entries)
     with _fast_tx(engine) as conn:
-        got_done, ev_done, got_claimed, ev_claimed = store_postgres.succeed_and_claim(
+        got_done, ev_done, got_claimed, ev_claimed = _for(engine).succeed_and_claim(
             conn, ok, now, by_job, owner, expires)
     observers.publish(ev_done, engine)
     done = [Finalized(j, a, entry_of[j], "succeeded") for j, a, _ in ok if j in got_done]
@@ -629,7 +616,6 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
 _FIN_COLS = (jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.attempts, jobs.c.max_attempts,
              jobs.c.error_history, jobs.c.priority, jobs.c.file_id, jobs.c.tenant_id, jobs.c.org_id, jobs.c.trace_id)
 _FIN_SELECT = select(*_FIN_COLS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
-_FIN_SELECT_PG = _FIN_SELECT.with_for_update()
 # one statement for a whole batch of successes (executemany); the attempt_id guard is the fence
 _SUCCEED = (update(jobs)
             .where(jobs.c.id == bindparam("b_id"), jobs.c.attempt_id == bindparam("b_attempt"),
@@ -655,7 +641,8 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     done: list[Finalized] = []
     ev: list[dict[str, Any]] = []
     succeed: list[dict[str, Any]] = []
-    if engine.dialect.name == "postgresql":
+    dialect = _for(engine)
+    if dialect.one_statement_succeed:
         done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
         if not outcomes:
             observers.publish(ev, engine)
@@ -666,8 +653,8 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     fast_done, fast_ev = list(done), list(ev)
     with engine.begin() as conn:
         # the rows are locked (FOR UPDATE, or SQLite's write lock) until commit, so what we read is current
-        stmt = _FIN_SELECT_PG if engine.dialect.name == "postgresql" else _FIN_SELECT
-        current = {r.id: r for r in conn.execute(stmt, {"ids": [o.job_id for o in outcomes]})}
+        current = {r.id: r for r in conn.execute(dialect.lock_for_finalize(_FIN_SELECT),
+                                                 {"ids": [o.job_id for o in outcomes]})}
         for o in outcomes:
             job = current.get(o.job_id)
             if job is None or job.status != JobStatus.RUNNING.value or job.attempt_id != o.attempt_id:
@@ -761,7 +748,7 @@ def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: dateti
     if not ok:
         return [], [], list(outcomes)
     with (engine.begin() if ack is not None else _fast_tx(engine)) as conn:
-        got, ev = store_postgres.succeed(conn, ok, now)
+        got, ev = _for(engine).succeed(conn, ok, now)
         done = [Finalized(j, a, entry[j], "succeeded") for j, a, _ in ok if j in got]
         if ack is not None and done:
             ack(conn, [d.entry_id for d in done])
@@ -967,3 +954,133 @@ def last_event_id(bind: Engine | Connection) -> int:
     from sqlalchemy import func
     with connection(bind) as conn:
         return int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+
+
+# ---------------------------------------------------------------- what differs by database
+
+
+class _General:
+    """The steps whose SQL differs by database, in their general form (SQLite, and any database SQLAlchemy speaks).
+
+    ``_Postgres`` overrides them with PostgreSQL's one-statement forms (``store_postgres``)
+    and row locks; ``_for(bind)`` picks the implementation from the database's dialect, so
+    the steps above never branch on it. The rules (fencing, transitions) stay in the steps.
+    """
+
+    #: a submit without idempotency keys is one statement (jobs, outbox rows, events, NOTIFY)
+    one_statement_submit = False
+    #: a batch of successes is committed by one statement before the general finalize path
+    one_statement_succeed = False
+    #: a claim's statement can also commit finished outcomes (``claim_and_finalize``)
+    claim_commits_outcomes = False
+
+    def statement_tx(self, engine: Engine) -> Any:
+        """A connection for statements that commit as a whole (a transaction of their own here)."""
+        return engine.begin()
+
+    def lock_pending(self, stmt: Any) -> Any:
+        """``stmt`` (the dispatcher's read of pending outbox rows), locked against other dispatchers if possible."""
+        return stmt
+
+    def lock_for_finalize(self, stmt: Any) -> Any:
+        """``stmt`` (finalize's read of the jobs), locking the rows until commit (SQLite's write lock does)."""
+        return stmt
+
+    def insert_submitted(self, conn: Connection, job_rows: list[dict[str, Any]], box_rows: list[dict[str, Any]],
+                         ev_rows: list[dict[str, Any]], now: datetime, stream: str) -> None:
+        """The one-statement submit (only where ``one_statement_submit``)."""
+        raise NotImplementedError
+
+    def job_with_events(self, conn: Connection, job_id: str, tenant: str | None
+                        ) -> tuple[Job, list[dict[str, Any]]]:
+        """A job and its change log."""
+        return get_job(conn, job_id, tenant), job_events(conn, job_id)
+
+    def claim_queued(self, conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime,
+                     expires: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+        """Claim the queued jobs among ``by_job``, with their ``claimed`` events."""
+        return _claim_queued_general(conn, by_job, owner, now, expires)
+
+    def succeed(self, conn: Connection, ok: list[tuple[str, int, str | None]], now: datetime
+                ) -> tuple[set[str], list[dict[str, Any]]]:
+        """The one-statement record of fenced successes (only where ``one_statement_succeed``)."""
+        raise NotImplementedError
+
+    def succeed_and_claim(self, conn: Connection, ok: list[tuple[str, int, str | None]], now: datetime,
+                          by_job: Mapping[str, str], owner: str, expires: datetime) -> Any:
+        """Successes and a claim in one statement (only where ``claim_commits_outcomes``)."""
+        raise NotImplementedError
+
+    def mark_dispatched(self, conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime,
+                        ev: list[dict[str, Any]]) -> None:
+        """Stamp outbox rows as published and write their ``dispatched`` events ``ev``."""
+        conn.execute(update(outbox).where(outbox.c.id == bindparam("oid")).values(
+            status="dispatched", dispatched_at=now, stream_entry_id=bindparam("eid"), attempts=bindparam("n")),
+            [{"oid": r.id, "eid": e, "n": r.attempts + 1} for r, e in zip(rows, entry_ids)])
+        conn.execute(insert(events), ev)
+
+
+class _Postgres(_General):
+    """PostgreSQL: each step one statement (a CTE that changes rows and writes their events), rows locked."""
+
+    one_statement_submit = True
+    one_statement_succeed = True
+    claim_commits_outcomes = True
+
+    @contextmanager
+    def statement_tx(self, engine: Engine) -> Iterator[Connection]:
+        """An autocommit connection: a single statement commits by itself, with no BEGIN or COMMIT round trip."""
+        with engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def lock_pending(self, stmt: Any) -> Any:
+        """Rows another dispatcher holds are skipped, not waited for."""
+        return stmt.with_for_update(skip_locked=True)
+
+    def lock_for_finalize(self, stmt: Any) -> Any:
+        """``FOR UPDATE``: the rows stay as read until commit."""
+        return stmt.with_for_update()
+
+    def insert_submitted(self, conn: Connection, job_rows: list[dict[str, Any]], box_rows: list[dict[str, Any]],
+                         ev_rows: list[dict[str, Any]], now: datetime, stream: str) -> None:
+        """Jobs, outbox rows and events from arrays, and ``pg_notify``, in one statement."""
+        store_postgres.insert_submitted(conn, job_rows, box_rows, ev_rows, now, stream)
+
+    def job_with_events(self, conn: Connection, job_id: str, tenant: str | None
+                        ) -> tuple[Job, list[dict[str, Any]]]:
+        """One statement for both."""
+        found = store_postgres.job_with_events(conn, job_id, tenant)
+        if found is None:
+            raise JobNotFound(f"no job {job_id!r}" + (f" in tenant {tenant!r}" if tenant else ""))
+        return found
+
+    def claim_queued(self, conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime,
+                     expires: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+        """One statement: the claim and its events."""
+        got, ev = store_postgres.claim_queued(conn, by_job, owner, now, expires)
+        return [Claimed(job, entry_id, False) for job, entry_id in got], ev
+
+    def succeed(self, conn: Connection, ok: list[tuple[str, int, str | None]], now: datetime
+                ) -> tuple[set[str], list[dict[str, Any]]]:
+        """One statement: the fenced successes and their events."""
+        return store_postgres.succeed(conn, ok, now)
+
+    def succeed_and_claim(self, conn: Connection, ok: list[tuple[str, int, str | None]], now: datetime,
+                          by_job: Mapping[str, str], owner: str, expires: datetime) -> Any:
+        """One statement: the fenced successes, then the claim, with their events."""
+        return store_postgres.succeed_and_claim(conn, ok, now, by_job, owner, expires)
+
+    def mark_dispatched(self, conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime,
+                        ev: list[dict[str, Any]]) -> None:
+        """One statement: the stamps and their events."""
+        store_postgres.mark_dispatched(conn, [(r.id, e) for r, e in zip(rows, entry_ids)], now)
+
+
+_GENERAL = _General()
+#: dialect name → its implementation of the steps that differ (the general one for any other)
+_DIALECTS: dict[str, _General] = {"postgresql": _Postgres()}
+
+
+def _for(bind: Engine | Connection) -> _General:
+    """The implementation of the database-specific steps for ``bind``'s database."""
+    return _DIALECTS.get(bind.dialect.name, _GENERAL)

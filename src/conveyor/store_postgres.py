@@ -235,9 +235,3 @@ def succeed_and_claim(conn: Connection, done: Sequence[tuple[str, int, str | Non
     got, ev_done = _succeeded(rows[0][0] or [], done, now)
     claimed, ev_claimed = _claimed([r[1:] for r in rows if r[1] is not None], by_job, owner, now)
     return got, ev_done, claimed, ev_claimed
-
-
-def is_postgres(conn: Connection) -> bool:
-    """Whether the one-statement paths apply."""
-    return conn.dialect.name == "postgresql"
-
