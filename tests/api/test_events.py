@@ -27,8 +27,12 @@ def test_a_job_stream_delivers_every_state_change_in_order_and_resumes(http, api
     recorded = http.get(f"/jobs/{job_id}/events").json()["items"]
     assert [json.loads(d) for _, _, d in changes] == recorded
     assert [int(i) for _, i, _ in changes] == [e["id"] for e in recorded] == sorted(e["id"] for e in recorded)
-    assert [e["action"] for e in recorded] == ["submitted", "dispatched", "claimed", "retry_scheduled",
-                                               "dispatched", "claimed", "succeeded"]
+    # a quick worker's claim may take a lower event id than the dispatcher's stamp it follows (the
+    # change log is in commit order): within each attempt the two may come either way round
+    actions = [e["action"] for e in recorded]
+    assert actions[0] == "submitted" and actions[-1] == "succeeded" and len(actions) == 7, actions
+    assert sorted(actions[1:3]) == sorted(actions[4:6]) == ["claimed", "dispatched"], actions
+    assert actions[3] == "retry_scheduled", actions
     # resume after the third event: the rest, then the end
     third = recorded[2]["id"]
     rest = sse_events(http, f"/jobs/{job_id}/events/stream", headers={"Last-Event-ID": str(third)})
