@@ -221,7 +221,7 @@ def seed(env: dict[str, str], n: int) -> list[str]:
     for i in range(0, n, 500):
         ids += app.submit_many([JobSpec(BODY["kind"], {**BODY["payload"], "n": j}, tenant=TENANT)
                                 for j in range(i, min(n, i + 500))])
-    run_until_empty(Dispatcher(app.engine, app.queue, batch=1000), timeout_s=600)
+    run_until_empty(Dispatcher(app.store, app.queue, batch=1000), timeout_s=600)
     worker = subprocess.run([sys.executable, "-m", "conveyor", "worker", "--burst", "-c", "4"], env=_env(env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     with app.engine.begin() as c:

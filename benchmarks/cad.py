@@ -72,7 +72,7 @@ class Pipe:
     """A dispatcher and a worker in threads."""
 
     def __init__(self, app: Conveyor, slots: int) -> None:
-        self.dispatcher = Dispatcher(app.engine, app.queue, batch=100)
+        self.dispatcher = Dispatcher(app.store, app.queue, batch=100)
         self.worker = Worker(app, concurrency=slots, block_ms=50)
         self.threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
                         threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]

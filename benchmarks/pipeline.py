@@ -93,7 +93,7 @@ def bench_db(name: str, db_url: str, n: int, rate: float, seconds: float, workdi
         app.submit("conveyor.echo", {"i": i})
     out["enqueue_single_jobs_s"] = single / (time.perf_counter() - t0)
     total = n + single
-    run_until_empty(Dispatcher(app.engine, app.queue, batch=1000), timeout_s=600)
+    run_until_empty(Dispatcher(app.store, app.queue, batch=1000), timeout_s=600)
 
     cpu0 = children_cpu()
     t0 = time.perf_counter()

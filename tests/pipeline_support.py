@@ -36,7 +36,7 @@ class Pipeline:
 
     def __init__(self, app, concurrency=4, **worker_kw):
         self.app = app
-        self.dispatcher = Dispatcher(app.engine, app.queue, batch=200)
+        self.dispatcher = Dispatcher(app.store, app.queue, batch=200)
         self.worker = Worker(app, concurrency=concurrency, block_ms=100, **worker_kw)
         self._threads = [threading.Thread(target=self.dispatcher.run, daemon=True),
                          threading.Thread(target=self.worker.run, kwargs={"install_signals": False}, daemon=True)]

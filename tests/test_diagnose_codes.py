@@ -27,7 +27,7 @@ def code(app, job_id) -> str:
 
 
 def dispatch(app) -> None:
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
 
 
 def take(app, consumer: str = "w-test"):
@@ -79,7 +79,7 @@ def test_queue_unreachable_with_the_outbox_pending(app):
     down = Conveyor(load_settings(env={**_env(app), "CONVEYOR_QUEUE_URL": "redis://127.0.0.1:9/0"}),
                     engine=app.engine, plugins=app.plugins)
     job = down.submit("conveyor.echo", {})
-    assert Dispatcher(down.engine, down.queue).run_once().failed == 1
+    assert Dispatcher(down.store, down.queue).run_once().failed == 1
     assert code(down, job) == "queue_unreachable_outbox_pending"
 
 

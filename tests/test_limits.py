@@ -217,7 +217,7 @@ def test_refusal_is_checked_before_queue_pressure(app):
                       plugins=app.plugins)
     strict.submit("conveyor.echo")
     from conveyor.outbox import Dispatcher, run_until_empty
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     with pytest.raises(InvalidJob):
         strict.submit("conveyor.echo", priority=2 ** 63)
     with pytest.raises(QueuePressure):

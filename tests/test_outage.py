@@ -76,7 +76,7 @@ def test_outbox_keeps_rows_through_an_outage_and_delivers_each_once(app, pipelin
     app._queue = q
     q.down.set()
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(60)])
-    d = Dispatcher(app.engine, q, batch=20, backoff_cap_s=0.5)
+    d = Dispatcher(app.store, q, batch=20, backoff_cap_s=0.5)
     for _ in range(3):
         r = d.run_once()
         assert r.published == 0

@@ -132,7 +132,7 @@ def test_worker_never_takes_more_than_its_free_slots(app):
     from conveyor.worker import Worker
 
     ids = app.submit_many([JobSpec("conveyor.sleep", {"seconds": 1.5}) for _ in range(4)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     workers = [Worker(app, concurrency=2, name=f"w{i}", block_ms=100) for i in range(2)]
     threads = [threading.Thread(target=w.run, kwargs={"install_signals": False}) for w in workers]
     threads[0].start()
@@ -281,7 +281,7 @@ def test_submit_succeeds_with_pressure_limits_while_the_queue_is_down(app):
     app.settings = app.settings.with_(pressure_max_length=1)
     app.submit("conveyor.echo")
     from conveyor.outbox import Dispatcher, run_until_empty
-    run_until_empty(Dispatcher(app.engine, q))
+    run_until_empty(Dispatcher(app.store, q))
     import pytest
     with pytest.raises(QueuePressure):
         app.submit("conveyor.echo")

@@ -44,7 +44,7 @@ def running_count(app, ids):
 
 def test_kill_9_mid_job_then_another_worker_finishes_each_job_once(app, env):
     ids = app.submit_many([JobSpec("conveyor.sleep", {"seconds": 2}) for _ in range(6)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     a = spawn(env, "worker", "--concurrency", "4", "--name", "worker-a")
     try:
         deadline = time.monotonic() + 30
@@ -77,7 +77,7 @@ def test_kill_9_mid_job_then_another_worker_finishes_each_job_once(app, env):
 def test_poison_job_that_kills_its_worker_ends_failed_after_max_attempts(app, env):
     job_id = app.submit("test.crash", max_attempts=2)
     ok = app.submit("conveyor.echo", {"still": "works"})
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     deaths = 0
     deadline = time.monotonic() + 90
     while app.get(job_id).status.value != "failed":
@@ -132,7 +132,7 @@ def test_killed_scheduler_leader_is_replaced(app, env):
 def test_two_worker_processes_finalize_2000_jobs_each_once(app, env):
     n = 2000
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(n)])
-    run_until_empty(Dispatcher(app.engine, app.queue, batch=1000))
+    run_until_empty(Dispatcher(app.store, app.queue, batch=1000))
     procs = [spawn(env, "worker", "--concurrency", "4", "--burst") for _ in range(2)]
     for p in procs:
         assert p.wait(300) == 0, p.stderr.read().decode()[-2000:]

@@ -22,7 +22,7 @@ def age_outbox(app, seconds):
 
 def test_queued_job_lost_from_the_queue_is_republished_once_per_lease(app, pipeline):
     job_id = app.submit("conveyor.echo", {"lost": True})
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     entries = app.queue.read("someone", 10)
     app.queue.ack([e.entry_id for e in entries])  # acked away without the job running
     sched = Scheduler(app)
@@ -38,7 +38,7 @@ def test_queued_job_lost_from_the_queue_is_republished_once_per_lease(app, pipel
 
 def test_trimmed_queue_entries_are_repaired(app, pipeline):
     ids = app.submit_many([store.JobSpec("conveyor.echo", {"i": i}) for i in range(10)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     assert app.queue.trim(0) >= 1 or app.queue.pressure().length == 0
     age_outbox(app, 10)
     rep = Scheduler(app).repair()
@@ -51,7 +51,7 @@ def test_trimmed_queue_entries_are_repaired(app, pipeline):
 def test_running_job_with_expired_lease_and_no_entry_is_republished_and_reclaimed(app, pipeline):
     """A finalize that lost its lease must not leave the row running forever."""
     job_id = app.submit("conveyor.echo", {"v": 2})
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     entries = app.queue.read("dead-worker", 1)
     store.claim(app.engine, [(entries[0].entry_id, job_id)], "dead-worker", lease_s=0.1)
     app.queue.ack([entries[0].entry_id])
@@ -66,7 +66,7 @@ def test_running_job_with_expired_lease_and_no_entry_is_republished_and_reclaime
 
 def test_job_still_held_by_the_queue_is_left_to_the_workers(app):
     job_id = app.submit("conveyor.echo")
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     age_outbox(app, 10)
     assert Scheduler(app).repair().republished == []
     assert app.get(job_id).status.value == "queued"
@@ -74,7 +74,7 @@ def test_job_still_held_by_the_queue_is_left_to_the_workers(app):
 
 def test_exhausted_running_job_is_failed_by_repair(app):
     job_id = app.submit("conveyor.echo", max_attempts=1)
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     e = app.queue.read("dead", 1)[0]
     store.claim(app.engine, [(e.entry_id, job_id)], "dead", lease_s=0.05)
     app.queue.ack([e.entry_id])

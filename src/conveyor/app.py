@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
-from conveyor import observers, store
+from conveyor import observers
 from conveyor.config import Settings, load_settings
 from conveyor.db import get_engine, init_db, utcnow
 from conveyor.errors import ConfigError, QueuePressure, QuotaExceeded, WaitTimeout
+from conveyor.jobstore import JobStore
 from conveyor.kinds import JobKind
 from conveyor.limits import check_specs
 from conveyor.models import Job
@@ -26,6 +27,7 @@ from conveyor.plugins import PluginHost, get_plugins
 from conveyor.queue import Queue, open_queue
 from conveyor.registry import Registry
 from conveyor.storage import Storage
+from conveyor.store import JobSpec, Submitted
 
 if TYPE_CHECKING:
     from conveyor.tenancy import Tenancy, TenantKey
@@ -71,6 +73,14 @@ class Conveyor:
             self._joined = True
             observers.join(self._engine, self.observer_group)
         return self._engine
+
+    @cached_property
+    def store(self) -> JobStore:
+        """This deployment's jobs: every read and write of them (a tenant's store wakes its control's dispatchers)."""
+        s = self.settings
+        return JobStore(self.engine, stream=s.stream_key, default_max_attempts=s.max_attempts,
+                        idempotency_ttl_s=s.idempotency_ttl_seconds, max_payload_bytes=s.max_payload_bytes,
+                        pending=self._control.store.pending if self._control is not None else None)
 
     @property
     def queue(self) -> Queue:
@@ -171,7 +181,7 @@ class Conveyor:
             return k.retry.max_attempts
         return self.settings.max_attempts
 
-    def _with_file_id(self, spec: store.JobSpec) -> store.JobSpec:
+    def _with_file_id(self, spec: JobSpec) -> JobSpec:
         """``spec`` with the ``file_id`` its kind's payload names, when it gives none (so every submit path,
         CLI, Python or HTTP, files the job under its input)."""
         if spec.file_id is not None or not isinstance(spec.payload, dict):
@@ -196,7 +206,7 @@ class Conveyor:
             raise QueuePressure(f"oldest entry is {p.oldest_age_ms} ms old (limit {s.pressure_max_age_seconds}s)",
                                 retry_after_s=max(1.0, s.pressure_max_age_seconds / 2))
 
-    def check_quota(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> None:
+    def check_quota(self, specs: Sequence[JobSpec], *, conn: Connection | None = None) -> None:
         """Raise QuotaExceeded when a tenant would have more than ``tenant_max_active_jobs`` queued or running.
 
         A soft limit: submits racing each other may pass it by a few jobs. An
@@ -207,7 +217,7 @@ class Conveyor:
             return
         adding = Counter(s.tenant or "default" for s in specs)
         for tenant, n in adding.items():
-            active = store.count_active(conn if conn is not None else self.engine, tenant)
+            active = self.store.count_active(tenant, conn=conn)
             if active + n > limit:
                 raise QuotaExceeded(f"tenant {tenant!r} has {active} active jobs (queued or running); the limit is "
                                     f"{limit} (CONVEYOR_TENANT_MAX_ACTIVE_JOBS)",
@@ -223,24 +233,24 @@ class Conveyor:
         Raises ``InvalidJob`` (code ``invalid_job``, ``invalid_payload`` or
         ``payload_too_large``) for a field out of bounds, and writes nothing then.
         """
-        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
+        spec = JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
                              trace_id)
         return self.submit_many([spec], conn=conn)[0]
 
     def submit_job(self, kind: str, payload: Any = None, *, conn: Connection | None = None, tenant: str = "default",
                    org: str | None = None, priority: int = 0, idempotency_key: str | None = None,
                    max_attempts: int | None = None, file_id: str | None = None, run_at: datetime | None = None,
-                   trace_id: str | None = None) -> store.Submitted:
+                   trace_id: str | None = None) -> Submitted:
         """``submit``, answering the new job as written (``job`` is None when ``idempotency_key`` named one)."""
-        spec = store.JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
+        spec = JobSpec(kind, payload, tenant, org, priority, idempotency_key, max_attempts, file_id, run_at,
                              trace_id)
         return self._submit([spec], conn)[0]
 
-    def submit_many(self, specs: Sequence[store.JobSpec], *, conn: Connection | None = None) -> list[str]:
+    def submit_many(self, specs: Sequence[JobSpec], *, conn: Connection | None = None) -> list[str]:
         """Submit many jobs in one transaction; returns their ids in order (InvalidJob if any is refused)."""
         return [s.job_id for s in self._submit(specs, conn)]
 
-    def _submit(self, specs: Sequence[store.JobSpec], conn: Connection | None) -> list[store.Submitted]:
+    def _submit(self, specs: Sequence[JobSpec], conn: Connection | None) -> list[Submitted]:
         if self._control is None and self.settings.tenancy != "single":
             raise ConfigError(f"this Conveyor serves the control database of a {self.settings.tenancy} deployment, "
                               "which holds no jobs: submit through app.for_tenant(tenant, org)")
@@ -249,32 +259,30 @@ class Conveyor:
         self.check_quota(checked, conn=conn)
         fixed = [s if s.max_attempts is not None else replace(s, max_attempts=self._max_attempts(s.kind, None))
                  for s in checked]
-        done = store.submit_jobs(conn if conn is not None else self.engine, fixed,
-                                 default_max_attempts=self.settings.max_attempts, stream=self.settings.stream_key,
-                                 idempotency_ttl_s=self.settings.idempotency_ttl_seconds, checked=True)
+        done = self.store.submit(fixed, conn=conn, checked=True)
         if conn is None and self._control is not None:
             self._control.announce(self.tenant_key)
         return done
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """One job by id."""
-        return store.get_job(self.engine, job_id, tenant)
+        return self.store.get_job(job_id, tenant)
 
     def list_jobs(self, **filters: Any) -> list[Job]:
         """Jobs, newest first."""
-        return store.list_jobs(self.engine, **filters)
+        return self.store.list_jobs(**filters)
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """A job's change log."""
-        return store.job_events(self.engine, job_id)
+        return self.store.job_events(job_id)
 
     def cancel(self, job_id: str, tenant: str | None = None, reason: str = "") -> Job:
         """Cancel a queued or running job."""
-        return store.cancel(self.engine, job_id, tenant=tenant, reason=reason)
+        return self.store.cancel(job_id, tenant, reason)
 
     def retry(self, job_id: str, tenant: str | None = None) -> Job:
-        """Run a failed or cancelled job again as a new attempt (``store.retry``)."""
-        job = store.retry(self.engine, job_id, tenant=tenant, stream=self.settings.stream_key)
+        """Run a failed or cancelled job again as a new attempt (``JobStore.retry``)."""
+        job = self.store.retry(job_id, tenant)
         if self._control is not None:
             self._control.announce(self.tenant_key)
         return job

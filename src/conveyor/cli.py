@@ -570,7 +570,7 @@ def dispatcher(ctx: click.Context, once: bool) -> None:
             click.echo(f"published {run_fleet_until_empty(d, strict=True)}")
             return
     else:
-        d = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+        d = Dispatcher(app.store, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                        backoff_cap_s=s.dispatch_backoff_max_seconds)
         if once:
             click.echo(f"published {run_until_empty(d, strict=True)}")

@@ -22,6 +22,29 @@ QUEUE_CHANNEL = "conveyor_queue"
 TENANT_OUTBOX_CHANNEL = "conveyor_tenant_outbox"
 
 
+class Wakeup:
+    """An in-process wake-up: a deployment's writes tell its idle dispatchers that outbox rows are pending.
+
+    Owned by the deployment's ``JobStore`` (a tenant database's store shares its control
+    one's), so two deployments in one process never wake each other.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+
+    def notify(self) -> None:
+        """Wake every waiter now."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds or until notified (at once if ``stop`` is set); whether notified."""
+        with self._cond:
+            if stop is not None and stop.is_set():
+                return False
+            return self._cond.wait(timeout)
+
+
 def notify(conn: Connection, channel: str) -> None:
     """Queue a notification for delivery when ``conn``'s transaction commits (PostgreSQL only)."""
     if conn.dialect.name == "postgresql":

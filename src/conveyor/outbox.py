@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 
-from conveyor import observers, store
+from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.errors import Unreachable
 from conveyor.metrics import get_metrics
@@ -27,17 +27,9 @@ from conveyor.tenancy import TenantKey
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
+    from conveyor.jobstore import JobStore
 
 log = logging.getLogger("conveyor.dispatcher")
-
-_WAKE = threading.Condition()
-
-
-def wake() -> None:
-    """Tell dispatchers in this process that new rows are pending."""
-    with _WAKE:
-        _WAKE.notify_all()
-
 
 @dataclass(frozen=True)
 class DispatchRound:
@@ -55,9 +47,10 @@ def _backoff(attempts: int, cap: float) -> float:
 class Dispatcher:
     """Publishes due outbox rows in batches, stamping ``dispatched_at`` and the entry id."""
 
-    def __init__(self, engine: Engine, queue: Queue, *, batch: int = 500, maxlen: int | None = 200_000,
+    def __init__(self, store: JobStore, queue: Queue, *, batch: int = 500, maxlen: int | None = 200_000,
                  backoff_cap_s: float = 30.0, on_round: object | None = None) -> None:
-        self.engine = engine
+        self.store = store
+        self.engine = store.engine
         self.queue = queue
         self.batch = batch
         self.maxlen = maxlen
@@ -70,7 +63,7 @@ class Dispatcher:
         """Publish one batch of due rows; on queue failure keep them pending with a backoff."""
         now = utcnow()
         with self.engine.begin() as conn:
-            rows = store.pending_outbox(conn, now, self.batch)
+            rows = self.store.pending_outbox(conn, now, self.batch)
             if not rows:
                 return DispatchRound(0, 0)
             msgs = [Message(r.job_id, int(r.message.get("priority", 0)), r.message.get("fields", {})) for r in rows]
@@ -88,7 +81,7 @@ class Dispatcher:
                     m.dispatch_failures.inc(len(rows))
                 log.warning("dispatch failed rows=%d error=%s", len(rows), err)
                 return DispatchRound(0, len(rows), err)
-            ev = store.mark_dispatched(conn, rows, entry_ids, now)
+            ev = self.store.mark_dispatched(conn, rows, entry_ids, now)
         observers.publish(ev, self.engine)
         self.queue.wake()
         self.published_total += len(rows)
@@ -108,7 +101,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Ask the loop to end after the current round."""
         self._stop.set()
-        wake()
+        self.store.pending.notify()
 
     def run(self, idle_max_s: float = 0.05) -> None:
         """Loop until stopped: publish while there is work, wait (woken by submits) when idle."""
@@ -151,9 +144,7 @@ class Dispatcher:
             if listener.usable:
                 listener.wait(wait)  # a NOTIFY from any process's commit wakes us at once
             else:
-                with _WAKE:
-                    if not self._stop.is_set():
-                        _WAKE.wait(wait)
+                self.store.pending.wait(wait, self._stop)
             idle = min(idle * 2, idle_max_s if not listener.usable else 0.5)
 
 
@@ -237,9 +228,8 @@ class FleetDispatcher:
         return self._keys
 
     def _dispatcher(self, key: Any) -> Dispatcher:
-        engine = self.tenancy.app_for(key, check=False).engine
-        return Dispatcher(engine, self.queue, batch=self.batch, maxlen=self.maxlen,
-                          backoff_cap_s=self.backoff_cap_s)
+        return Dispatcher(self.tenancy.app_for(key, check=False).store, self.queue, batch=self.batch,
+                          maxlen=self.maxlen, backoff_cap_s=self.backoff_cap_s)
 
     def run_once(self, *, force: bool = False) -> DispatchRound:
         """One round: one batch from every tenant database that is due (every one with ``force``)."""
@@ -287,7 +277,7 @@ class FleetDispatcher:
     def stop(self) -> None:
         """Ask the loop to end after the current round."""
         self._stop.set()
-        wake()
+        self.app.store.pending.notify()
 
     def _announced(self, payloads: list[str]) -> None:
         """Tenant databases announced on the control database: poll them at the next round."""
@@ -318,10 +308,9 @@ class FleetDispatcher:
                 if got is not None:
                     self._announced(got)
                     continue
-                with _WAKE:
-                    if self._stop.is_set():
-                        break
-                    woken = _WAKE.wait(wait)
+                if self._stop.is_set():
+                    break
+                woken = self.app.store.pending.wait(wait, self._stop)
                 force = woken  # a submit in this process: look at every database now
         finally:
             listener.close()

@@ -25,7 +25,7 @@ class Runner:
             self.dispatcher = FleetDispatcher(app, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                                               backoff_cap_s=s.dispatch_backoff_max_seconds)
         else:
-            self.dispatcher = Dispatcher(app.engine, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
+            self.dispatcher = Dispatcher(app.store, app.queue, batch=s.dispatch_batch, maxlen=s.stream_maxlen,
                                          backoff_cap_s=s.dispatch_backoff_max_seconds)
         self.scheduler = Scheduler(app) if scheduler else None
         self.worker = Worker(app, concurrency=concurrency, burst=False, block_ms=200)

@@ -26,7 +26,7 @@ from conveyor.db import utcnow
 from conveyor.metrics import get_metrics
 from conveyor.models import FINAL, EventAction, Job, JobStatus
 from conveyor.schema import events, jobs, outbox
-from conveyor.store import fail_exhausted, logline, republish
+from conveyor.store import logline
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -155,22 +155,21 @@ class Scheduler:
                 if latest.get(job.id) in held:
                     continue  # still in the queue: a worker (or the reclaim loop) will take it
                 if job.status == JobStatus.RUNNING and job.attempts >= job.max_attempts:
-                    ev = fail_exhausted(conn, job, now, by="scheduler")
+                    ev = app.store.fail_exhausted(conn, job, now, by="scheduler")
                     if ev:
                         conn.execute(insert(events), ev)
                         committed.extend(ev)
                         report.failed_exhausted.append(job.id)
                     continue
-                committed += republish(conn, job, now, s.stream_key, EventAction.REPUBLISHED,
-                                       attempt_id=job.attempt_id, attempt_hint=job.attempts + 1,
-                                       status=job.status.value, lost_entry=latest.get(job.id))
+                committed += app.store.republish(conn, job, now, EventAction.REPUBLISHED,
+                                                 attempt_id=job.attempt_id, attempt_hint=job.attempts + 1,
+                                                 status=job.status.value, lost_entry=latest.get(job.id))
                 report.republished.append(job.id)
         observers.publish(committed, engine)
         for j in report.republished:
             logline("republished", job_id=j)
         if report.republished:
-            from conveyor import outbox as _outbox
-            _outbox.wake()
+            app.store.pending.notify()
         return report
 
     # ------------------------------------------------------------ gc

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from conveyor import observers, store_postgres
 from conveyor.db import connection, utcnow
 from conveyor.errors import IllegalTransition, InvalidPayload, JobNotFound
+from conveyor.fencing import fenced, is_live
 from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_reason, check_specs
 from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
 from conveyor.notify import OUTBOX_CHANNEL, notify
@@ -115,7 +116,7 @@ def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
         with bind.begin():
             yield bind
     else:
-        with _for(bind).statement_tx(bind) as conn:
+        with steps_for(bind).statement_tx(bind) as conn:
             yield conn
 
 
@@ -179,7 +180,7 @@ def pending_outbox(conn: Connection, now: datetime, limit: int) -> list[Any]:
     stmt = (select(outbox.c.id, outbox.c.job_id, outbox.c.message, outbox.c.attempts)
             .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.id).limit(limit))
-    return list(conn.execute(_for(conn).lock_pending(stmt)).all())
+    return list(conn.execute(steps_for(conn).lock_pending(stmt)).all())
 
 
 def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime
@@ -187,7 +188,7 @@ def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[s
     """Stamp outbox rows as published under their queue entry ids, with a ``dispatched`` event each; the events."""
     ev = [event_row(r.job_id, 0, EventAction.DISPATCHED, now, stream_entry_id=e, outbox_id=r.id)
           for r, e in zip(rows, entry_ids)]
-    _for(conn).mark_dispatched(conn, rows, entry_ids, now, ev)
+    steps_for(conn).mark_dispatched(conn, rows, entry_ids, now, ev)
     return ev
 
 
@@ -237,7 +238,7 @@ def live_attempt(engine: Engine, job_id: str, attempt_id: int,
     with engine.begin() as conn:
         row = conn.execute(select(jobs.c.attempt_id, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts)
                            .where(jobs.c.id == job_id).with_for_update()).first()
-        if row is None or row.attempt_id != attempt_id or row.status not in statuses:
+        if row is None or not is_live(row, attempt_id, statuses):
             yield None
             return
         yield LiveAttempt(conn, job_id, attempt_id, int(row.attempts), int(row.max_attempts))
@@ -275,7 +276,7 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
     ids: list[str] = []
     job_rows, box_rows, ev_rows = [], [], []
     keyed = any(s.idempotency_key for s in specs)
-    dialect = _for(bind)
+    dialect = steps_for(bind)
     one_statement = not keyed and dialect.one_statement_submit
     with (_fast_tx(bind) if one_statement else _tx(bind)) as conn:
         for spec in specs:
@@ -324,8 +325,6 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                 conn.execute(insert(outbox), box_rows)
                 conn.execute(insert(events), ev_rows)
                 notify(conn, OUTBOX_CHANNEL)
-    from conveyor import outbox as _outbox  # late: outbox imports store
-    _outbox.wake()
     observers.publish(ev_rows, bind)
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
@@ -373,7 +372,7 @@ def get_job_with_events(bind: Engine | Connection, job_id: str, tenant: str | No
                         ) -> tuple[Job, list[dict[str, Any]]]:
     """``get_job`` and ``job_events`` on one connection (one statement on PostgreSQL)."""
     with connection(bind) as conn:
-        return _for(conn).job_with_events(conn, job_id, tenant)
+        return steps_for(conn).job_with_events(conn, job_id, tenant)
 
 
 def list_jobs(bind: Engine | Connection, *, status: str | None = None, kind: str | None = None,
@@ -442,7 +441,7 @@ def _by_job(entries: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[st
 
 def _claim_queued(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime, expires: datetime
                   ) -> tuple[list[Claimed], list[dict[str, Any]]]:
-    return _for(conn).claim_queued(conn, by_job, owner, now, expires)
+    return steps_for(conn).claim_queued(conn, by_job, owner, now, expires)
 
 
 def _claim_queued_general(conn: Connection, by_job: Mapping[str, str], owner: str, now: datetime,
@@ -484,7 +483,7 @@ def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entrie
 
 def claim_commits_outcomes(engine: Engine) -> bool:
     """Whether ``claim_and_finalize`` commits outcomes in the claim's own statement here (PostgreSQL)."""
-    return _for(engine).claim_commits_outcomes
+    return steps_for(engine).claim_commits_outcomes
 
 
 def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
@@ -506,7 +505,7 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
     expires = now + timedelta(seconds=lease_s)
     by_job, dup_entries = _by_job(entries)
     with _fast_tx(engine) as conn:
-        got_done, ev_done, got_claimed, ev_claimed = _for(engine).succeed_and_claim(
+        got_done, ev_done, got_claimed, ev_claimed = steps_for(engine).succeed_and_claim(
             conn, ok, now, by_job, owner, expires)
     observers.publish(ev_done, engine)
     done = [Finalized(j, a, entry_of[j], "succeeded") for j, a, _ in ok if j in got_done]
@@ -537,8 +536,7 @@ def _reclaim_expired(bind: Engine | Connection, rest: Sequence[str], by_job: Map
                 ev.extend(fail_exhausted(conn, old, now, by=owner))
                 continue
             new = conn.execute(
-                update(jobs).where(jobs.c.id == old.id, jobs.c.attempt_id == old.attempt_id,
-                                   jobs.c.status == JobStatus.RUNNING.value)
+                update(jobs).where(fenced(old.id, old.attempt_id))
                 .values(attempt_id=jobs.c.attempt_id + 1, attempts=jobs.c.attempts + 1, lease_owner=owner,
                         lease_expires_at=expires, started_at=now, updated_at=now, error_history=history,
                         last_error=history[-1]["message"], error_code="lease_lost")
@@ -564,8 +562,7 @@ def fail_exhausted(conn: Connection, job: Job, now: datetime, by: str) -> list[d
            f"({job.attempts}/{job.max_attempts}); the job probably kills or hangs its worker")
     history = [*job.error_history, {"attempt": job.attempt_id, "code": "lease_lost", "message": msg,
                                     "at": now.isoformat() + "Z"}]
-    res = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.attempt_id == job.attempt_id,
-                                          jobs.c.status == JobStatus.RUNNING.value)
+    res = conn.execute(update(jobs).where(fenced(job.id, job.attempt_id))
                        .values(status=JobStatus.FAILED.value, error_code="lease_lost", last_error=msg,
                                error_history=history, lease_owner=None, lease_expires_at=None, finished_at=now,
                                updated_at=now))
@@ -618,8 +615,7 @@ _FIN_COLS = (jobs.c.id, jobs.c.status, jobs.c.attempt_id, jobs.c.attempts, jobs.
 _FIN_SELECT = select(*_FIN_COLS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 # one statement for a whole batch of successes (executemany); the attempt_id guard is the fence
 _SUCCEED = (update(jobs)
-            .where(jobs.c.id == bindparam("b_id"), jobs.c.attempt_id == bindparam("b_attempt"),
-                   jobs.c.status == JobStatus.RUNNING.value)
+            .where(fenced(bindparam("b_id"), bindparam("b_attempt")))
             .values(status=JobStatus.SUCCEEDED.value, result=bindparam("b_result", type_=JSON), error_code=None,
                     finished_at=bindparam("b_now"), updated_at=bindparam("b_now"), lease_owner=None,
                     lease_expires_at=None))
@@ -641,7 +637,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     done: list[Finalized] = []
     ev: list[dict[str, Any]] = []
     succeed: list[dict[str, Any]] = []
-    dialect = _for(engine)
+    dialect = steps_for(engine)
     if dialect.one_statement_succeed:
         done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
         if not outcomes:
@@ -657,7 +653,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                                                  {"ids": [o.job_id for o in outcomes]})}
         for o in outcomes:
             job = current.get(o.job_id)
-            if job is None or job.status != JobStatus.RUNNING.value or job.attempt_id != o.attempt_id:
+            if job is None or not is_live(job, o.attempt_id):
                 status = job.status if job else None
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.STALE_RESULT, now,
                                     job.file_id if job else None, current_status=status,
@@ -679,8 +675,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.SUCCEEDED, now, job.file_id))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "succeeded"))
                 continue
-            fenced = and_(jobs.c.id == o.job_id, jobs.c.attempt_id == o.attempt_id,
-                          jobs.c.status == JobStatus.RUNNING.value)
+            fence = fenced(o.job_id, o.attempt_id)
             base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
             entry = {"attempt": o.attempt_id, "code": o.error_code, "message": (o.error_message or "")[:4000],
                      "at": now.isoformat() + "Z"}
@@ -690,7 +685,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
             err = {"error_code": o.error_code, "last_error": (o.error_message or "")[:4000], "error_history": history}
             if o.retryable and job.attempts < job.max_attempts:
                 due = now + timedelta(seconds=o.retry_delay_s)
-                conn.execute(update(jobs).where(fenced).values(
+                conn.execute(update(jobs).where(fence).values(
                     status=JobStatus.QUEUED.value, next_attempt_at=due, **err, **base))
                 conn.execute(insert(outbox), [outbox_row(o.job_id, job.priority,
                                                          _fields(job.id, job.attempts + 1, job, now), now, due,
@@ -701,7 +696,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
                                     retry_at=due.isoformat() + "Z", delay_s=round(o.retry_delay_s, 3)))
                 done.append(Finalized(o.job_id, o.attempt_id, o.entry_id, "retry_scheduled"))
             else:
-                conn.execute(update(jobs).where(fenced).values(
+                conn.execute(update(jobs).where(fence).values(
                     status=JobStatus.FAILED.value, finished_at=now, **err, **base))
                 ev.append(event_row(o.job_id, o.attempt_id, EventAction.JOB_FAILED, now, job.file_id,
                                     error_code=o.error_code, error_message=entry["message"],
@@ -716,9 +711,6 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     if log.isEnabledFor(logging.INFO):
         for d in done:
             logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
-    from conveyor import outbox as _outbox
-    if any(d.action == "retry_scheduled" for d in done):
-        _outbox.wake()
     return done, ev
 
 
@@ -748,7 +740,7 @@ def _finalize_successes(engine: Engine, outcomes: Sequence[Outcome], now: dateti
     if not ok:
         return [], [], list(outcomes)
     with (engine.begin() if ack is not None else _fast_tx(engine)) as conn:
-        got, ev = _for(engine).succeed(conn, ok, now)
+        got, ev = steps_for(engine).succeed(conn, ok, now)
         done = [Finalized(j, a, entry[j], "succeeded") for j, a, _ in ok if j in got]
         if ack is not None and done:
             ack(conn, [d.entry_id for d in done])
@@ -813,8 +805,7 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
     with engine.begin() as conn:
         for job_id, attempt in held.items():
             row = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.attempt_id == attempt, jobs.c.lease_owner == owner,
-                                   jobs.c.status == JobStatus.RUNNING.value)
+                update(jobs).where(fenced(job_id, attempt), jobs.c.lease_owner == owner)
                 .values(status=JobStatus.QUEUED.value, attempts=jobs.c.attempts - 1, lease_owner=None,
                         lease_expires_at=None, updated_at=now, next_attempt_at=None)
                 .returning(*jobs.c)).mappings().first()
@@ -825,9 +816,6 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
                                          attempt_hint=job.attempts + 1, consumer=owner, reason="worker shutdown")
             released.append(job_id)
     observers.publish(released_events, engine)
-    if released:
-        from conveyor import outbox as _outbox
-        _outbox.wake()
     for j in released:
         logline("released", job_id=j, attempt_id=held[j], consumer=owner)
     return released
@@ -872,8 +860,6 @@ def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, 
         ev = republish(conn, job, now, stream, EventAction.RETRIED, attempt_id=job.attempt_id,
                        attempt_hint=job.attempt_id + 1, previous_status=old.status.value,
                        previous_error_code=old.error_code)
-    from conveyor import outbox as _outbox
-    _outbox.wake()
     observers.publish(ev, bind)
     logline("retried", job_id=job_id, attempt_id=job.attempt_id, previous_status=old.status.value)
     return job
@@ -963,7 +949,7 @@ class _General:
     """The steps whose SQL differs by database, in their general form (SQLite, and any database SQLAlchemy speaks).
 
     ``_Postgres`` overrides them with PostgreSQL's one-statement forms (``store_postgres``)
-    and row locks; ``_for(bind)`` picks the implementation from the database's dialect, so
+    and row locks; ``steps_for(bind)`` picks the implementation from the database's dialect, so
     the steps above never branch on it. The rules (fencing, transitions) stay in the steps.
     """
 
@@ -1081,6 +1067,6 @@ _GENERAL = _General()
 _DIALECTS: dict[str, _General] = {"postgresql": _Postgres()}
 
 
-def _for(bind: Engine | Connection) -> _General:
+def steps_for(bind: Engine | Connection) -> _General:
     """The implementation of the database-specific steps for ``bind``'s database."""
     return _DIALECTS.get(bind.dialect.name, _GENERAL)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor.fencing import fenced_sql
 from conveyor.models import EventAction, Job, JobStatus, iso
 from conveyor.notify import OUTBOX_CHANNEL
 from conveyor.schema import events, jobs, outbox
@@ -49,8 +50,7 @@ ev_c AS (
 SELECT * FROM c
 """
 
-# running → succeeded for every outcome whose attempt still holds its job (the fence);
-# found by primary key, as in _CLAIM
+# running → succeeded for every outcome whose attempt still holds its job (conveyor.fencing)
 _SUCCEED = f"""
 WITH v AS (SELECT * FROM unnest(%(ids)s::varchar[], %(attempts)s::integer[], %(results)s::text[])
              AS v(id, attempt_id, result)),
@@ -59,8 +59,7 @@ u AS (
      SET status = '{JobStatus.SUCCEEDED.value}', result = CAST(v.result AS json), error_code = NULL,
          finished_at = %(now)s, updated_at = %(now)s, lease_owner = NULL, lease_expires_at = NULL
     FROM v
-   WHERE j.id = ANY(%(ids)s::varchar[]) AND j.id = v.id AND j.attempt_id = v.attempt_id
-     AND (j.status || '') = '{JobStatus.RUNNING.value}'
+   WHERE j.id = ANY(%(ids)s::varchar[]) AND j.id = v.id AND {fenced_sql("j", "v.attempt_id")}
   RETURNING j.id, j.attempt_id, j.file_id
 ),
 ev_s AS (

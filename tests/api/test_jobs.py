@@ -119,7 +119,7 @@ def test_a_cancelled_job_can_be_retried_and_a_stale_result_of_its_old_attempt_is
     from conveyor import store
     job_id = http.post("/jobs", json={"kind": "conveyor.echo", "payload": 1}).json()["id"]
     from conveyor.outbox import Dispatcher, run_until_empty
-    run_until_empty(Dispatcher(api_app.engine, api_app.queue))
+    run_until_empty(Dispatcher(api_app.store, api_app.queue))
     claimed, _, _ = store.claim(api_app.engine, [("e1", job_id)], "w-old", 30)
     assert claimed and claimed[0].job.attempt_id == 1
     http.post(f"/jobs/{job_id}/cancel")

@@ -102,7 +102,7 @@ def test_queue_pressure_is_429_with_retry_after(api_env):
     with Server(create_app(app)) as s:
         c = httpx.Client(base_url=s.url + "/api/v1", headers=auth(token()))
         assert c.post("/jobs", json={"kind": "conveyor.sleep"}).status_code == 201
-        run_until_empty(Dispatcher(app.engine, app.queue))
+        run_until_empty(Dispatcher(app.store, app.queue))
         r = c.post("/jobs", json={"kind": "conveyor.sleep"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "queue_pressure"
         assert int(r.headers["retry-after"]) >= 1

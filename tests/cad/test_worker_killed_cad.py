@@ -50,7 +50,7 @@ def test_a_killed_worker_leaves_no_conversion_box_and_the_next_converts(tmp_path
     a = add_file(app, meshes["box.off"], convert=False)
     job = app.submit("cad.convert", {"file_id": a.file.id, "converter": "test.slow"})
     from conveyor.outbox import Dispatcher, run_until_empty
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "conveyor-cad-*")))
     procs = []
 

@@ -84,7 +84,7 @@ def test_a_killed_worker_leaves_no_box_and_the_job_is_judged_on_the_next(deploym
     first = worker(f"w1-{uuid.uuid4().hex[:6]}")
     job = app.submit("judge.submission", {"problem_id": problem, "language": "python3", "source": PROGRAMS[kind]})
     from conveyor.outbox import Dispatcher, run_until_empty
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     deadline = time.monotonic() + 60
     while not box_pids():
         assert time.monotonic() < deadline and first.poll() is None, "the program never started in a box"

@@ -38,7 +38,7 @@ def finished(app, ids):
 
 def test_kill9_mid_job_is_reclaimed_after_lease_and_old_attempt_is_fenced(app, spawn):
     job = app.submit("conveyor.sleep", {"seconds": 3})
-    with Loops(Dispatcher(app.engine, app.queue)):
+    with Loops(Dispatcher(app.store, app.queue)):
         a = spawn.worker("A")
         wait_until(lambda: running_under(app, job, "A"), what="worker A to claim the job")
         a.send_signal(signal.SIGKILL)
@@ -66,7 +66,7 @@ def test_long_job_with_live_heartbeat_is_not_reclaimed_by_a_peer(app, spawn):
     s = app.settings
     seconds = 2.5 * (s.lease_seconds + s.reclaim_grace_seconds)
     job = app.submit("conveyor.sleep", {"seconds": seconds})
-    with Loops(Dispatcher(app.engine, app.queue)):
+    with Loops(Dispatcher(app.store, app.queue)):
         spawn.worker("A")
         wait_until(lambda: running_under(app, job, "A"), what="worker A to claim the job")
         # a peer that reclaims often, with the same lease + grace
@@ -81,7 +81,7 @@ def test_long_job_with_live_heartbeat_is_not_reclaimed_by_a_peer(app, spawn):
 
 def test_trimmed_stream_is_repaired_by_the_scheduler_once_per_lease(app):
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(20)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     q = app.queue
     # 8 entries read by a consumer that died before claiming
     q.read("died-before-claim", 8)
@@ -103,12 +103,12 @@ def test_trimmed_stream_is_repaired_by_the_scheduler_once_per_lease(app):
         repaired.update(sched.repair().republished)
         return len(repaired) >= 20
 
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     wait_until(repair_round, timeout=30, what="repair to republish the 20 lost jobs", every=0.2)
     assert repaired == set(ids)
     # at most once per lease period: an immediate second round republishes nothing
     assert sched.repair().republished == []
-    with Loops(Dispatcher(app.engine, app.queue), Worker(app, name="W", concurrency=4, block_ms=100)):
+    with Loops(Dispatcher(app.store, app.queue), Worker(app, name="W", concurrency=4, block_ms=100)):
         wait_until(lambda: finished(app, ids + untouched), what="all jobs to finish")
     for i in ids + untouched:
         j = app.get(i)
@@ -120,7 +120,7 @@ def test_trimmed_stream_is_repaired_by_the_scheduler_once_per_lease(app):
 
 def test_crash_between_read_and_claim_still_runs_the_job(app, spawn):
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(3)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     dispatched = {i: next(e["payload"]["stream_entry_id"] for e in app.events(i) if e["action"] == "dispatched")
                   for i in ids}
     crash = spawn.python(
@@ -146,7 +146,7 @@ def test_crash_between_read_and_claim_still_runs_the_job(app, spawn):
 def test_group_created_after_entries_were_added_loses_none(app):
     app.queue.delete_streams()  # no stream, no group
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(25)])
-    assert run_until_empty(Dispatcher(app.engine, app.queue)) == 25
+    assert run_until_empty(Dispatcher(app.store, app.queue)) == 25
     r = app.queue.client
     assert r.xlen(app.settings.stream_key) == 25
     with pytest.raises(redis.ResponseError):
@@ -167,7 +167,7 @@ def test_group_created_after_entries_queue_level(rqueue):
 
 def test_sigterm_finishes_nothing_late_and_releases_to_a_peer_at_once(app, spawn):
     job = app.submit("conveyor.sleep", {"seconds": 4})
-    with Loops(Dispatcher(app.engine, app.queue)):
+    with Loops(Dispatcher(app.store, app.queue)):
         a = spawn.worker("A", grace=0.3)
         wait_until(lambda: running_under(app, job, "A"), what="worker A to claim the job")
         a.send_signal(signal.SIGTERM)
@@ -213,7 +213,7 @@ def test_submit_is_refused_past_the_pressure_threshold(app):
     strict = Conveyor(app.settings.with_(pressure_max_length=5), engine=app.engine, queue=app.queue,
                       plugins=app.plugins)
     strict.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(5)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     with pytest.raises(QueuePressure) as exc:
         strict.submit("conveyor.echo", {})
     assert exc.value.retry_after_s > 0 and exc.value.code == "queue_pressure"
@@ -235,7 +235,7 @@ def test_pressure_lag_is_null_not_zero_when_redis_cannot_tell(rqueue):
 
 def test_queue_pressure_command_prints_one_json_line(app, env, tmp_path):
     app.submit_many([JobSpec("conveyor.echo", {}) for _ in range(3)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     out = subprocess.run([sys.executable, "-m", "conveyor", "queue", "pressure"], check=False, capture_output=True,
                          text=True, env=subprocess_env(env), cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -263,10 +263,10 @@ def test_touch_never_steals_a_peers_entry(rqueue):
 def test_redis_flushed_under_a_running_deployment_recovers(app):
     """Redis restarted without persistence: the group is recreated and repair republishes what was lost."""
     ids = app.submit_many([JobSpec("conveyor.echo", {"i": i}) for i in range(6)])
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     app.queue.delete_streams()
     sched = Scheduler(app, name="repairer")
-    with Loops(Dispatcher(app.engine, app.queue), Worker(app, name="W", concurrency=2, block_ms=100), sched):
+    with Loops(Dispatcher(app.store, app.queue), Worker(app, name="W", concurrency=2, block_ms=100), sched):
         wait_until(lambda: finished(app, ids), what="jobs lost with the stream to be repaired and run")
     assert all(app.get(i).status.value == "succeeded" for i in ids)
     assert all(actions(app, i).count("republished") == 1 for i in ids)

@@ -25,7 +25,7 @@ def test_redis_killed_while_submitting_loses_nothing_and_runs_each_job_once(app,
                                   "CONVEYOR_DISPATCH_BACKOFF_MAX_SECONDS": "2"})
     cv = Conveyor(settings, engine=app.engine, plugins=app.plugins)
     cv.init_db()
-    dispatcher = Dispatcher(cv.engine, cv.queue, batch=100, backoff_cap_s=settings.dispatch_backoff_max_seconds)
+    dispatcher = Dispatcher(cv.store, cv.queue, batch=100, backoff_cap_s=settings.dispatch_backoff_max_seconds)
     workers = [Worker(cv, name=f"w{i}", concurrency=4, block_ms=200) for i in range(2)]
     ids: list[str] = []
 
@@ -98,7 +98,7 @@ def test_the_outbox_gauge_rises_during_a_real_redis_outage_and_falls_after(app, 
         pass  # the repair cannot read the queue; the gauge must be set all the same
     assert registry.get_sample_value("conveyor_outbox_pending") == 3
     private_redis.start()
-    assert run_until_empty(Dispatcher(cv.engine, cv.queue)) == 3
+    assert run_until_empty(Dispatcher(cv.store, cv.queue)) == 3
     scheduler.run_once()
     assert registry.get_sample_value("conveyor_outbox_pending") == 0
     assert registry.get_sample_value("conveyor_queue_entries", {"state": "length"}) >= 3
@@ -113,7 +113,7 @@ def test_diagnose_says_queue_unreachable_when_the_entry_cannot_be_looked_up(app,
                   plugins=app.plugins)
     cv.init_db()
     job = cv.submit("conveyor.echo", {})
-    assert run_until_empty(Dispatcher(cv.engine, cv.queue)) == 1
+    assert run_until_empty(Dispatcher(cv.store, cv.queue)) == 1
     private_redis.proc.kill()  # kill -9 with the entry published
     private_redis.proc.wait(10)
     report = diagnose(cv, job)

@@ -93,7 +93,7 @@ def test_bad_s3_urls_are_config_errors(s3_env):
 
 def test_worker_process_writes_artifacts_to_s3(app, env, tmp_path, s3_url):
     job_id = app.submit("test.artifact")
-    run_until_empty(Dispatcher(app.engine, app.queue))
+    run_until_empty(Dispatcher(app.store, app.queue))
     full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(SRC), str(TEST_PLUGIN_DIR)])}
     out = subprocess.run([sys.executable, "-m", "conveyor", "worker", "--burst"], env=full, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120, check=False)

@@ -146,7 +146,7 @@ class ConverterContract:
                  add_file(app, self.make_garbage_file(tmp_path), convert=False)]
         ids = [app.submit("cad.convert", {"file_id": f.file.id, "converter": self.converter.id}, file_id=f.file.id,
                           max_attempts=1) for f in files]
-        dispatcher, worker = Dispatcher(app.engine, app.queue), Worker(app, concurrency=2, block_ms=100)
+        dispatcher, worker = Dispatcher(app.store, app.queue), Worker(app, concurrency=2, block_ms=100)
         threads = [threading.Thread(target=dispatcher.run, daemon=True),
                    threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)]
         for t in threads:

@@ -24,12 +24,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 
-from conveyor import store
 from conveyor.api.deps import AppDep, IdentityDep, ScopeDep
 from conveyor.api.errors import ApiError
 from conveyor.api.jobs import _errors, visible_job
 from conveyor.api.views import event_view
 from conveyor.db import utcnow
+from conveyor.jobstore import JobStore
 from conveyor.models import JobStatus
 from conveyor.store import Scope
 
@@ -53,15 +53,15 @@ class Batch:
 class Feed:
     """Reads committed events after a position, in id order, never skipping a late commit."""
 
-    def __init__(self, engine: Engine, scope: Scope, job_id: str | None = None, after: int = 0,
+    def __init__(self, store: JobStore, scope: Scope, job_id: str | None = None, after: int = 0,
                  gap_wait_s: float = GAP_WAIT_S) -> None:
-        self.engine, self.scope, self.job_id = engine, scope, job_id
+        self.store, self.scope, self.job_id = store, scope, job_id
         self.position = after  # every event up to here was delivered or is not ours
         self.gap_wait_s = gap_wait_s
 
     def poll(self) -> Batch:
         """The next events of this scope (and job), oldest first."""
-        ids = store.event_ids_after(self.engine, self.position, ID_BATCH)
+        ids = self.store.event_ids_after(self.position, ID_BATCH)
         safe, waiting = self.position, False
         now = utcnow()
         for event_id, created in ids:
@@ -71,7 +71,7 @@ class Feed:
             safe = event_id
         if safe == self.position:
             return Batch([], False, waiting)
-        rows = store.events_after(self.engine, self.position, safe, self.scope, self.job_id, ROW_BATCH)
+        rows = self.store.events_after(self.position, safe, self.scope, self.job_id, ROW_BATCH)
         full = len(rows) == ROW_BATCH
         self.position = rows[-1]["id"] if full else safe
         return Batch(rows, full or (len(ids) == ID_BATCH and not waiting), waiting)
@@ -84,7 +84,7 @@ class Feed:
         """
         rows: list[dict[str, Any]] = []
         while True:
-            got = store.events_after(self.engine, self.position, 2**62, self.scope, self.job_id, ROW_BATCH)
+            got = self.store.events_after(self.position, 2**62, self.scope, self.job_id, ROW_BATCH)
             rows += got
             if got:
                 self.position = got[-1]["id"]
@@ -182,7 +182,7 @@ async def stream_job_events(request: Request, job_id: str, identity: IdentityDep
     start = _start(last_event_id, after)
     if start is None:
         start = max(0, await anyio.to_thread.run_sync(first_event_id, app.engine, job.id) - 1)
-    feed = Feed(app.engine, scope, job.id, start)
+    feed = Feed(app.store, scope, job.id, start)
 
     def final_status() -> str | bool:
         status = app.get(job.id).status
@@ -204,7 +204,7 @@ async def stream_events(request: Request, identity: IdentityDep, scope: ScopeDep
     client disconnects."""
     start = _start(last_event_id, after)
     if start is None:
-        start = await anyio.to_thread.run_sync(store.last_event_id, app.engine)
-    feed = Feed(app.engine, scope, None, start)
+        start = await anyio.to_thread.run_sync(app.store.last_event_id)
+    feed = Feed(app.store, scope, None, start)
     s = app.settings
     return _response(_stream(request, feed, identity.admin, s.sse_heartbeat_seconds, s.sse_poll_seconds))

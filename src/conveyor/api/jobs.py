@@ -20,7 +20,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import JobNotFound
 from conveyor.limits import TEXT_LIMITS
 from conveyor.models import Job
-from conveyor.store import Scope, get_job_with_events, page_jobs
+from conveyor.store import Scope
 
 MAX_PAGE = 500
 
@@ -109,7 +109,7 @@ def get_job(job_id: str, caller: CallerDep) -> Response:
     if not _plausible_id(job_id):
         raise not_found()
     try:
-        job, log = get_job_with_events(caller.app.engine, job_id, caller.scope.tenant)
+        job, log = caller.app.store.get_job_with_events(job_id, caller.scope.tenant)
     except JobNotFound:
         raise not_found() from None
     if not caller.scope.allows(job):
@@ -130,7 +130,7 @@ def list_jobs(caller: CallerDep,
               cursor: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, Any]:
     """The caller's jobs, newest first, one page at a time (`next_cursor` until the last page)."""
     before = decode_cursor(cursor) if cursor else None
-    found = page_jobs(caller.app.engine, caller.scope, status=status, kind=_filter("kind", kind, 100),
+    found = caller.app.store.page_jobs(caller.scope, status=status, kind=_filter("kind", kind, 100),
                       file_id=_filter("file_id", file_id, TEXT_LIMITS["file_id"]), limit=limit + 1, before=before)
     page, more = found[:limit], len(found) > limit
     return {"items": [job_view(j, caller.identity.admin, caller.app.kinds) for j in page],

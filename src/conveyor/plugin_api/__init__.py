@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from conveyor.db import connection, utcnow
     from conveyor.errors import CATALOG, Cancelled, ConfigError, ConveyorError, ErrorCode, JobError, PluginError
     from conveyor.hookspecs import hookimpl, hookspec
+    from conveyor.jobstore import JobStore
     from conveyor.kinds import JobContext, JobKind, RetryPolicy
     from conveyor.metrics import Metrics, get_metrics
     from conveyor.migrate import Migrations, run_migrations
@@ -55,6 +56,7 @@ _WHERE: dict[str, str] = {
     "PluginError": "conveyor.errors",
     "hookimpl": "conveyor.hookspecs",
     "hookspec": "conveyor.hookspecs",
+    "JobStore": "conveyor.jobstore",
     "JobContext": "conveyor.kinds",
     "JobKind": "conveyor.kinds",
     "RetryPolicy": "conveyor.kinds",
@@ -85,7 +87,7 @@ _WHERE: dict[str, str] = {
 
 __all__ = [
     "CATALOG", "Cancelled", "ConfigError", "Conveyor", "ConveyorError", "Dispatcher", "ErrorCode", "Family",
-    "Job", "JobContext", "JobError", "JobKind", "JobStatus", "LiveAttempt", "Metrics", "Migrations",
+    "Job", "JobContext", "JobError", "JobKind", "JobStatus", "JobStore", "LiveAttempt", "Metrics", "Migrations",
     "PluginError", "PluginHost", "Registry", "RetryPolicy", "Runner", "Scope", "Settings", "Storage", "Worker",
     "__version__", "connection", "deployment", "get_metrics", "get_plugins", "hookimpl", "hookspec", "iso",
     "list_jobs", "list_workers", "live_attempt", "load_plugins", "load_settings", "logline", "printable",

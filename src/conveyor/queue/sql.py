@@ -8,7 +8,6 @@ short adaptive wait.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -17,11 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from conveyor.db import utcnow
-from conveyor.notify import QUEUE_CHANNEL, Listener, notify
+from conveyor.notify import QUEUE_CHANNEL, Listener, Wakeup, notify
 from conveyor.queue.base import START_CURSOR, Entry, Message, Pressure, Queue, Reclaimed
 from conveyor.schema import queue_entries as q
 
-_WAKE = threading.Condition()
 _FIFO_EVERY = 5  # every Nth read ignores priority so low bands are never starved
 
 
@@ -58,6 +56,7 @@ class SqlQueue(Queue):
         self._reads = 0
         self._pg = engine.dialect.name == "postgresql"
         self._listener = Listener(engine, QUEUE_CHANNEL)
+        self._published = Wakeup()  # this queue's publishes wake its readers; other processes' are polled for
         # elsewhere other processes' publishes are seen by polling; this bounds the added latency
         self.poll_max_s = 0.5 if self._listener.usable else 0.05
 
@@ -84,9 +83,8 @@ class SqlQueue(Queue):
         return [str(i) for i in ids]
 
     def wake(self) -> None:
-        """Wake readers in this process (after the publishing transaction commits)."""
-        with _WAKE:
-            _WAKE.notify_all()
+        """Wake this queue's readers in this process (after the publishing transaction commits)."""
+        self._published.notify()
 
     def take(self, conn: Connection, consumer: str, count: int) -> list[Entry]:
         """Deliver up to count entries inside the caller's transaction, without waiting."""
@@ -113,12 +111,11 @@ class SqlQueue(Queue):
             wait = min(wait * 2, self.poll_max_s)
 
     def wait(self, seconds: float) -> None:
-        """Sleep until a publish (in any process on PostgreSQL, in this one elsewhere), or ``seconds``."""
+        """Sleep until a publish (in any process on PostgreSQL, through this queue elsewhere), or ``seconds``."""
         if self._listener.usable:
             self._listener.wait(seconds)
             return
-        with _WAKE:
-            _WAKE.wait(seconds)
+        self._published.wait(seconds)
 
     def ack(self, entry_ids: Sequence[str], conn: Connection | None = None) -> int:
         """Delete acknowledged rows (inside ``conn``'s transaction if given)."""

@@ -4,9 +4,9 @@ An attempt's outcome is committed by exactly one of two paths:
 
 - **with the next claim** (PostgreSQL job database, queue outside it, one database): while
   the reader is *cycling* (between a read that may bring work and its claim) the outcomes
-  that finish are left to it, and ``store.claim_and_finalize`` commits them in the
+  that finish are left to it, and ``JobStore.claim_and_finalize`` commits them in the
   claim's statement, saving a round trip per job;
-- **by the finalizer thread** otherwise: a group commit (``store.finalize``) of what
+- **by the finalizer thread** otherwise: a group commit (``JobStore.finalize``) of what
   finished in the last ``finalize_linger_s``, then the queue acks.
 
 ``claim_takes_outcomes()`` is that rule; every other method only moves outcomes in or out
@@ -177,8 +177,7 @@ class Committer:
         delay = 0.2
         while True:
             try:
-                done, _events = store.finalize(self.app.engine, batch, stream=self.app.settings.stream_key,
-                                              ack=self._ack_in_tx)
+                done, _events = self.app.store.finalize(batch, ack=self._ack_in_tx)
                 break
             except Exception as exc:  # DB down: hold the outcomes; fencing keeps a late commit safe
                 log.error("finalize failed for %d outcomes: %s; retrying in %.1fs", len(batch), exc, delay)
@@ -201,7 +200,7 @@ class Committer:
             groups.setdefault(id(app), (app, []))[1].append(o)
         for app, outcomes in groups.values():
             try:
-                done, _events = store.finalize(app.engine, outcomes, stream=self.app.settings.stream_key)
+                done, _events = app.store.finalize(outcomes)
             except Exception as exc:  # that database is down: hold its outcomes; fencing keeps a late commit safe
                 delay = min(self._defer_s.get(app.tenant_key, 0.1) * 2, 10.0)
                 self._defer_s[app.tenant_key] = delay

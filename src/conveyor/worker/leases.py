@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor import presence, store
+from conveyor import presence
 from conveyor.worker.held import Held, HeldJobs, by_app
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class LeaseKeeper:
     def _poll_cancellations(self, groups: list[tuple[Conveyor, list[Held]]]) -> None:
         for app, group in groups:
             try:
-                for job_id in store.cancelled_among(app.engine, [r.claimed.job.id for r in group]):
+                for job_id in app.store.cancelled_among([r.claimed.job.id for r in group]):
                     r = self.held.get(job_id)
                     if r is not None:
                         r.token.cancel("cancelled")
@@ -85,8 +85,8 @@ class LeaseKeeper:
         renewed: list[Held] = []
         for app, group in groups:
             try:
-                lost = store.renew(app.engine, self.name, {r.claimed.job.id: r.claimed.job.attempt_id for r in group},
-                                   self.lease_s)
+                lost = app.store.renew(self.name, {r.claimed.job.id: r.claimed.job.attempt_id for r in group},
+                                       self.lease_s)
             except Exception as exc:
                 if self._tenancy is None:
                     raise

@@ -169,10 +169,10 @@ class ReadThenClaim(Reader):
         left: list[store.Outcome] = []
         try:
             if outcomes:
-                claimed, skip, done, left = store.claim_and_finalize(self.app.engine, pairs, self.name,
-                                                                     self.lease_s, outcomes)
+                claimed, skip, done, left = self.app.store.claim_and_finalize(pairs, self.name, self.lease_s,
+                                                                          outcomes)
             else:
-                claimed, skip, _events = store.claim(self.app.engine, pairs, self.name, self.lease_s)
+                claimed, skip, _events = self.app.store.claim(pairs, self.name, self.lease_s)
         except Exception as exc:
             # the entries stay pending in the queue; the reclaim loop retries them
             log.error("claim failed for %d entries: %s", len(entries), exc)
@@ -225,8 +225,8 @@ class TakeAndClaim(ReadThenClaim):
         with self.app.engine.begin() as conn:
             entries = q.take(conn, self.name, free)
             if entries:
-                claimed, skip, events = store.claim(conn, [(e.entry_id, e.job_id) for e in entries],
-                                                    self.name, self.lease_s)
+                claimed, skip, events = self.app.store.claim([(e.entry_id, e.job_id) for e in entries],
+                                                             self.name, self.lease_s, conn=conn)
                 if skip:
                     q.ack(skip, conn=conn)
         if entries:
@@ -254,8 +254,8 @@ class TenantRouting(ReadThenClaim):
         failed = 0
         for key, (app, group) in groups.items():
             try:
-                claimed, more, _events = store.claim(app.engine, [(e.entry_id, e.job_id) for e in group],
-                                                     self.name, self.lease_s)
+                claimed, more, _events = app.store.claim([(e.entry_id, e.job_id) for e in group],
+                                                         self.name, self.lease_s)
             except Exception as exc:  # they stay pending in the queue; the reclaim loop retries them
                 log.error("claim failed for %d entries of tenant %s: %s", len(group), key, exc)
                 failed += 1
@@ -303,6 +303,6 @@ def choose_reader(app: Conveyor) -> type[Reader]:
         return TenantRouting
     if app.queue.transactional:
         return TakeAndClaim
-    if store.claim_commits_outcomes(app.engine):
+    if app.store.claim_commits_outcomes:
         return ReadClaimAndCommit
     return ReadThenClaim

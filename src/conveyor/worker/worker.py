@@ -50,7 +50,7 @@ class Worker:
         self._done = threading.Event()
         self.held = HeldJobs(self.slots, max_held=4 * self.slots)
         # on PostgreSQL with a queue outside the database, a claim also commits what finished meanwhile
-        combine = store.claim_commits_outcomes(app.engine) and not app.queue.transactional and tenancy is None
+        combine = app.store.claim_commits_outcomes and not app.queue.transactional and tenancy is None
         self.committer = Committer(app, self.held, self.stats, self._done, combine=combine, tenancy=tenancy,
                                    on_finalized=on_finalized)
         self.leases = LeaseKeeper(app, self.name, self.held, self._done, tenancy=tenancy, abandon=self._abandon)
@@ -159,7 +159,7 @@ class Worker:
         for app, group in groups:
             ids = {r.claimed.job.id: r.claimed.job.attempt_id for r in group}
             try:
-                done = store.release(app.engine, self.name, ids, stream=self.app.settings.stream_key)
+                done = app.store.release(self.name, ids)
                 released += done
                 self.stats.released += len(done)
                 self.committer.ack([held.running[j].claimed.entry_id for j in done if j in held.running])
