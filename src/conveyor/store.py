@@ -1,4 +1,9 @@
-"""Every write to a job row: submit, claim, renew, finalize, cancel — each one CAS-guarded."""
+"""The steps of every read and write of a job row: submit, claim, renew, finalize, cancel, each CAS-guarded.
+
+Each step takes the engine (or a caller's connection) it runs on; ``conveyor.jobstore.JobStore``
+binds them to one deployment, and is what the core calls. Writes by an attempt apply the
+fencing rule of ``conveyor.fencing``.
+"""
 
 from __future__ import annotations
 
@@ -117,16 +122,6 @@ def _fast_tx(bind: Engine | Connection) -> Iterator[Connection]:
             yield bind
     else:
         with steps_for(bind).statement_tx(bind) as conn:
-            yield conn
-
-
-@contextmanager
-def _own_tx(bind: Engine | Connection) -> Iterator[Connection]:
-    """A transaction of our own, or the caller's open one as it is (no savepoint)."""
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.begin() as conn:
             yield conn
 
 
@@ -523,7 +518,7 @@ def _reclaim_expired(bind: Engine | Connection, rest: Sequence[str], by_job: Map
     """Take over running jobs among ``rest`` whose lease expired (or fail them on their last attempt)."""
     claimed: list[Claimed] = []
     ev: list[dict[str, Any]] = []
-    with _own_tx(bind) as conn:
+    with _tx(bind) as conn:
         expired = conn.execute(select(jobs).where(
             jobs.c.id.in_(rest), jobs.c.status == JobStatus.RUNNING.value,
             jobs.c.lease_expires_at < now)).mappings().all()

@@ -94,7 +94,8 @@ def test_the_feed_waits_for_an_id_that_is_not_committed_yet(engine):
     now = utcnow()
     with engine.begin() as conn:  # event 3 is written while event 2 "is not committed yet"
         conn.execute(insert(events), [store.event_row(job_id, 0, "dispatched", now) | {"id": 3}])
-    feed = Feed(engine, Scope("default"), gap_wait_s=0.5)
+    from conveyor.jobstore import JobStore
+    feed = Feed(JobStore(engine), Scope("default"), gap_wait_s=0.5)
     first = feed.poll()
     assert [e["id"] for e in first.events] == [1] and first.waiting
     with engine.begin() as conn:

@@ -16,6 +16,7 @@ read; a queue that fails is retried with a growing backoff.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ log = logging.getLogger("conveyor.worker")
 Start = Callable[[store.Claimed, "Conveyor | None"], None]
 
 
-class Reader:
+class Reader(abc.ABC):
     """The read loop; subclasses say how entries are read (``step``) and claimed (``claim``)."""
 
     def __init__(self, app: Conveyor, name: str, held: HeldJobs, committer: Committer, stats: WorkerStats,
@@ -64,13 +65,13 @@ class Reader:
 
     # ------------------------------------------------------------ the strategy
 
+    @abc.abstractmethod
     def step(self, free: int) -> int:
         """Read up to ``free`` entries and claim their jobs; how many entries came."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def claim(self, entries: list[Entry]) -> None:
         """Claim the jobs of entries read (or reclaimed) and start each claimed attempt."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ the loop
 
