@@ -51,3 +51,19 @@ def test_two_deployments_in_one_process_see_only_their_own_events(tmp_path):
         assert seen_a.seen == [(job_a, "submitted")]
     finally:
         c.close()
+
+
+def test_deployments_sharing_one_engine_still_see_only_their_own_events(tmp_path):
+    """Observers belong to each deployment's job store, not to the engine it writes through."""
+    seen_a, seen_b = Observer(), Observer()
+    a = _app(tmp_path, "shared", seen_a)
+    b = _app(tmp_path, "shared", seen_b)
+    try:
+        assert a.engine is b.engine  # one pool per URL in a process
+        job_a = a.submit("conveyor.echo", {"from": "a"})
+        job_b = b.submit("conveyor.echo", {"from": "b"})
+        assert seen_a.seen == [(job_a, "submitted")]
+        assert seen_b.seen == [(job_b, "submitted")]
+    finally:
+        a.close()
+        b.close()

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
-from conveyor import observers
 from conveyor.config import Settings, load_settings
 from conveyor.db import get_engine, init_db, utcnow
 from conveyor.errors import ConfigError, QueuePressure, QuotaExceeded, WaitTimeout
@@ -52,9 +51,6 @@ class Conveyor:
         self._queue = queue
         self._plugins = plugins
         self._observing = control is not None  # a tenant's Conveyor shares the control one's observers
-        #: the observers of this deployment's events (``conveyor.observers``): a tenant's are its control's
-        self.observer_group: object = control.observer_group if control is not None else object()
-        self._joined = False
         self._closed = False
         if storage is not None:
             self.__dict__["storage"] = storage
@@ -69,9 +65,6 @@ class Conveyor:
         """The job store's engine (one pool per process)."""
         if self._engine is None:
             self._engine = get_engine(self.settings.db_url)
-        if not self._joined:
-            self._joined = True
-            observers.join(self._engine, self.observer_group)
         return self._engine
 
     @cached_property
@@ -80,7 +73,8 @@ class Conveyor:
         s = self.settings
         return JobStore(self.engine, stream=s.stream_key, default_max_attempts=s.max_attempts,
                         idempotency_ttl_s=s.idempotency_ttl_seconds, max_payload_bytes=s.max_payload_bytes,
-                        pending=self._control.store.pending if self._control is not None else None)
+                        pending=self._control.store.pending if self._control is not None else None,
+                        observers=self._control.store.observers if self._control is not None else None)
 
     @property
     def queue(self) -> Queue:
@@ -105,7 +99,7 @@ class Conveyor:
         if not self._observing and not self._closed:
             self._observing = True
             if self._plugins.pm.hook.conveyor_on_event.get_hookimpls():
-                observers.subscribe(self._plugins.emit, self.observer_group)
+                self.store.observers.subscribe(self._plugins.emit)
         return self._plugins
 
     @property
@@ -316,7 +310,7 @@ class Conveyor:
             return  # the queue, plugins and engine belong to the control Conveyor and its Tenancy
         if self._tenancy is not None:
             self._tenancy.close()
-        if self._plugins is not None:
-            observers.unsubscribe(self._plugins.emit, self.observer_group)
+        if self._plugins is not None and "store" in self.__dict__:
+            self.store.observers.unsubscribe(self._plugins.emit)
         if self._queue is not None:
             self._queue.close()

@@ -21,6 +21,7 @@ from conveyor.fencing import LIVE
 from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.models import EventAction, Job, JobStatus
 from conveyor.notify import Wakeup
+from conveyor.observers import Observers
 from conveyor.store import Claimed, Finalized, JobSpec, LiveAttempt, Outcome, Scope, Submitted
 
 Events = list[dict[str, Any]]
@@ -30,12 +31,15 @@ class JobStore:
     """Every read and write of one deployment's jobs, on one database, each write fenced or CAS-guarded."""
 
     def __init__(self, engine: Engine, *, stream: str = "conveyor:jobs", pending: Wakeup | None = None,
-                 default_max_attempts: int = 3, idempotency_ttl_s: float = 86400.0,
+                 observers: Observers | None = None, default_max_attempts: int = 3, idempotency_ttl_s: float = 86400.0,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.engine = engine
         self.stream = stream
         #: set off by every write that leaves outbox rows pending; idle dispatchers wait on it
         self.pending = pending if pending is not None else Wakeup()
+        #: this deployment's observers: every write here reports the events it committed to them
+        self.observers = observers if observers is not None else Observers()
+        self._report = self.observers.publish
         self.default_max_attempts = default_max_attempts
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_payload_bytes = max_payload_bytes
@@ -53,7 +57,8 @@ class JobStore:
         """Insert jobs, their outbox rows and events in one transaction (the caller's, with ``conn``)."""
         done = store.submit_jobs(self._bind(conn), specs, default_max_attempts=self.default_max_attempts,
                                  idempotency_ttl_s=self.idempotency_ttl_s, stream=self.stream,
-                                 max_payload_bytes=self.max_payload_bytes, checked=checked)
+                                 max_payload_bytes=self.max_payload_bytes, checked=checked,
+                                 report=self._report)
         self.pending.notify()
         return done
 
@@ -100,18 +105,19 @@ class JobStore:
 
     def claim(self, entries: Sequence[tuple[str, str]], owner: str, lease_s: float, *,
               conn: Connection | None = None) -> tuple[list[Claimed], list[str], Events]:
-        """Claim jobs for queue entries ``(entry_id, job_id)`` (``store.claim``)."""
-        return store.claim(self._bind(conn), entries, owner, lease_s)
+        """Claim jobs for queue entries ``(entry_id, job_id)`` (``store.claim``; with ``conn``, report its events
+        to ``observers`` after committing)."""
+        return store.claim(self._bind(conn), entries, owner, lease_s, report=self._report)
 
     def claim_and_finalize(self, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
                            outcomes: Sequence[Outcome]
                            ) -> tuple[list[Claimed], list[str], list[Finalized], list[Outcome]]:
         """Commit the fenced successes among ``outcomes`` and claim ``entries`` in one statement."""
-        return store.claim_and_finalize(self.engine, entries, owner, lease_s, outcomes)
+        return store.claim_and_finalize(self.engine, entries, owner, lease_s, outcomes, report=self._report)
 
     def renew(self, owner: str, held: dict[str, int], lease_s: float) -> dict[str, str]:
         """Extend held leases ``{job_id: attempt_id}``; the lost ones with why."""
-        return store.renew(self.engine, owner, held, lease_s)
+        return store.renew(self.engine, owner, held, lease_s, report=self._report)
 
     def cancelled_among(self, job_ids: Sequence[str]) -> list[str]:
         """Which of these jobs have been cancelled."""
@@ -120,14 +126,14 @@ class JobStore:
     def finalize(self, outcomes: Sequence[Outcome], *,
                  ack: Callable[[Connection, list[str]], object] | None = None) -> tuple[list[Finalized], Events]:
         """Record attempt outcomes, each fenced by its attempt (``store.finalize``)."""
-        done, ev = store.finalize(self.engine, outcomes, stream=self.stream, ack=ack)
+        done, ev = store.finalize(self.engine, outcomes, stream=self.stream, ack=ack, report=self._report)
         if any(d.action == "retry_scheduled" for d in done):
             self.pending.notify()
         return done, ev
 
     def release(self, owner: str, held: dict[str, int]) -> list[str]:
         """Hand held jobs back at shutdown: queued again, their attempts fenced out."""
-        released = store.release(self.engine, owner, held, stream=self.stream)
+        released = store.release(self.engine, owner, held, stream=self.stream, report=self._report)
         if released:
             self.pending.notify()
         return released
@@ -141,11 +147,11 @@ class JobStore:
 
     def cancel(self, job_id: str, tenant: str | None = None, reason: str = "") -> Job:
         """Cancel a queued or running job."""
-        return store.cancel(self.engine, job_id, tenant=tenant, reason=reason)
+        return store.cancel(self.engine, job_id, tenant=tenant, reason=reason, report=self._report)
 
     def retry(self, job_id: str, tenant: str | None = None) -> Job:
         """Run a failed or cancelled job again with a fresh attempt budget."""
-        job = store.retry(self.engine, job_id, tenant=tenant, stream=self.stream)
+        job = store.retry(self.engine, job_id, tenant=tenant, stream=self.stream, report=self._report)
         self.pending.notify()
         return job
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from conveyor import observers
 from conveyor.errors import ConfigError
 
 _lock = threading.Lock()
@@ -110,7 +109,6 @@ def enable(port: int | None = None) -> Metrics:
     with _lock:
         if _instance is None:
             _instance = Metrics()
-            observers.subscribe(_instance.on_event)
             from conveyor.plugins import get_plugins
             get_plugins().call_each("conveyor_metrics", metrics=_instance)  # a broken plugin is recorded, not fatal
         if port:

@@ -143,3 +143,11 @@ class Event:
 def iso(ts: datetime) -> str:
     """ISO-8601 with a ``Z``; naive datetimes are taken as UTC."""
     return ts.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def event_json(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A ``conveyor_job_events`` row as observers and event streams receive it (its time as ISO text)."""
+    at = row.get("created_at")
+    return {"job_id": row["job_id"], "attempt_id": row.get("attempt_id", 0), "action": row["action"],
+            "payload": row.get("payload") or {}, "file_id": row.get("file_id"),
+            "created_at": iso(at) if isinstance(at, datetime) else at}

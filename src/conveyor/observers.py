@@ -1,73 +1,58 @@
-"""Committed job events, fanned out to in-process observers (``conveyor_on_event`` plugins).
+"""Committed job events, fanned out to one deployment's in-process observers (``conveyor_on_event`` plugins).
 
-An observer subscribes for one *group* of databases (``group=``) or for every database
-(``group=None``: metrics). Each ``Conveyor`` puts its engine in a group of its own (a
-tenant's engine joins its control ``Conveyor``'s group), so two deployments in one
-process see only their own events; a write reports its events with the engine or
-connection it used (``publish(rows, bind)``).
+Each deployment's ``JobStore`` owns an ``Observers`` (a tenant database's store shares its
+control store's), and every write reports the events it committed there, so two
+deployments in one process see only their own events. The process's metrics, when
+enabled, count the events of every deployment.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-
-from conveyor.models import iso
+from conveyor.metrics import get_metrics
+from conveyor.models import event_json
 
 log = logging.getLogger("conveyor.observers")
 
 Listener = Callable[[dict[str, Any]], None]
-_listeners: list[tuple[Listener, object | None]] = []
-_groups: weakref.WeakKeyDictionary[Engine, object] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
 
 
-def join(engine: Engine, group: object) -> None:
-    """Report the events written through ``engine`` to the observers of ``group``."""
-    with _lock:
-        _groups[engine] = group
+class Observers:
+    """The listeners of one deployment's committed events."""
 
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
 
-def subscribe(listener: Listener, group: object | None = None) -> None:
-    """Call ``listener(event)`` for every event committed in this process in ``group`` (None: in any)."""
-    with _lock:
-        if (listener, group) not in _listeners:
-            _listeners.append((listener, group))
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this deployment commits in this process."""
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
-def unsubscribe(listener: Listener, group: object | None = None) -> None:
-    """Stop calling a listener for ``group``."""
-    with _lock:
-        if (listener, group) in _listeners:
-            _listeners.remove((listener, group))
-
-
-def publish(rows: Iterable[dict[str, Any]], bind: Engine | Connection | None = None) -> None:
-    """Hand committed event rows to the listeners of ``bind``'s group and the ungrouped ones; never raises.
-
-    Without ``bind`` every listener is called.
-    """
-    engine = bind.engine if isinstance(bind, Connection) else bind
-    with _lock:
-        if not _listeners:
+    def publish(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Hand committed event rows to every listener and the process's metrics; never raises."""
+        metrics = get_metrics()
+        with self._lock:
+            listeners = list(self._listeners)
+        if metrics is not None:
+            listeners.append(metrics.on_event)
+        if not listeners:
             return
-        group = _groups.get(engine) if engine is not None else None
-        listeners = [fn for fn, g in _listeners if g is None or bind is None or g is group]
-    if not listeners:
-        return
-    for row in rows:
-        event = {"job_id": row["job_id"], "attempt_id": row.get("attempt_id", 0), "action": row["action"],
-                 "payload": row.get("payload") or {}, "file_id": row.get("file_id"),
-                 "created_at": iso(row["created_at"]) if isinstance(row.get("created_at"), datetime)
-                 else row.get("created_at")}
-        for fn in listeners:
-            try:
-                fn(event)
-            except Exception as exc:
-                log.error("event observer %r failed: %s", fn, exc)
+        for row in rows:
+            event = event_json(row)
+            for fn in listeners:
+                try:
+                    fn(event)
+                except Exception as exc:
+                    log.error("event observer %r failed: %s", fn, exc)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
 
-from conveyor import observers
 from conveyor.db import utcnow
 from conveyor.errors import Unreachable
 from conveyor.metrics import get_metrics
@@ -82,7 +81,7 @@ class Dispatcher:
                 log.warning("dispatch failed rows=%d error=%s", len(rows), err)
                 return DispatchRound(0, len(rows), err)
             ev = self.store.mark_dispatched(conn, rows, entry_ids, now)
-        observers.publish(ev, self.engine)
+        self.store.observers.publish(ev)
         self.queue.wake()
         self.published_total += len(rows)
         return DispatchRound(len(rows), 0)

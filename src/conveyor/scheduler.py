@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select
 
-from conveyor import lease, observers, presence
+from conveyor import lease, presence
 from conveyor.db import utcnow
 from conveyor.metrics import get_metrics
 from conveyor.models import FINAL, EventAction, Job, JobStatus
@@ -165,7 +165,7 @@ class Scheduler:
                                                  attempt_id=job.attempt_id, attempt_hint=job.attempts + 1,
                                                  status=job.status.value, lost_entry=latest.get(job.id))
                 report.republished.append(job.id)
-        observers.publish(committed, engine)
+        app.store.observers.publish(committed)
         for j in report.republished:
             logline("republished", job_id=j)
         if report.republished:

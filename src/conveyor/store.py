@@ -19,18 +19,25 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from conveyor import observers, store_postgres
+from conveyor import store_postgres
 from conveyor.db import connection, utcnow
 from conveyor.errors import IllegalTransition, InvalidPayload, JobNotFound
 from conveyor.fencing import fenced, is_live
 from conveyor.limits import DEFAULT_MAX_PAYLOAD_BYTES, check_reason, check_specs
-from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, sources_of
+from conveyor.models import FINAL, EventAction, Job, JobStatus, check_transition, event_json, sources_of
 from conveyor.notify import OUTBOX_CHANNEL, notify
 from conveyor.schema import events, jobs, outbox
 
 log = logging.getLogger("conveyor.jobs")
 
 FINAL_VALUES = [s.value for s in FINAL]
+
+#: where a write hands the events it committed (``JobStore`` passes its deployment's observers)
+Report = Callable[[Sequence[dict[str, Any]]], None]
+
+
+def unreported(rows: Sequence[dict[str, Any]]) -> None:
+    """The default ``report``: a step called on its own tells nobody."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +270,8 @@ _UNSET_JOB_FIELDS = {"result": None, "error_code": None, "last_error": None, "le
 
 def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_max_attempts: int = 3,
                 idempotency_ttl_s: float = 86400.0, stream: str = "conveyor:jobs",
-                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, checked: bool = False) -> list[Submitted]:
+                max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, checked: bool = False,
+                report: Report = unreported) -> list[Submitted]:
     """``submit_many``, answering each new job as inserted (so a caller needs no read-back)."""
     now = utcnow()
     if not checked:
@@ -320,7 +328,7 @@ def submit_jobs(bind: Engine | Connection, specs: Sequence[JobSpec], *, default_
                 conn.execute(insert(outbox), box_rows)
                 conn.execute(insert(events), ev_rows)
                 notify(conn, OUTBOX_CHANNEL)
-    observers.publish(ev_rows, bind)
+    report(ev_rows)
     for row in job_rows:
         logline("submitted", job_id=row["id"], kind=row["kind"], trace_id=row["trace_id"])
     inserted = {row["id"]: row for row in job_rows}
@@ -403,8 +411,8 @@ _CLAIM_QUEUED = (update(jobs)
                          updated_at=bindparam("c_now"), next_attempt_at=None)
                  .returning(*jobs.c))
 
-def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: str, lease_s: float
-          ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
+def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: str, lease_s: float, *,
+          report: Report = unreported) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
     """Claim jobs for queue entries ``(entry_id, job_id)``.
 
     A job is claimed from ``queued`` (when due) or from ``running`` with an expired
@@ -419,7 +427,7 @@ def claim(bind: Engine | Connection, entries: Sequence[tuple[str, str]], owner: 
     by_job, dup_entries = _by_job(entries)
     with _fast_tx(bind) as conn:
         claimed, ev = _claim_queued(conn, by_job, owner, now, expires)
-    return _claim_rest(bind, by_job, dup_entries, claimed, ev, owner, now, expires)
+    return _claim_rest(bind, by_job, dup_entries, claimed, ev, owner, now, expires, report)
 
 
 def _by_job(entries: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
@@ -455,8 +463,8 @@ def _claim_queued_general(conn: Connection, by_job: Mapping[str, str], owner: st
 
 
 def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entries: list[str],
-                claimed: list[Claimed], ev: list[dict[str, Any]], owner: str, now: datetime, expires: datetime
-                ) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
+                claimed: list[Claimed], ev: list[dict[str, Any]], owner: str, now: datetime, expires: datetime,
+                report: Report) -> tuple[list[Claimed], list[str], list[dict[str, Any]]]:
     """After the queued jobs are claimed: take over expired leases, publish, and name the entries to skip."""
     queued = {c.job.id for c in claimed}
     rest = [j for j in by_job if j not in queued]
@@ -464,8 +472,8 @@ def _claim_rest(bind: Engine | Connection, by_job: Mapping[str, str], dup_entrie
         reclaimed, more = _reclaim_expired(bind, rest, by_job, owner, now, expires)
         claimed = claimed + reclaimed
         ev = ev + more
-    if not isinstance(bind, Connection):
-        observers.publish(ev, bind)
+    if not isinstance(bind, Connection):  # in a caller's transaction, the caller reports after its commit
+        report(ev)
     got = {c.job.id for c in claimed}
     # entries whose job is final, gone, not due, or held under a live lease: the DB has
     # another path for each (its pending outbox row, its holder, the repair loop)
@@ -482,7 +490,7 @@ def claim_commits_outcomes(engine: Engine) -> bool:
 
 
 def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner: str, lease_s: float,
-                       outcomes: Sequence[Outcome]
+                       outcomes: Sequence[Outcome], *, report: Report = unreported
                        ) -> tuple[list[Claimed], list[str], list[Finalized], list[Outcome]]:
     """PostgreSQL: record the fenced successes among ``outcomes`` and claim ``entries`` in one statement.
 
@@ -494,7 +502,7 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
         raise ValueError("claim_and_finalize needs PostgreSQL; use finalize and claim")
     ok, entry_of = _success_rows(outcomes)
     if not ok or not entries:
-        claimed, skip, _ = claim(engine, entries, owner, lease_s)
+        claimed, skip, _ = claim(engine, entries, owner, lease_s, report=report)
         return claimed, skip, [], list(outcomes)
     now = utcnow()
     expires = now + timedelta(seconds=lease_s)
@@ -502,11 +510,11 @@ def claim_and_finalize(engine: Engine, entries: Sequence[tuple[str, str]], owner
     with _fast_tx(engine) as conn:
         got_done, ev_done, got_claimed, ev_claimed = steps_for(engine).succeed_and_claim(
             conn, ok, now, by_job, owner, expires)
-    observers.publish(ev_done, engine)
+    report(ev_done)
     done = [Finalized(j, a, entry_of[j], "succeeded") for j, a, _ in ok if j in got_done]
     left = [o for o in outcomes if not (o.ok and o.job_id in got_done)]
     claimed = [Claimed(job, entry_id, False) for job, entry_id in got_claimed]
-    claimed, skip, _ = _claim_rest(engine, by_job, dup_entries, claimed, ev_claimed, owner, now, expires)
+    claimed, skip, _ = _claim_rest(engine, by_job, dup_entries, claimed, ev_claimed, owner, now, expires, report)
     if log.isEnabledFor(logging.INFO):
         for d in done:
             logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -569,7 +577,8 @@ def fail_exhausted(conn: Connection, job: Job, now: datetime, by: str) -> list[d
 
 # ---------------------------------------------------------------- heartbeat
 
-def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -> dict[str, str]:
+def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float, *,
+          report: Report = unreported) -> dict[str, str]:
     """Extend the leases of held jobs ``{job_id: attempt_id}``; returns lost ones with a reason."""
     if not held:
         return {}
@@ -597,7 +606,7 @@ def renew(engine: Engine, owner: str, held: Mapping[str, int], lease_s: float) -
                                     current_attempt=r.attempt_id, current_status=r.status))
         if ev:
             conn.execute(insert(events), ev)
-    observers.publish(ev, engine)
+    report(ev)
     for j, why in reasons.items():
         logline("lease_lost" if why == "lease_lost" else "cancel_seen", job_id=j, attempt_id=lost[j], consumer=owner)
     return reasons
@@ -617,7 +626,7 @@ _SUCCEED = (update(jobs)
 
 
 def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conveyor:jobs",
-             ack: Callable[[Connection, list[str]], object] | None = None
+             ack: Callable[[Connection, list[str]], object] | None = None, report: Report = unreported
              ) -> tuple[list[Finalized], list[dict[str, Any]]]:
     """Record many attempt outcomes in one transaction, each fenced by ``attempt_id``.
 
@@ -636,7 +645,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
     if dialect.one_statement_succeed:
         done, ev, outcomes = _finalize_successes(engine, outcomes, now, ack)
         if not outcomes:
-            observers.publish(ev, engine)
+            report(ev)
             if log.isEnabledFor(logging.INFO):
                 for d in done:
                     logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -702,7 +711,7 @@ def finalize(engine: Engine, outcomes: Sequence[Outcome], *, stream: str = "conv
         conn.execute(insert(events), ev[len(fast_ev):])
         if ack is not None:
             ack(conn, [d.entry_id for d in done[len(fast_done):]])
-    observers.publish(ev, engine)
+    report(ev)
     if log.isEnabledFor(logging.INFO):
         for d in done:
             logline(d.action, job_id=d.job_id, attempt_id=d.attempt_id, stream_entry_id=d.entry_id)
@@ -772,7 +781,8 @@ def cancelled_among(engine: Engine, job_ids: Sequence[str]) -> list[str]:
                                                          jobs.c.status == JobStatus.CANCELLED.value)).scalars())
 
 
-def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, reason: str = "") -> Job:
+def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, reason: str = "",
+           report: Report = unreported) -> Job:
     """Cancel a queued or running job; a running handler stops at its next heartbeat."""
     reason = check_reason(reason)
     now = utcnow()
@@ -781,12 +791,13 @@ def cancel(bind: Engine | Connection, job_id: str, *, tenant: str | None = None,
                          last_error=reason or "cancelled by request", lease_owner=None, lease_expires_at=None)
         ev = [event_row(job_id, job.attempt_id, EventAction.CANCELLED, now, job.file_id, reason=reason or None)]
         conn.execute(insert(events), ev)
-    observers.publish(ev, bind)
+    report(ev)
     logline("cancelled", job_id=job_id, attempt_id=job.attempt_id)
     return job
 
 
-def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str = "conveyor:jobs") -> list[str]:
+def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str = "conveyor:jobs",
+            report: Report = unreported) -> list[str]:
     """Hand held jobs back (graceful shutdown): ``queued`` again, the attempt not counted, republished.
 
     The released attempts are fenced out: if their handlers still return, finalize
@@ -810,7 +821,7 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
             released_events += republish(conn, job, now, stream, EventAction.RELEASED, attempt_id=attempt,
                                          attempt_hint=job.attempts + 1, consumer=owner, reason="worker shutdown")
             released.append(job_id)
-    observers.publish(released_events, engine)
+    report(released_events)
     for j in released:
         logline("released", job_id=j, attempt_id=held[j], consumer=owner)
     return released
@@ -821,8 +832,8 @@ def release(engine: Engine, owner: str, held: Mapping[str, int], *, stream: str 
 RETRYABLE_FROM = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
-def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, stream: str = "conveyor:jobs"
-          ) -> Job:
+def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, stream: str = "conveyor:jobs",
+          report: Report = unreported) -> Job:
     """Run a failed or cancelled job again: ``queued`` with a fresh attempt budget, republished.
 
     One transaction writes the job row (a CAS on its status and ``attempt_id``), a
@@ -855,7 +866,7 @@ def retry(bind: Engine | Connection, job_id: str, *, tenant: str | None = None, 
         ev = republish(conn, job, now, stream, EventAction.RETRIED, attempt_id=job.attempt_id,
                        attempt_hint=job.attempt_id + 1, previous_status=old.status.value,
                        previous_error_code=old.error_code)
-    observers.publish(ev, bind)
+    report(ev)
     logline("retried", job_id=job_id, attempt_id=job.attempt_id, previous_status=old.status.value)
     return job
 
@@ -911,16 +922,13 @@ def count_active(bind: Engine | Connection, tenant: str) -> int:
 def events_after(bind: Engine | Connection, after: int, upto: int, scope: Scope, job_id: str | None = None,
                  limit: int = 500) -> list[dict[str, Any]]:
     """Events with ``after < id <= upto`` of the jobs in ``scope`` (and of one job), oldest first."""
-    from conveyor.models import iso
     stmt = (select(events, jobs.c.tenant_id, jobs.c.org_id).join(jobs, jobs.c.id == events.c.job_id)
             .where(events.c.id > after, events.c.id <= upto).order_by(events.c.id).limit(limit))
     stmt = scope.where(stmt)
     if job_id is not None:
         stmt = stmt.where(events.c.job_id == job_id)
     with connection(bind) as conn:
-        return [{"id": r["id"], "job_id": r["job_id"], "attempt_id": r["attempt_id"], "action": r["action"],
-                 "payload": r["payload"] or {}, "file_id": r["file_id"], "created_at": iso(r["created_at"])}
-                for r in conn.execute(stmt).mappings()]
+        return [{"id": r["id"], **event_json(r)} for r in conn.execute(stmt).mappings()]
 
 
 def event_ids_after(bind: Engine | Connection, after: int, limit: int = 1000) -> list[tuple[int, datetime]]:

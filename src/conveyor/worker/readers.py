@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor import observers, store
+from conveyor import store
 from conveyor.errors import Unreachable
 from conveyor.queue import START_CURSOR, Entry
 from conveyor.worker.committer import Committer
@@ -231,7 +231,7 @@ class TakeAndClaim(ReadThenClaim):
                 if skip:
                     q.ack(skip, conn=conn)
         if entries:
-            observers.publish(events, self.app.engine)
+            self.app.store.observers.publish(events)
             self.stats.read += len(entries)
             self.stats.skipped += len(skip)
             self._started(claimed)
