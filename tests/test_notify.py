@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-from conveyor import outbox
 from conveyor.notify import OUTBOX_CHANNEL, Listener, notify
 
 
@@ -55,9 +54,9 @@ def test_a_submit_wakes_waiting_dispatchers(app):
         woke: list[bool] = []
 
         def waiter() -> None:
-            with outbox._WAKE:
+            with app.store.pending._cond:  # the deployment's dispatchers wait here
                 waiting.set()
-                woke.append(outbox._WAKE.wait(10.0))
+                woke.append(app.store.pending._cond.wait(10.0))
 
         t = threading.Thread(target=waiter)
         t.start()

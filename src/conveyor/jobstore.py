@@ -84,6 +84,10 @@ class JobStore:
         """One page of the jobs in ``scope``, newest first (``store.page_jobs``)."""
         return store.page_jobs(self.engine, scope, **filters)
 
+    def count_by_status(self, scope: Scope) -> dict[str, int]:
+        """Jobs in ``scope`` by status."""
+        return store.count_by_status(self.engine, scope)
+
     def count_active(self, tenant: str, *, conn: Connection | None = None) -> int:
         """A tenant's queued and running jobs."""
         return store.count_active(self._bind(conn), tenant)

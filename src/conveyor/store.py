@@ -910,6 +910,16 @@ def page_jobs(bind: Engine | Connection, scope: Scope, *, status: str | None = N
         return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
 
 
+def count_by_status(bind: Engine | Connection, scope: Scope) -> dict[str, int]:
+    """How many jobs in ``scope`` are in each status (every status named, 0 when none)."""
+    from sqlalchemy import func
+    stmt = scope.where(select(jobs.c.status, func.count()).select_from(jobs).group_by(jobs.c.status))
+    counts = {s.value: 0 for s in JobStatus}
+    with connection(bind) as conn:
+        counts.update({str(st): int(n) for st, n in conn.execute(stmt)})
+    return counts
+
+
 def count_active(bind: Engine | Connection, tenant: str) -> int:
     """Jobs of one tenant that are queued or running."""
     from sqlalchemy import func

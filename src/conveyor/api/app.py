@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from conveyor import __version__
-from conveyor.api import errors, events, health, jobs
+from conveyor.api import errors, events, health, jobs, overview, ui
 from conveyor.api.auth import Verifier
 from conveyor.api.body import BodyLimitMiddleware
 from conveyor.api.deps import ApiState, current_identity
@@ -89,8 +89,9 @@ def create_app(app: Conveyor | None = None) -> FastAPI:
     api.state.conveyor = state
     errors.install(api)
     framework = list(api.router.routes)  # /openapi.json and /docs
-    for module in (health, jobs, events):
+    for module in (health, jobs, events, overview):
         add_routes(api, module.router, PREFIX)
+    add_routes(api, ui.router, "")  # the dashboard, /ui
     # every request is matched against the routes in order: the job routes first, /docs last
     api.router.routes[:] = [r for r in api.router.routes if r not in framework] + framework
     mount_plugin_routes(api, app, state)

@@ -24,6 +24,10 @@ from conveyor.store import Scope
 log = logging.getLogger("conveyor.api")
 
 _IDENTITY = "conveyor.identity"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: the dashboard's session cookie and the header its changes carry (see ``conveyor.api.ui``)
+SESSION_COOKIE = "conveyor_session"
+UI_HEADER = "x-conveyor-ui"
 _SCOPE = "conveyor.scope"
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT: `conveyor token --sub NAME` mints one.")
@@ -73,14 +77,28 @@ async def _identity(request: Request) -> Identity:
         identity = await run_in_threadpool(_hook_identity, state, request)
     if identity is None:
         header = request.headers.get("authorization")
-        if not header:
-            raise unauthorized("no bearer token: send Authorization: Bearer <JWT>")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("the Authorization header must be 'Bearer <JWT>'")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise unauthorized("the Authorization header must be 'Bearer <JWT>'")
+        else:
+            token = _session_token(request)
         identity = state.verifier.identity(token.strip())
     request.scope[_IDENTITY] = identity
     return identity
+
+
+def _session_token(request: Request) -> str:
+    """The dashboard's session cookie, for a request without a bearer header (``conveyor.api.ui``)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise unauthorized("no bearer token: send Authorization: Bearer <JWT> (or sign in at /ui/)")
+    if request.method not in SAFE_METHODS and request.headers.get(UI_HEADER) != "1":
+        # a page of another site can make the browser send the cookie, but not this header
+        raise ApiError(403, "forbidden", "a request signed in by the dashboard's cookie must carry the header "
+                                         "X-Conveyor-UI: 1 to change anything; API clients send "
+                                         "Authorization: Bearer <JWT> instead")
+    return token
 
 
 async def _scope(request: Request) -> Scope:

@@ -131,7 +131,8 @@ def list_jobs(caller: CallerDep,
     """The caller's jobs, newest first, one page at a time (`next_cursor` until the last page)."""
     before = decode_cursor(cursor) if cursor else None
     found = caller.app.store.page_jobs(caller.scope, status=status, kind=_filter("kind", kind, 100),
-                      file_id=_filter("file_id", file_id, TEXT_LIMITS["file_id"]), limit=limit + 1, before=before)
+                                       file_id=_filter("file_id", file_id, TEXT_LIMITS["file_id"]),
+                                       limit=limit + 1, before=before)
     page, more = found[:limit], len(found) > limit
     return {"items": [job_view(j, caller.identity.admin, caller.app.kinds) for j in page],
             "next_cursor": encode_cursor(page[-1]) if more and page else None}

@@ -1,0 +1,148 @@
+"""The dashboard in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Each test fails on any console error or failed request of the page, and writes a
+screenshot of what it checked to ``docs/img/dashboard/`` (linked from docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from api_support import token
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard"
+
+if CHROMIUM is None or not __import__("importlib").util.find_spec("playwright"):
+    if os.environ.get("CI"):
+        raise RuntimeError("the dashboard's browser tests need Debian's chromium and the playwright package; "
+                           ".ci/run installs both")
+    pytest.skip("no chromium or playwright here (apt-get install chromium; pip install playwright)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect  # noqa: E402
+
+# one database is enough for what a browser sees; the API tests cover both
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, server):
+    """A fresh browser context on the server; fails the test on a console error or a failed request."""
+    context = chromium.new_context(base_url=server, viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
+          if "/stream" not in r.url else None)  # an event stream is cut when the page moves on
+    pg.set_default_timeout(15000)
+    pg.problems = problems  # a test that provokes an error answer takes its own line out
+    yield pg
+    context.close()
+    assert problems == []
+
+
+def shot(pg, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(pg, **claims) -> None:
+    pg.goto(f"/ui/?token={token(**claims)}")
+    pg.wait_for_url("**/ui/")  # the token left the address bar
+    assert "token=" not in pg.url
+
+
+def test_overview_and_jobs_pages_show_the_callers_jobs(page, api_app, worker):
+    ids = [api_app.submit("conveyor.echo", {"i": i}) for i in range(3)]
+    failed = api_app.submit("conveyor.fail", {"code": "invalid_payload"})
+    worker.wait([*ids, failed])
+    sign_in(page, sub="root", admin=True)
+    page.wait_for_selector(".tile .n[data-status=succeeded]:text('3')")
+    assert page.text_content(".tile .n[data-status=failed]") == "1"
+    page.wait_for_selector("text=scheduler leader")
+    shot(page, "overview")
+    page.click("nav a[data-page=jobs]")
+    page.wait_for_selector("#jobs tbody tr")
+    expect(page.locator("#jobs tbody tr")).to_have_count(4)
+    shot(page, "jobs")
+    page.select_option("select[name=status]", "failed")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    page.click(f"a[href='#/jobs/{failed}']")
+    page.wait_for_selector("#diagnosis")
+    assert "invalid_payload" in page.text_content("#diagnosis")
+    assert page.locator("svg.timeline circle[data-action=job_failed]").count() == 1
+    shot(page, "job-failed")
+
+
+def test_a_new_job_appears_and_finishes_without_a_reload(page, api_app, worker):
+    sign_in(page)
+    page.goto("/ui/#/jobs")
+    page.wait_for_selector(".live:text('live')")
+    job = api_app.submit("conveyor.sleep", {"seconds": 0.5})
+    page.wait_for_selector(f"tr[data-job='{job}']")
+    page.wait_for_selector(f"tr[data-job='{job}'] .badge.succeeded", timeout=30000)
+
+
+def test_cancel_a_running_job_from_its_page(page, api_app, worker):
+    job = api_app.submit("conveyor.sleep", {"seconds": 60})
+    worker.wait([job], statuses=("running",))
+    sign_in(page)
+    page.goto(f"/ui/#/jobs/{job}")
+    page.wait_for_selector("h1:text('conveyor.sleep') ~ .badge.running")
+    shot(page, "job-running")
+    page.click("#cancel")
+    page.wait_for_selector(".badge.cancelled")
+    worker.wait([job], statuses=("cancelled",))
+    page.wait_for_selector("svg.timeline circle[data-action=cancelled]")
+    assert page.locator("#retry").is_visible()
+
+
+def test_a_tenant_never_sees_another_tenants_jobs(page, api_app):
+    mine = api_app.submit("conveyor.echo", {}, tenant="acme")
+    theirs = api_app.submit("conveyor.echo", {}, tenant="globex")
+    sign_in(page, sub="eve", tenant="acme")
+    page.goto("/ui/#/jobs")
+    page.wait_for_selector(f"tr[data-job='{mine}']")
+    assert page.locator(f"tr[data-job='{theirs}']").count() == 0
+    page.goto(f"/ui/#/jobs/{theirs}")
+    page.wait_for_selector("text=No such job")
+    # the browser logs the API's 404 for the other tenant's job; that answer is the point here
+    page.problems[:] = [p for p in page.problems if "status of 404" not in p]
+    assert theirs not in page.text_content("main").replace(f"#/jobs/{theirs}", "")
+
+
+def test_without_a_session_the_page_asks_for_a_token_and_the_form_signs_in(page):
+    page.goto("/ui/")
+    page.wait_for_selector("textarea#token")
+    shot(page, "sign-in")
+    page.fill("textarea#token", token("alice"))
+    page.click("form button[type=submit]")
+    page.wait_for_selector(".tile")
+    assert "alice" in page.text_content("#who")
+
+
+def test_the_pages_fit_a_phone(page, api_app):
+    api_app.submit("conveyor.echo", {})
+    page.set_viewport_size({"width": 390, "height": 800})
+    sign_in(page)
+    page.goto("/ui/#/jobs")
+    page.wait_for_selector("#jobs tbody tr")
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390, f"the jobs page is {wide}px wide on a 390px screen"
+    shot(page, "jobs-phone")
