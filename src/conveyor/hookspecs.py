@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from conveyor.app import Conveyor
+    from conveyor.dashboard import UiPage
     from conveyor.errors import ErrorCode
     from conveyor.metrics import Metrics
     from conveyor.migrate import Migrations
@@ -200,6 +201,18 @@ def conveyor_authenticate(request: Any) -> dict[str, Any] | None:
         ``"admin"``), or a ``conveyor.api.auth.Identity``; None to let the next plugin,
         then the JWT check, decide. The first non-None result wins; an implementation that
         raises is recorded against its plugin and skipped.
+    """
+
+
+@hookspec
+def conveyor_ui_pages() -> Iterable[UiPage] | None:
+    """Add pages to the web dashboard (``/ui/``), each a JavaScript module the plugin ships.
+
+    :return: ``conveyor.dashboard.UiPage`` records (name, nav title, the module's path,
+        order in the nav). Every implementation is called when the API starts; the files
+        of each page's folder are served at ``/ui/plugin/NAME/``. A page whose name another
+        page has, or whose script is missing, is left out and reported by name (log,
+        ``conveyor plugins``); one plugin that raises loses its pages, the others keep theirs.
     """
 
 

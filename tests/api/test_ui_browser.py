@@ -6,59 +6,28 @@ screenshot of what it checked to ``docs/img/dashboard/`` (linked from docs/dashb
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
-
 from api_support import token
+from browser_support import chromium, require_browser, shot, watched_page
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard"
+require_browser()
 
-if CHROMIUM is None or not __import__("importlib").util.find_spec("playwright"):
-    if os.environ.get("CI"):
-        raise RuntimeError("the dashboard's browser tests need Debian's chromium and the playwright package; "
-                           ".ci/run installs both")
-    pytest.skip("no chromium or playwright here (apt-get install chromium; pip install playwright)",
-                allow_module_level=True)
-
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
 # one database is enough for what a browser sees; the API tests cover both
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+def browser():
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
-def page(chromium, server):
-    """A fresh browser context on the server; fails the test on a console error or a failed request."""
-    context = chromium.new_context(base_url=server, viewport={"width": 1280, "height": 860})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
-          if "/stream" not in r.url else None)  # an event stream is cut when the page moves on
-    pg.set_default_timeout(15000)
-    pg.problems = problems  # a test that provokes an error answer takes its own line out
-    yield pg
-    context.close()
-    assert problems == []
-
-
-def shot(pg, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def page(browser, server):
+    with watched_page(browser, server) as pg:
+        yield pg
 
 
 def sign_in(pg, **claims) -> None:

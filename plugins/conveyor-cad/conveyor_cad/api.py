@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +49,7 @@ from conveyor_cad.files import (
     file_jobs,
     get_file,
     insert_file,
+    list_files,
     source_key,
     unsupported_error,
 )
@@ -126,6 +127,10 @@ def add_routes(router: APIRouter, app: Conveyor) -> None:
         summary="Upload a CAD file and convert it", tags=["cad"], openapi_extra=UPLOAD_BODY,
         responses={201: {"model": FileOut, "description": "Stored; its conversion is submitted"},
                    **_errors(413, 415, 429)})
+    router.add_api_route(
+        "/files", list_visible_files, methods=["GET"], response_model=None, name="cad_list_files",
+        summary="List the caller's CAD files, newest first", tags=["cad"],
+        responses={200: {"model": list[FileOut]}, **_errors()})
     router.add_api_route(
         "/file/{file_id}", read_file, methods=["GET"], response_model=None, name="cad_get_file",
         summary="Read a CAD file's row", tags=["cad"], responses={200: {"model": FileOut}, **_errors(404)})
@@ -208,6 +213,15 @@ def read_file(request: Request, file_id: str, identity: IdentityDep, scope: Scop
     rec = visible_file(app, scope, file_id)
     jobs = file_jobs(app.engine, rec.id, scope.tenant, scope.org, MAX_JOB_IDS)
     return file_view(request, app, rec, jobs, identity.admin)
+
+
+def list_visible_files(request: Request, identity: IdentityDep, scope: ScopeDep, app: AppDep,
+                       limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+    """The files of the caller's tenant (and org), newest first, as `GET /file/{id}` shows each (its newest job
+    only in `job_ids`)."""
+    found = list_files(app.engine, scope.tenant, limit, scope.org)
+    return [file_view(request, app, rec, file_jobs(app.engine, rec.id, scope.tenant, scope.org, 1), identity.admin)
+            for rec in found]
 
 
 # ---------------------------------------------------------------- GET /file/{id}/preview|geometry

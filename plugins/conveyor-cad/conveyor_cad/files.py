@@ -86,11 +86,14 @@ def file_jobs(bind: Engine | Connection, file_id: str, tenant: str | None = None
     return [(j.id, j.kind) for j in list_jobs(bind, file_id=file_id, tenant=tenant, org=org, limit=limit)]
 
 
-def list_files(engine: Engine, tenant: str | None = None, limit: int = 50) -> list[FileRecord]:
-    """Newest file rows first."""
+def list_files(engine: Engine, tenant: str | None = None, limit: int = 50, org: str | None = None
+               ) -> list[FileRecord]:
+    """Newest file rows first (of one tenant, and one org, when given)."""
     q = select(files).order_by(files.c.created_at.desc()).limit(limit)
     if tenant is not None:
         q = q.where(files.c.tenant_id == tenant)
+    if org is not None:
+        q = q.where(files.c.org_id == org)
     with engine.connect() as conn:
         return [_record(r) for r in conn.execute(q)]
 

@@ -107,6 +107,16 @@ def conveyor_api_routes(router: Any, app: Conveyor) -> None:
 
 
 @hookimpl
+def conveyor_ui_pages() -> Iterable[Any]:
+    """The dashboard's Files page: upload, conversion status, preview, a 3D view and metadata."""
+    from pathlib import Path
+
+    from conveyor.plugin_api import UiPage
+
+    return [UiPage("files", "Files", Path(__file__).parent / "ui" / "files.js", order=10)]
+
+
+@hookimpl
 def conveyor_diagnose(job: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Findings for ``cad.convert`` jobs: input in storage (with latency), format, outputs, converter."""
     if job.get("kind") != "cad.convert":

@@ -95,6 +95,7 @@ def create_app(app: Conveyor | None = None) -> FastAPI:
     # every request is matched against the routes in order: the job routes first, /docs last
     api.router.routes[:] = [r for r in api.router.routes if r not in framework] + framework
     mount_plugin_routes(api, app, state)
+    state.ui_pages = ui.collect_pages(app.plugins)
     s = app.settings
     api.add_middleware(BodyLimitMiddleware, json_limit=max(2 * s.max_payload_bytes,
                                                            s.max_payload_bytes + JSON_OVERHEAD_BYTES),

@@ -19,6 +19,7 @@ from conveyor.api.auth import Identity, Verifier
 from conveyor.api.errors import ApiError, unauthorized
 from conveyor.api.tenancy import resolve_app, scope_for
 from conveyor.app import Conveyor
+from conveyor.dashboard import UiPage
 from conveyor.store import Scope
 
 log = logging.getLogger("conveyor.api")
@@ -40,6 +41,8 @@ class ApiState:
     app: Conveyor
     verifier: Verifier
     route_errors: dict[str, str] = field(default_factory=dict)
+    #: the dashboard pages plugins add, by name (``conveyor.api.ui.collect_pages``)
+    ui_pages: dict[str, UiPage] = field(default_factory=dict)
 
 
 def api_state(request: Request) -> ApiState:

@@ -21,6 +21,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from conveyor.api.deps import SESSION_COOKIE, UI_HEADER, api_state
 from conveyor.api.errors import ApiError
+from conveyor.dashboard import UiPage
+from conveyor.plugins import PluginHost
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,11 +112,50 @@ def ui_logout(request: Request) -> Response:
     return resp
 
 
-@router.get("/ui/static/{name}")
-def ui_static(name: str) -> Response:
-    """A script, style or picture of the dashboard (only the files shipped, by name)."""
-    path = STATIC / name
+def _asset(folder: Path, name: str) -> Response:
+    """A file of ``folder`` by name: scripts, styles and pictures only, nothing below or above it."""
+    path = folder / name
     if "/" in name or "\\" in name or name.startswith(".") or path.suffix not in _TYPES or not path.is_file():
         raise ApiError(404, "not_found", f"the dashboard has no file {name[:80]!r}")
     return FileResponse(path, media_type=_TYPES[path.suffix],
                         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/ui/static/{name}")
+def ui_static(name: str) -> Response:
+    """A script, style or picture of the dashboard (only the files shipped, by name)."""
+    return _asset(STATIC, name)
+
+
+@router.get("/ui/pages")
+def ui_pages(request: Request) -> JSONResponse:
+    """The pages plugins add (``conveyor_ui_pages``), in nav order."""
+    pages = api_state(request).ui_pages
+    return JSONResponse([{"name": p.name, "title": p.title, "script": f"/ui/plugin/{p.name}/{p.script.name}"}
+                         for p in pages.values()], headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/ui/plugin/{page}/{name}")
+def ui_plugin_asset(request: Request, page: str, name: str) -> Response:
+    """A file of a plugin page's folder."""
+    found = api_state(request).ui_pages.get(page)
+    if found is None:
+        raise ApiError(404, "not_found", f"no dashboard page {page[:40]!r}")
+    return _asset(found.script.parent, name)
+
+
+def collect_pages(host: PluginHost) -> dict[str, UiPage]:
+    """Every plugin's pages by name, in nav order; a bad or duplicate page is left out and reported by name."""
+    pages: dict[str, tuple[str, UiPage]] = {}
+    for plugin, result, error in host.each_plugin("conveyor_ui_pages", lambda _: {}):
+        if error is not None or result is None:
+            continue
+        for page in result:
+            problem = page.problem() if isinstance(page, UiPage) else f"{page!r} is not a conveyor.dashboard.UiPage"
+            if problem is None and page.name in pages:
+                problem = f"page {page.name!r} is already added by plugin {pages[page.name][0]}"
+            if problem is not None:
+                host.record(plugin, f"conveyor_ui_pages: {problem}")
+                continue
+            pages[page.name] = (plugin, page)
+    return {name: page for name, (_, page) in sorted(pages.items(), key=lambda kv: (kv[1][1].order, kv[0]))}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
     from conveyor.cli import deployment
     from conveyor.config import Settings, load_settings
+    from conveyor.dashboard import UiPage
     from conveyor.db import connection, utcnow
     from conveyor.errors import CATALOG, Cancelled, ConfigError, ConveyorError, ErrorCode, JobError, PluginError
     from conveyor.hookspecs import hookimpl, hookspec
@@ -47,6 +48,7 @@ _WHERE: dict[str, str] = {
     "load_settings": "conveyor.config",
     "connection": "conveyor.db",
     "utcnow": "conveyor.db",
+    "UiPage": "conveyor.dashboard",
     "CATALOG": "conveyor.errors",
     "Cancelled": "conveyor.errors",
     "ConfigError": "conveyor.errors",
@@ -88,8 +90,8 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "CATALOG", "Cancelled", "ConfigError", "Conveyor", "ConveyorError", "Dispatcher", "ErrorCode", "Family",
     "Job", "JobContext", "JobError", "JobKind", "JobStatus", "JobStore", "LiveAttempt", "Metrics", "Migrations",
-    "PluginError", "PluginHost", "Registry", "RetryPolicy", "Runner", "Scope", "Settings", "Storage", "Worker",
-    "__version__", "connection", "deployment", "get_metrics", "get_plugins", "hookimpl", "hookspec", "iso",
+    "PluginError", "PluginHost", "Registry", "RetryPolicy", "Runner", "Scope", "Settings", "Storage", "UiPage",
+    "Worker", "__version__", "connection", "deployment", "get_metrics", "get_plugins", "hookimpl", "hookspec", "iso",
     "list_jobs", "list_workers", "live_attempt", "load_plugins", "load_settings", "logline", "printable",
     "run_migrations", "utcnow",
 ]

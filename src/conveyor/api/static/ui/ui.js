@@ -1,7 +1,8 @@
 // The Conveyor dashboard: plain modules, no build step. Every value from the API is put into the
 // page as text (never as HTML), and every request goes to this origin with the session cookie.
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+import { ApiError, STATUSES, ago, api, badge, debounce, failure, h, shortId, stream, svg, when } from "./kit.js";
+
 const ACTION_COLOURS = {
   submitted: "#8a94a6", dispatched: "#a0a9b8", claimed: "#2f7fd3", reclaimed: "#7a4fd1", lease_lost: "#e0781a",
   stale_result: "#b7791f", succeeded: "#1f9d55", job_failed: "#d13b3b", retry_scheduled: "#e0a31a",
@@ -9,78 +10,6 @@ const ACTION_COLOURS = {
 };
 const main = document.getElementById("main");
 let leave = null; // what the current page must close when another is shown (event streams, timers)
-
-// ------------------------------------------------------------------ small helpers
-
-function h(tag, attrs = {}, ...kids) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") el.className = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const kid of kids.flat()) if (kid !== null && kid !== undefined) el.append(kid instanceof Node ? kid : String(kid));
-  return el;
-}
-
-function svg(tag, attrs = {}, ...kids) {
-  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  for (const kid of kids.flat()) if (kid !== null && kid !== undefined) el.append(kid instanceof Node ? kid : String(kid));
-  return el;
-}
-
-function badge(status) { return h("span", { class: `badge ${status}` }, status); }
-
-function ago(iso) {
-  if (!iso) return "";
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return `${Math.round(s)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return `${Math.round(s / 86400)} d ago`;
-}
-
-function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
-
-function shortId(id) { return id.slice(0, 8); }
-
-function debounce(fn, ms) {
-  let t = null;
-  return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
-}
-
-class ApiError extends Error {
-  constructor(status, message, code) { super(message); this.status = status; this.code = code; }
-}
-
-async function api(path, { method = "GET", body } = {}) {
-  const headers = { "X-Conveyor-UI": "1", Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(`/api/v1${path}`, {
-    method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = (r.headers.get("content-type") || "").includes("json") ? await r.json() : null;
-  if (r.status === 401) { showSignin(); throw new ApiError(401, data?.error?.message || "sign in", "unauthorized"); }
-  if (!r.ok) throw new ApiError(r.status, data?.error?.message || r.statusText, data?.error?.code);
-  return data;
-}
-
-// A live stream of events; says on the page whether it is connected.
-function stream(path, onEvent, indicator, onEnd) {
-  const es = new EventSource(`/api/v1${path}`, { withCredentials: true });
-  es.onopen = () => { if (indicator) { indicator.textContent = "live"; indicator.classList.remove("off"); } };
-  es.onerror = () => { if (indicator) { indicator.textContent = "reconnecting"; indicator.classList.add("off"); } };
-  es.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (e) { console.warn("bad event", e); } };
-  es.addEventListener("end", () => { es.close(); if (indicator) indicator.textContent = "final"; if (onEnd) onEnd(); });
-  return () => es.close();
-}
-
-function failure(err) {
-  return h("section", { class: "card" }, h("h1", {}, "Something went wrong"),
-    h("p", { class: "error" }, err.message || String(err)));
-}
 
 // ------------------------------------------------------------------ sign-in
 
@@ -330,22 +259,46 @@ async function jobPage(id) {
 
 // ------------------------------------------------------------------ routing
 
+// Pages plugins add (the conveyor_ui_pages hook): each is a module whose render({ main, path, query })
+// draws into main and may return a function that closes what it opened.
+let pages = null;
+
+async function pluginPages() {
+  if (pages === null) {
+    pages = await (await fetch("/ui/pages", { credentials: "same-origin" })).json();
+    document.getElementById("nav").append(...pages.map((p) => h("a", { href: `#/p/${p.name}`, "data-page": `p/${p.name}` },
+      p.title)));
+  }
+  return pages;
+}
+
+async function pluginPage(name, rest, query) {
+  const page = (await pluginPages()).find((p) => p.name === name);
+  if (!page) { main.replaceChildren(failure(new Error(`No page ${name} (is its plugin installed?)`))); return; }
+  const mod = await import(page.script);
+  const close = await mod.render({ main, path: rest || "", query: query || "" });
+  leave = typeof close === "function" ? close : null;
+}
+
 async function route() {
   if (leave) { leave(); leave = null; }
   const session = await (await fetch("/ui/session", { credentials: "same-origin" })).json();
   if (!session.signed_in) { showSignin(session.reason); return; }
   const hash = location.hash || "#/";
   const [path, query] = hash.slice(1).split("?");
-  for (const a of document.querySelectorAll("#nav a")) {
-    a.classList.toggle("active", path === "/" ? a.dataset.page === "overview" : path.startsWith(`/${a.dataset.page}`));
-  }
   try {
+    await pluginPages();
+    for (const a of document.querySelectorAll("#nav a")) {
+      a.classList.toggle("active", path === "/" ? a.dataset.page === "overview" : path.startsWith(`/${a.dataset.page}`));
+    }
     const job = path.match(/^\/jobs\/([^/]+)$/);
+    const plugin = path.match(/^\/p\/([a-z0-9-]+)(?:\/(.*))?$/);
     if (job) await jobPage(decodeURIComponent(job[1]));
     else if (path === "/jobs") await jobsPage(query || "");
+    else if (plugin) await pluginPage(plugin[1], plugin[2], query);
     else await overviewPage();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return;
+    if (err instanceof ApiError && err.status === 401) { showSignin(err.message); return; }
     main.replaceChildren(failure(err));
   }
 }
