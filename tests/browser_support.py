@@ -70,4 +70,10 @@ def watched_page(browser: Any, base_url: str, **context: Any) -> Iterator[Any]:
 def shot(page: Any, name: str) -> None:
     """A full-page screenshot into docs/img/dashboard/ (linked from docs/dashboard.md)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    # the viewport grown to the page, not a full-page shot: the sticky header would land mid-page
+    size = page.viewport_size
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 4000))})
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size(size)

@@ -137,7 +137,8 @@ async function view3d(box, url) {
 function facts(attrs) {
   const shown = [];
   const fmt = (v) => (Array.isArray(v) ? v.map((x) => (typeof x === "number" ? +x.toFixed(3) : x)).join(" × ")
-    : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+    : typeof v === "number" ? String(+v.toFixed(3))
+      : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "bbox" && v && v.min && v.max) {
       shown.push(["bbox min", fmt(v.min)], ["bbox max", fmt(v.max)]);
@@ -160,7 +161,7 @@ async function filePage(main, id) {
   async function render() {
     const f = await api(`/file/${encodeURIComponent(id)}`);
     const err = f.conversion_error;
-    box.replaceChildren(
+    box.replaceChildren(...[
       h("div", { class: "head" }, h("h1", {}, f.filename), statusBadge(f.conversion_status),
         h("span", { class: "mono muted" }, f.id), live,
         f.job_id ? h("a", { href: `#/jobs/${f.job_id}`, class: "actions" }, "conversion job →") : null),
@@ -174,7 +175,7 @@ async function filePage(main, id) {
           h("dt", {}, "format"), h("dd", {}, f.cad_format || "?"), h("dt", {}, "size"), h("dd", {}, size(f.size)),
           h("dt", {}, "sha256"), h("dd", { class: "mono" }, (f.sha256 || "").slice(0, 16)),
           h("dt", {}, "uploaded"), h("dd", {}, when(f.created_at))), facts(f.attributes))),
-      h("section", { class: "card" }, h("h2", {}, "3D view"), viewer));
+      h("section", { class: "card" }, h("h2", {}, "3D view"), viewer)].filter(Boolean));
     if (f.geometry_url && f.geometry_url !== shownGeometry) {
       if (closeViewer) closeViewer();
       shownGeometry = f.geometry_url;

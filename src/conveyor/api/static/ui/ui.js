@@ -220,7 +220,7 @@ async function jobPage(id) {
         ? h("button", { type: "button", class: "primary", id: "retry", onclick: act("retry") }, "Retry") : null);
     const d = j.diagnostics;
     const tl = j.events.length ? timeline(j, j.events) : h("p", { class: "muted" }, "no events yet");
-    box.replaceChildren(
+    box.replaceChildren(...[
       h("div", { class: "head" }, h("h1", {}, j.kind), badge(j.status), h("span", { class: "mono muted" }, j.id), live,
         actions),
       d ? h("section", { class: "card", id: "diagnosis" }, h("h2", {}, "Why"),
@@ -243,7 +243,7 @@ async function jobPage(id) {
         h("tbody", {}, j.events.map((e) => h("tr", { "data-action": e.action }, h("td", {}, e.id), h("td", {}, e.attempt_id),
           h("td", {}, e.action), h("td", {}, when(e.created_at)),
           h("td", { class: "mono" }, Object.keys(e.payload || {}).length ? JSON.stringify(e.payload) : ""))))))),
-    );
+    ].filter(Boolean));
     colourLegend(box);
     return j;
   }
