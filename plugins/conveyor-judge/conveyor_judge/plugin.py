@@ -76,6 +76,16 @@ def conveyor_add_commands(cli: click.Group) -> None:
 
 
 @hookimpl
+def conveyor_ui_pages() -> Iterable[Any]:
+    """The dashboard's Problems page: problems, submitting from the browser, verdicts per test, a scoreboard."""
+    from pathlib import Path
+
+    from conveyor.plugin_api import UiPage
+
+    return [UiPage("problems", "Problems", Path(__file__).parent / "ui" / "problems.js", order=20)]
+
+
+@hookimpl
 def conveyor_api_routes(router: APIRouter, app: Conveyor) -> None:
     """Add ``/problems``, ``/submit`` and ``/status/{job_id}`` to ``conveyor api`` (FastAPI is imported here only)."""
     from conveyor_judge.api import add_routes
