@@ -109,3 +109,77 @@ def test_the_page_loads_nothing_from_another_origin(browser):
     page = browser.get("/ui/").text + browser.get("/ui/static/ui.js").text + browser.get("/ui/static/ui.css").text
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
+
+
+def _host(*plugins):
+    from conveyor.plugins import load_plugins
+
+    def register(pm):
+        for name, plugin in plugins:
+            pm.register(plugin, name=name)
+    return load_plugins(entry_points=False, register=register)
+
+
+def test_plugin_pages_are_collected_in_order_and_bad_ones_are_reported_by_name(tmp_path):
+    from conveyor import hookimpl
+    from conveyor.api.ui import collect_pages
+    from conveyor.dashboard import UiPage
+
+    script = tmp_path / "page.js"
+    script.write_text("export function render() {}\n")
+
+    class Good:
+        @hookimpl
+        def conveyor_ui_pages(self):
+            return [UiPage("zeta", "Zeta", script, order=5), UiPage("alpha", "Alpha", script, order=5)]
+
+    class Clash:
+        @hookimpl
+        def conveyor_ui_pages(self):
+            return [UiPage("alpha", "Again", script), UiPage("Bad Name", "x", script),
+                    UiPage("gone", "Gone", tmp_path / "missing.js"), "not a page"]
+
+    class Broken:
+        @hookimpl
+        def conveyor_ui_pages(self):
+            raise RuntimeError("boom")
+
+    # pluggy calls the plugin registered last first: good's pages come before clash's
+    host = _host(("clash", Clash()), ("good", Good()), ("broken", Broken()))
+    pages = collect_pages(host)
+    assert list(pages) == ["alpha", "zeta"] and pages["alpha"].title == "Alpha"
+    errors = {i.name: i.error for i in host.list() if i.error}
+    assert "already added by plugin good" in errors["clash"] and "boom" in errors["broken"]
+
+
+def test_a_plugin_page_and_its_folder_are_served_by_name_only(api_env, tmp_path):
+    from api_support import Server
+
+    from conveyor import hookimpl
+    from conveyor.api.app import create_app
+    from conveyor.app import Conveyor
+    from conveyor.config import load_settings
+    from conveyor.dashboard import UiPage
+
+    folder = tmp_path / "ui"
+    folder.mkdir()
+    (folder / "page.js").write_text("export function render({ main }) { main.textContent = 'hi'; }\n")
+    (folder / "page.css").write_text("p { color: red }\n")
+    (tmp_path / "secret.js").write_text("the host's file\n")
+
+    class Pages:
+        @hookimpl
+        def conveyor_ui_pages(self):
+            return [UiPage("demo", "Demo", folder / "page.js")]
+
+    app = Conveyor(load_settings(env=api_env), plugins=_host(("pages", Pages())))
+    try:
+        with Server(create_app(app)) as s, httpx.Client(base_url=s.url) as c:
+            assert c.get("/ui/pages").json() == [{"name": "demo", "title": "Demo", "script": "/ui/plugin/demo/page.js"}]
+            assert "render" in c.get("/ui/plugin/demo/page.js").text
+            assert c.get("/ui/plugin/demo/page.css").headers["content-type"].startswith("text/css")
+            for bad in ("..%2fsecret.js", "%2e%2e%2fsecret.js", "missing.js", ".page.js"):
+                assert c.get(f"/ui/plugin/demo/{bad}").status_code == 404, bad
+            assert c.get("/ui/plugin/other/page.js").status_code == 404
+    finally:
+        app.close()
