@@ -138,7 +138,7 @@ def test_uninitialised_database_says_what_to_run(cli, tmp_path):
     r = cli("db", "init", extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
     assert r.stdout.startswith("applied jobs 0001 (")
     r = cli("db", "init", extra={"CONVEYOR_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
-    assert r.stdout.strip() == "schema up to date (jobs 0002, cad cad0001)"
+    assert r.stdout.strip() == "schema up to date (jobs 0003, cad cad0001)"
 
 
 def test_doctor_outside_a_deployment_creates_nothing_and_says_what_to_run(cli, tmp_path):

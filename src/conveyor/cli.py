@@ -75,7 +75,7 @@ def _app(ctx: click.Context, need_db: bool = True) -> Any:
         try:
             app = Conveyor(_settings(ctx))
             if need_db:
-                missing = missing_tables(app.engine, control=app.settings.tenancy != "single")
+                missing = missing_tables(app.engine, control=app.settings.tenancy != "single", upgrades=False)
                 if missing:
                     _die(f"the database at {app.settings.db_url} has no Conveyor tables ({', '.join(missing)}); "
                          "run `conveyor db init` first", EXIT_USAGE)

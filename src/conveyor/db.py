@@ -114,7 +114,16 @@ def init_db(engine: Engine, *, control: bool = False, plugins: Sequence[Migratio
     return [str(r) for r in upgrade(engine, control=control, plugins=plugins)]
 
 
-def missing_tables(engine: Engine, *, control: bool = False) -> list[str]:
-    """Tables the job store (with ``control``: the control database) needs that the database lacks."""
+#: tables a later schema revision adds: a database without them is behind (``conveyor db upgrade``), not empty
+ADDED_BY_UPGRADES = frozenset({"conveyor_stats"})
+
+
+def missing_tables(engine: Engine, *, control: bool = False, upgrades: bool = True) -> list[str]:
+    """Tables the job store (with ``control``: the control database) needs that the database lacks.
+
+    Without ``upgrades`` the tables later revisions add are not counted (the database is then
+    behind, which ``conveyor.migrate.behind`` reports).
+    """
     existing = set(inspect(engine).get_table_names())
-    return sorted(t for md in _metadatas(control) for t in md.tables if t not in existing)
+    return sorted(t for md in _metadatas(control) for t in md.tables
+                  if t not in existing and (upgrades or t not in ADDED_BY_UPGRADES))

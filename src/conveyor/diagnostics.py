@@ -319,7 +319,7 @@ def doctor(app: Conveyor) -> list[dict[str, Any]]:
             checks.append(_finding("database", True, f"{app.engine.dialect.name} reachable "
                                    f"({(time.perf_counter() - t0) * 1000:.1f} ms)"))
             control = app.tenancy is not None
-            missing = missing_tables(app.engine, control=control)
+            missing = missing_tables(app.engine, control=control, upgrades=False)
             if missing:
                 checks.append(_finding("tables", False, f"missing {', '.join(missing)}: run `conveyor db init`"))
             else:

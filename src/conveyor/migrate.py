@@ -76,7 +76,7 @@ class Migrations:
         return None
 
 
-JOBS = Migrations("jobs", "conveyor.migrations", "conveyor_schema_version", metadata, "0002", "jobs")
+JOBS = Migrations("jobs", "conveyor.migrations", "conveyor_schema_version", metadata, "0003", "jobs")
 CONTROL = Migrations("control", "conveyor.migrations", "conveyor_control_schema_version", control_metadata,
                      "c0001", "control")
 #: the core's histories by name

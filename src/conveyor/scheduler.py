@@ -85,6 +85,7 @@ class Scheduler:
         self.batch = batch
         self.token: int | None = None
         self._stop = threading.Event()
+        self._history_minute: Any = None
 
     def is_leader(self) -> bool:
         """Take or renew the leader lease; True while this scheduler holds it."""
@@ -248,12 +249,26 @@ class Scheduler:
             m.scheduler_actions.labels("republished").inc(len(rep.republished))
             m.scheduler_actions.labels("failed_exhausted").inc(len(rep.failed_exhausted))
             m.scheduler_actions.labels("rounds").inc()
+        self._history()
         out: dict[str, Any] = {"leader": True, "token": self.token, "republished": len(rep.republished),
                                "failed_exhausted": len(rep.failed_exhausted), "checked": rep.checked}
         if self.app.tenancy is not None:
             out["tenants"] = rep.tenants
             out["tenant_errors"] = rep.tenant_errors
         return out
+
+    def _history(self) -> None:
+        """Roll up the dashboard's history (``conveyor.history``) once a minute, in every database holding jobs."""
+        from conveyor import history
+        minute = utcnow().replace(second=0, microsecond=0)
+        if minute == self._history_minute:
+            return
+        self._history_minute = minute
+        for label, app in self._databases():
+            try:
+                history.roll_up(app)
+            except Exception as exc:  # the history is a picture: a gap, never a failed round
+                log.warning("history of %s not rolled up: %s", label or "the database", exc)
 
     def _measure(self, m: Any) -> None:
         """Set the gauges, each from its own source, so one that is down leaves the others current."""

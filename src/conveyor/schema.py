@@ -71,6 +71,8 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         # the API's pages: one tenant's jobs, newest first (its key never changes, so it costs an
         # entry per row version, nothing more)
         Index("ix_conveyor_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # every tenant's jobs, newest first (an admin's list) and the minute roll-up's submissions
+        Index("ix_conveyor_jobs_created", "created_at", "id"),
     )
     outbox = Table(
         "conveyor_outbox", md,
@@ -135,8 +137,24 @@ def define_tables(md: MetaData) -> dict[str, Table]:
         Index("ix_conveyor_queue_job", "job_id"),
         sqlite_autoincrement=True,  # an acked id reused by a new entry would confuse late acks and repair
     )
+    # the dashboard's history: one row per minute and tenant ("*": the whole deployment, with the gauges),
+    # rolled up by the scheduler's leader (conveyor.history)
+    stats = Table(
+        "conveyor_stats", md,
+        Column("minute", DateTime, primary_key=True),
+        Column("tenant_id", String(200), primary_key=True),
+        Column("submitted", Integer, nullable=False),
+        Column("succeeded", Integer, nullable=False),
+        Column("failed", Integer, nullable=False),
+        Column("p50_ms", Integer),
+        Column("p99_ms", Integer),
+        Column("queue_length", Integer),
+        Column("queue_pending", Integer),
+        Column("oldest_age_ms", _BigInt),
+        Column("outbox_pending", Integer),
+    )
     return {"jobs": jobs, "outbox": outbox, "events": events,
-            "workers": workers, "leases": leases, "queue": queue}
+            "workers": workers, "leases": leases, "queue": queue, "stats": stats}
 
 
 def define_control_tables(md: MetaData) -> dict[str, Table]:
@@ -157,6 +175,7 @@ events = TABLES["events"]
 workers = TABLES["workers"]
 leases = TABLES["leases"]
 queue_entries = TABLES["queue"]
+stats = TABLES["stats"]
 
 #: the control database's own tables (created there next to every table of ``metadata``)
 control_metadata = MetaData()

@@ -183,3 +183,12 @@ def test_a_plugin_page_and_its_folder_are_served_by_name_only(api_env, tmp_path)
             assert c.get("/ui/plugin/other/page.js").status_code == 404
     finally:
         app.close()
+
+
+def test_the_history_endpoint_gives_every_minute_and_gauges_to_admins_only(http, server):
+    mine = http.get("/overview/history", params={"minutes": 30}).json()["minutes"]
+    assert len(mine) == 30 and "queue_length" not in mine[0] and mine[-1]["recorded"] is False
+    with httpx.Client(base_url=server + "/api/v1", headers=auth(token("root", admin=True)), timeout=30) as admin:
+        theirs = admin.get("/overview/history").json()["minutes"]
+        assert len(theirs) == 60 and "queue_length" in theirs[0]
+        assert admin.get("/overview/history", params={"minutes": 0}).status_code == 422

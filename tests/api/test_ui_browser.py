@@ -30,6 +30,27 @@ def page(browser, server):
         yield pg
 
 
+def record_history(app, minutes: int = 30) -> None:
+    """Minutes of history as the scheduler's roll-up writes them (the page draws them; tests/test_history.py
+    checks the roll-up itself)."""
+    from datetime import timedelta
+
+    from conveyor.db import utcnow
+    from conveyor.schema import stats
+    now = utcnow().replace(second=0, microsecond=0)
+    rows = []
+    for k in range(1, minutes + 1):
+        load = 40 + 30 * ((k * 7) % 5)
+        counts = {"submitted": load, "succeeded": load - k % 3, "failed": k % 3, "p50_ms": 20 + k % 7,
+                  "p99_ms": 80 + 9 * (k % 5)}
+        rows.append({"minute": now - timedelta(minutes=k), "tenant_id": "default", **counts,
+                     "queue_length": None, "queue_pending": None, "oldest_age_ms": None, "outbox_pending": None})
+        rows.append({"minute": now - timedelta(minutes=k), "tenant_id": "*", **counts, "queue_length": k % 11,
+                     "queue_pending": k % 4, "oldest_age_ms": 150 * (k % 6), "outbox_pending": k % 2})
+    with app.engine.begin() as c:
+        c.execute(stats.insert(), rows)
+
+
 def sign_in(pg, **claims) -> None:
     pg.goto(f"/ui/?token={token(**claims)}")
     pg.wait_for_url("**/ui/")  # the token left the address bar
@@ -40,10 +61,14 @@ def test_overview_and_jobs_pages_show_the_callers_jobs(page, api_app, worker):
     ids = [api_app.submit("conveyor.echo", {"i": i}) for i in range(3)]
     failed = api_app.submit("conveyor.fail", {"code": "invalid_payload"})
     worker.wait([*ids, failed])
+    record_history(api_app)
     sign_in(page, sub="root", admin=True)
     page.wait_for_selector(".tile .n[data-status=succeeded]:text('3')")
     assert page.text_content(".tile .n[data-status=failed]") == "1"
     page.wait_for_selector("text=scheduler leader")
+    for chart, series in (("throughput", "succeeded"), ("latency", "p99_ms"), ("queue", "queue_length"),
+                          ("age", "oldest_s")):
+        assert page.locator(f"#chart-{chart} path[data-series={series}]").count() == 1, chart
     shot(page, "overview")
     page.click("nav a[data-page=jobs]")
     page.wait_for_selector("#jobs tbody tr")

@@ -25,7 +25,8 @@ from conveyor_cad.schema import MIGRATIONS as CAD
 HERE = Path(__file__).parent
 PG_URL = os.environ.get("CONVEYOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 #: release 0.1.0 made the core's tables and conveyor_files, which the CAD plugin's history now owns
-TABLES = sorted([*metadata.tables, *CAD.metadata.tables])
+#: the tables release 0.1.0 had (later revisions add others: conveyor_stats in jobs 0003)
+TABLES = sorted({*metadata.tables, *CAD.metadata.tables} - {"conveyor_stats"})
 T0 = datetime(2026, 11, 20, 8, 0, 0)
 
 
@@ -103,22 +104,22 @@ def test_a_release_0_1_0_database_is_upgraded_without_losing_a_row(empty_url, tm
     before = _dump(engine)
     assert all(before[t] for t in TABLES)  # every table has rows to lose
     [jobs] = migrate.state(engine)
-    assert (jobs.current, [r.revision for r in jobs.pending]) == (None, ["0001", "0002"])
+    assert (jobs.current, [r.revision for r in jobs.pending]) == (None, ["0001", "0002", "0003"])
 
     status = _cli(empty_url, "db", "status", "--json", cwd=tmp_path)
     assert status.returncode == 1 and "Traceback" not in status.stderr
-    assert [p["revision"] for p in json.loads(status.stdout)[0]["pending"]] == ["0001", "0002"]
+    assert [p["revision"] for p in json.loads(status.stdout)[0]["pending"]] == ["0001", "0002", "0003"]
     # every other command still runs, and says what to do
     listed = _cli(empty_url, "jobs", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "schema is behind this release" in listed.stderr and "conveyor db upgrade" in listed.stderr
     doctor = _cli(empty_url, "doctor", "--json", cwd=tmp_path)
     schema = {c["check"]: c for c in json.loads(doctor.stdout)}["schema"]
-    assert not schema["ok"] and "0002" in schema["detail"] and schema["next_step"] == "run `conveyor db upgrade`"
+    assert not schema["ok"] and "0003" in schema["detail"] and schema["next_step"] == "run `conveyor db upgrade`"
 
     up = _cli(empty_url, "db", "upgrade", cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.startswith("applied jobs 0001 (") and ", jobs 0002 (" in up.stdout
+    assert up.stdout.startswith("applied jobs 0001 (") and ", jobs 0003 (" in up.stdout
     assert ", cad cad0001 (" in up.stdout  # the plugin's history takes over the table 0.1.0 made
 
     assert _dump(engine) == before
@@ -126,7 +127,7 @@ def test_a_release_0_1_0_database_is_upgraded_without_losing_a_row(empty_url, tm
     ix = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("conveyor_jobs")}
     assert ix["ix_conveyor_jobs_tenant_created"] == ["tenant_id", "created_at", "id"]
     again = _cli(empty_url, "db", "upgrade", cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (jobs 0002, cad cad0001)"
+    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (jobs 0003, cad cad0001)"
     assert _cli(empty_url, "db", "status", cwd=tmp_path).returncode == 0
     schema = {c["check"]: c for c in json.loads(_cli(empty_url, "doctor", "--json", cwd=tmp_path).stdout)}["schema"]
     assert schema["ok"], schema
@@ -152,7 +153,7 @@ def test_a_fresh_database_is_exactly_the_schema_module(empty_url):
     """Fails when ``conveyor/schema.py`` changes without a revision that makes the change."""
     engine = make_engine(empty_url)
     applied = init_db(engine, control=True)
-    assert [a.split(" (")[0] for a in applied] == ["jobs 0001", "jobs 0002", "control c0001"]
+    assert [a.split(" (")[0] for a in applied] == ["jobs 0001", "jobs 0002", "jobs 0003", "control c0001"]
     assert migrate.differences(engine, control=True) == []
     assert set(inspect(engine).get_table_names()) == set(metadata.tables) | set(control_metadata.tables) | {
         "conveyor_schema_version", "conveyor_control_schema_version"}
@@ -163,7 +164,7 @@ def test_a_fresh_database_is_exactly_the_schema_module(empty_url):
 def test_a_plugin_history_creates_its_tables_and_a_core_only_database_lacks_them(empty_url):
     """The CAD plugin's ``cad`` history (``conveyor_migrations``): applied after ``jobs``, its own version table."""
     engine = make_engine(empty_url)
-    assert [a.split(" (")[0] for a in init_db(engine)] == ["jobs 0001", "jobs 0002"]
+    assert [a.split(" (")[0] for a in init_db(engine)] == ["jobs 0001", "jobs 0002", "jobs 0003"]
     assert "conveyor_files" not in inspect(engine).get_table_names()
     assert [a.split(" (")[0] for a in init_db(engine, plugins=[CAD])] == ["cad cad0001"]
     assert migrate.current(engine, CAD) == "cad0001"
@@ -194,7 +195,7 @@ def test_a_database_made_by_create_all_before_migrations_is_taken_over(tmp_path)
         conn.execute(text("INSERT INTO conveyor_tenants (tenant, org, created_at) VALUES ('acme', '', :t)"),
                      {"t": T0})
     applied = init_db(engine, control=True)
-    assert [a.split(" (")[0] for a in applied] == ["jobs 0001", "jobs 0002", "control c0001"]
+    assert [a.split(" (")[0] for a in applied] == ["jobs 0001", "jobs 0002", "jobs 0003", "control c0001"]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT tenant FROM conveyor_tenants")).scalars().all() == ["acme"]
     assert migrate.differences(engine, control=True) == []
@@ -210,9 +211,9 @@ def test_processes_upgrading_at_once_apply_each_revision_once(pg_empty_url):
                               text=True, stdin=subprocess.DEVNULL) for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
-    assert sorted(len(json.loads(out)) for out, _ in outs) == [0, 0, 0, 2]
+    assert sorted(len(json.loads(out)) for out, _ in outs) == [0, 0, 0, 3]
     engine = make_engine(empty_url)
-    assert migrate.current(engine) == "0002" and migrate.differences(engine) == []
+    assert migrate.current(engine) == "0003" and migrate.differences(engine) == []
     # and threads of one process, one after the other
     threads = [threading.Thread(target=init_db, args=(engine,)) for _ in range(3)]
     for t in threads:

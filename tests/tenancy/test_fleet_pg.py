@@ -139,7 +139,7 @@ def test_the_cli_created_migrated_and_registered_each_tenant_database(fleet):
     assert [(r["tenant"], r["org"]) for r in out["list"]] == KEYS
     assert f"/{fleet.prefix}__acme__sales" in out["list"][0]["database"]
     assert out["reinit"].splitlines() == [
-        "control database: schema up to date (jobs 0002, cad cad0001, control c0001)"] + [
+        "control database: schema up to date (jobs 0003, cad cad0001, control c0001)"] + [
         f"tenant {t}/{o}: schema up to date" for t, o in KEYS]
     assert databases(fleet.prefix) == sorted([f"{fleet.prefix}_control"] +
                                              [f"{fleet.prefix}__{t}__{o}" for t, o in KEYS])

@@ -100,7 +100,7 @@ def test_registry_add_list_and_lookups(tmp_path):
     r = t.add("acme")
     assert r["registered"] and r["database_created"]
     # the CAD plugin's history too: its table is in every job database
-    assert [a.split(" (")[0] for a in r["applied"]] == ["jobs 0001", "jobs 0002", "cad cad0001"]
+    assert [a.split(" (")[0] for a in r["applied"]] == ["jobs 0001", "jobs 0002", "jobs 0003", "cad cad0001"]
     again = t.add("acme")
     assert (again["registered"], again["database_created"], again["applied"]) == (False, False, [])
     acme = app.for_tenant("acme")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from conveyor.api.deps import Caller, current_caller
+from conveyor.api.errors import ApiError, retry_after
 from conveyor.api.schemas import ErrorOut
 from conveyor.db import utcnow
 from conveyor.models import iso
@@ -37,8 +38,11 @@ def _fleet(caller: Caller) -> dict[str, Any]:
     return out
 
 
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 403, 422, 503)}
+
+
 @router.get("/overview", response_model=None, summary="Counts by status; workers and queue for admins",
-            responses={401: {"model": ErrorOut}})
+            responses=_ERRORS)
 def overview(caller: CallerDep) -> dict[str, Any]:
     """The caller's jobs by status; for admins also the alive workers, the scheduler's leader and the queue."""
     body: dict[str, Any] = {"counts": caller.app.store.count_by_status(caller.scope),
@@ -47,3 +51,20 @@ def overview(caller: CallerDep) -> dict[str, Any]:
     if caller.identity.admin:
         body.update(_fleet(caller))
     return body
+
+
+@router.get("/overview/history", response_model=None, summary="The last hour, minute by minute",
+            responses=_ERRORS)
+def overview_history(caller: CallerDep, minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 60) -> dict[str, Any]:
+    """Per minute: jobs submitted, succeeded and failed, submit-to-finish p50/p99 (of the caller's tenant, or of
+    the deployment for an all-tenant caller); for admins also the queue length, delivered-but-unacked entries,
+    the oldest entry's age and the outbox backlog. The scheduler's leader records a minute after it ends."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from conveyor.history import recent
+    try:
+        return {"minutes": recent(caller.app, caller.scope, minutes, gauges=caller.identity.admin)}
+    except SQLAlchemyError as exc:
+        raise ApiError(503, "unavailable", "the history cannot be read (is the schema behind this release? "
+                                           "`conveyor db upgrade` brings it up to date)",
+                       {"reason": type(exc).__name__}, headers=retry_after(30)) from None

@@ -37,18 +37,81 @@ function showWho(info) {
 
 // ------------------------------------------------------------------ overview
 
+// A line chart of per-minute values: one polyline per series, gaps where a minute was not recorded.
+function chart(minutes, series, { title, unit, id }) {
+  const W = 560, H = 170, left = 44, right = 8, top = 10, bottom = 22;
+  const values = series.flatMap((sr) => minutes.map((m) => m[sr.key]).filter((v) => v !== null && v !== undefined));
+  const max = Math.max(1, ...values);
+  const x = (i) => left + (i / Math.max(1, minutes.length - 1)) * (W - left - right);
+  const y = (v) => top + (1 - v / max) * (H - top - bottom);
+  const g = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title, id });
+  for (const f of [0, 0.5, 1]) {
+    g.append(svg("line", { x1: left, x2: W - right, y1: y(max * f), y2: y(max * f), stroke: "#e3e6eb" }));
+    g.append(svg("text", { x: left - 6, y: y(max * f) + 4, "text-anchor": "end" }, fmt(max * f)));
+  }
+  g.append(svg("text", { x: left, y: H - 6 }, "-60 min"), svg("text", { x: W - right, y: H - 6, "text-anchor": "end" }, "now"));
+  for (const sr of series) {
+    let path = "";
+    let pen = false;
+    minutes.forEach((m, i) => {
+      const v = m[sr.key];
+      if (v === null || v === undefined) { pen = false; return; }
+      path += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)} `;
+      pen = true;
+    });
+    if (path) g.append(svg("path", { d: path, fill: "none", stroke: sr.colour, "stroke-width": 2, "data-series": sr.key }));
+  }
+  const last = minutes.filter((m) => m.recorded).at(-1);
+  return h("figure", { class: "chart" }, h("figcaption", {}, title, unit ? h("span", { class: "muted" }, ` (${unit})`) : null),
+    g, h("div", { class: "legend" }, series.map((sr) => h("span", {}, h("i", { "data-colour-hex": sr.colour }),
+      `${sr.label}${last && last[sr.key] !== null && last[sr.key] !== undefined ? `: ${fmt(last[sr.key])}` : ""}`))));
+}
+
+function fmt(v) { return v >= 10000 ? `${Math.round(v / 1000)}k` : v >= 100 ? String(Math.round(v)) : String(+v.toFixed(1)); }
+
+function colourDots(root) {
+  for (const i of root.querySelectorAll("i[data-colour-hex]")) i.style.background = i.dataset.colourHex;
+}
+
+function charts(minutes, admin) {
+  const recorded = minutes.some((m) => m.recorded);
+  const figures = [
+    chart(minutes, [{ key: "submitted", label: "submitted", colour: "#8a94a6" }, { key: "succeeded", label: "succeeded", colour: "#1f9d55" },
+      { key: "failed", label: "failed", colour: "#d13b3b" }], { title: "Jobs per minute", id: "chart-throughput" }),
+    chart(minutes, [{ key: "p50_ms", label: "p50", colour: "#2f7fd3" }, { key: "p99_ms", label: "p99", colour: "#7a4fd1" }],
+      { title: "Submit to finish", unit: "ms", id: "chart-latency" }),
+  ];
+  if (admin) {
+    figures.push(
+      chart(minutes, [{ key: "queue_length", label: "queue length", colour: "#2f5bd3" },
+        { key: "queue_pending", label: "delivered, not acked", colour: "#e0a31a" },
+        { key: "outbox_pending", label: "outbox backlog", colour: "#b7791f" }], { title: "Queue and outbox", id: "chart-queue" }),
+      chart(minutes.map((m) => ({ ...m, oldest_s: m.oldest_age_ms === null || m.oldest_age_ms === undefined ? m.oldest_age_ms : m.oldest_age_ms / 1000 })),
+        [{ key: "oldest_s", label: "oldest entry", colour: "#e0781a" }], { title: "Oldest queue entry", unit: "s", id: "chart-age" }));
+  }
+  const box = h("section", { class: "card" }, h("h2", {}, "The last hour"),
+    recorded ? null : h("p", { class: "muted" }, "Nothing recorded yet: the scheduler's leader records each minute after it ends (`conveyor scheduler`)."),
+    h("div", { class: "charts" }, figures));
+  colourDots(box);
+  return box;
+}
+
 async function overviewPage() {
   const live = h("span", { class: "live off" }, "connecting");
   const tiles = h("div", { class: "tiles" });
   const fleet = h("div");
+  const history = h("div");
   main.replaceChildren(
     h("div", { class: "head" }, h("h1", {}, "Overview"), live),
     h("section", { class: "card" }, h("h2", {}, "Jobs by status"), tiles),
+    history,
     fleet,
   );
   async function refresh() {
-    const o = await api("/overview");
+    const [o, hist] = await Promise.all([api("/overview"), api("/overview/history?minutes=60").catch((e) => e)]);
     showWho(o);
+    history.replaceChildren(hist instanceof Error ? h("section", { class: "card" }, h("h2", {}, "The last hour"),
+      h("p", { class: "error" }, hist.message)) : charts(hist.minutes, o.admin));
     tiles.replaceChildren(...STATUSES.map((s) => h("a", { class: "tile", href: `#/jobs?status=${s}` },
       h("div", { class: "n", "data-status": s }, o.counts[s] ?? 0), h("div", { class: "l" }, s))));
     if (!o.admin) { fleet.replaceChildren(); return; }
