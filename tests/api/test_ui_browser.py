@@ -140,3 +140,19 @@ def test_the_pages_fit_a_phone(page, api_app):
     wide = page.evaluate("document.documentElement.scrollWidth")
     assert wide <= 390, f"the jobs page is {wide}px wide on a 390px screen"
     shot(page, "jobs-phone")
+
+
+def test_hostile_values_in_a_job_are_shown_as_text(page, api_app):
+    """A payload, a reason and an error carrying markup stay text: nothing runs, no element is made of them."""
+    evil = '<img src=x id=pwned onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    job = api_app.submit("conveyor.echo", {"html": evil, "</pre><b id=pwned2>": 1})
+    api_app.cancel(job, reason=evil[:200])
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page)
+    page.goto(f"/ui/#/jobs/{job}")
+    page.wait_for_selector("#events")
+    shown = page.text_content("main")
+    assert "<img src=x id=pwned onerror=" in shown and "<script>document.title=" in shown  # shown, as text
+    assert page.locator("#pwned, #pwned2, main script").count() == 0
+    assert page.title() == "Conveyor" and dialogs == []
