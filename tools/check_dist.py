@@ -128,6 +128,13 @@ def main(work: Path) -> None:
                                     "print(p, (p / 'py.typed').exists())"]).split()
         assert where[0].startswith(str(env_dir)), f"{pkg} imported from outside the fresh venv: {where[0]}"
         assert where[1] == "True", f"{pkg} has no py.typed"
+    shipped = run("the dashboard's pages ship in the wheels",
+                  [str(py), "-c", "import importlib.resources as r; "
+                                  "print(all((r.files(p) / f).is_file() for p, f in ("
+                                  "('conveyor.api', 'static/ui/index.html'), ('conveyor.api', 'static/ui/ui.js'), "
+                                  "('conveyor.api', 'static/ui/kit.js'), ('conveyor_cad', 'ui/files.js'), "
+                                  "('conveyor_cad', 'ui/viewer3d.js'), ('conveyor_judge', 'ui/problems.js'))))"])
+    assert shipped.strip() == "True", "a dashboard file is missing from a wheel"
     here = work / "deployment"
     env = deployment_env(here)
     smoke_job(env_dir, here, env, cad=True)
