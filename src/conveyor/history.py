@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.db import utcnow
 from conveyor.models import JobStatus
-from conveyor.schema import jobs, outbox, stats
+from conveyor.schema import jobs, stats
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -104,9 +104,7 @@ def _gauges(app: Conveyor) -> dict[str, Any]:
         out.update(queue_length=p.length, queue_pending=p.pending, oldest_age_ms=p.oldest_age_ms)
     except Exception as exc:  # the queue is down: the chart shows a gap
         log.warning("queue gauges not recorded: %s", exc)
-    with app.engine.connect() as conn:
-        out["outbox_pending"] = int(conn.execute(select(func.count()).where(outbox.c.status == "pending"))
-                                    .scalar() or 0)
+    out["outbox_pending"] = app.store.count_pending_outbox()
     return out
 
 
@@ -121,11 +119,12 @@ def recent(app: Conveyor, scope: Scope, minutes: int = SPAN, *, gauges: bool = F
     end = now.replace(second=0, microsecond=0)
     start = end - minutes * MINUTE
     tenant = ALL if scope.tenant is None else scope.tenant
+    tenants = sorted({tenant, ALL})
     with app.engine.connect() as conn:
-        mine = {r.minute: r._mapping for r in conn.execute(select(stats).where(
-            and_(stats.c.tenant_id == tenant, stats.c.minute >= start, stats.c.minute < end)))}
-        whole = {r.minute: r._mapping for r in conn.execute(select(stats).where(
-            and_(stats.c.tenant_id == ALL, stats.c.minute >= start, stats.c.minute < end)))}
+        found = conn.execute(select(stats).where(
+            and_(stats.c.tenant_id.in_(tenants), stats.c.minute >= start, stats.c.minute < end))).all()
+    mine = {r.minute: r._mapping for r in found if r.tenant_id == tenant}
+    whole = {r.minute: r._mapping for r in found if r.tenant_id == ALL}
     out = []
     for k in range(minutes):
         m = start + k * MINUTE

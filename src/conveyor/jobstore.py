@@ -169,6 +169,10 @@ class JobStore:
         """Due pending outbox rows, oldest first (locked against other dispatchers where possible)."""
         return store.pending_outbox(conn, now, limit)
 
+    def count_pending_outbox(self) -> int:
+        """Outbox rows not yet published."""
+        return store.count_pending_outbox(self.engine)
+
     def mark_dispatched(self, conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str],
                         now: datetime) -> Events:
         """Stamp published outbox rows with their entry ids; the ``dispatched`` events."""

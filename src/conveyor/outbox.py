@@ -94,8 +94,7 @@ class Dispatcher:
 
     def pending_count(self) -> int:
         """Rows not yet published."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0)
+        return self.store.count_pending_outbox()
 
     def stop(self) -> None:
         """Ask the loop to end after the current round."""

@@ -273,11 +273,7 @@ class Scheduler:
     def _measure(self, m: Any) -> None:
         """Set the gauges, each from its own source, so one that is down leaves the others current."""
         try:
-            pending = 0
-            for _label, app in self._databases():
-                with app.engine.connect() as conn:
-                    pending += conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0
-            m.outbox_pending.set(pending)
+            m.outbox_pending.set(sum(app.store.count_pending_outbox() for _label, app in self._databases()))
         except Exception as exc:
             log.warning("outbox gauge not measured: %s", exc)
         try:

@@ -185,6 +185,13 @@ def pending_outbox(conn: Connection, now: datetime, limit: int) -> list[Any]:
     return list(conn.execute(steps_for(conn).lock_pending(stmt)).all())
 
 
+def count_pending_outbox(bind: Engine | Connection) -> int:
+    """Outbox rows not yet published."""
+    from sqlalchemy import func
+    with connection(bind) as conn:
+        return int(conn.execute(select(func.count()).where(outbox.c.status == "pending")).scalar() or 0)
+
+
 def mark_dispatched(conn: Connection, rows: Sequence[Any], entry_ids: Sequence[str], now: datetime
                     ) -> list[dict[str, Any]]:
     """Stamp outbox rows as published under their queue entry ids, with a ``dispatched`` event each; the events."""

@@ -217,11 +217,10 @@ def read_file(request: Request, file_id: str, identity: IdentityDep, scope: Scop
 
 def list_visible_files(request: Request, identity: IdentityDep, scope: ScopeDep, app: AppDep,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
-    """The files of the caller's tenant (and org), newest first, as `GET /file/{id}` shows each (its newest job
-    only in `job_ids`)."""
-    found = list_files(app.engine, scope.tenant, limit, scope.org)
-    return [file_view(request, app, rec, file_jobs(app.engine, rec.id, scope.tenant, scope.org, 1), identity.admin)
-            for rec in found]
+    """The files of the caller's tenant (and org), newest first, as `GET /file/{id}` shows each but without their
+    jobs (`job_id` null, `job_ids` empty: one read for the whole list; `GET /file/{id}` has them)."""
+    return [file_view(request, app, rec, [], identity.admin)
+            for rec in list_files(app.engine, scope.tenant, limit, scope.org)]
 
 
 # ---------------------------------------------------------------- GET /file/{id}/preview|geometry

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from conveyor.api.auth import Identity
 from conveyor.api.deps import SESSION_COOKIE, UI_HEADER, api_state
 from conveyor.api.errors import ApiError
 from conveyor.dashboard import UiPage
@@ -48,10 +49,12 @@ def _page(name: str, status: int = 200) -> HTMLResponse:
 
 def _signed_in(request: Request, token: str) -> Response:
     """Check ``token`` and answer a redirect to the dashboard that sets the session cookie."""
-    state = api_state(request)
     try:
-        claims = state.verifier.verify(token.strip())
-        state.verifier.identity(token.strip())
+        claims = api_state(request).verifier.verify(token.strip())
+        Identity.from_claims(claims)
+    except ValueError as exc:
+        return HTMLResponse(_signin_failed(f"the token's claims are not usable: {exc}"), status_code=401,
+                            headers=SECURITY_HEADERS)
     except ApiError as exc:
         return HTMLResponse(_signin_failed(exc.message), status_code=401, headers=SECURITY_HEADERS)
     exp = claims.get("exp")

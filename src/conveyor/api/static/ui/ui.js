@@ -109,7 +109,6 @@ async function overviewPage() {
   );
   async function refresh() {
     const [o, hist] = await Promise.all([api("/overview"), api("/overview/history?minutes=60").catch((e) => e)]);
-    showWho(o);
     history.replaceChildren(hist instanceof Error ? h("section", { class: "card" }, h("h2", {}, "The last hour"),
       h("p", { class: "error" }, hist.message)) : charts(hist.minutes, o.admin));
     tiles.replaceChildren(...STATUSES.map((s) => h("a", { class: "tile", href: `#/jobs?status=${s}` },
@@ -194,7 +193,6 @@ async function jobsPage(query) {
   newer.onclick = () => { page = Math.max(0, page - 1); load().catch(show); };
   const show = (e) => main.append(failure(e));
   await load();
-  api("/overview").then(showWho).catch(() => {});
 
   const reloadFirst = debounce(() => { if (page === 0) load().catch(() => {}); }, 300);
   async function update(id) {
@@ -315,7 +313,6 @@ async function jobPage(id) {
     if (err.status === 404) { box.replaceChildren(failure(new Error("No such job (or it is not yours to see)."))); return; }
     throw err;
   }
-  api("/overview").then(showWho).catch(() => {});
   const again = debounce(() => render().catch(() => {}), 150);
   leave = stream(`/jobs/${encodeURIComponent(j.id)}/events/stream`, again, live, again);
 }
@@ -347,6 +344,7 @@ async function route() {
   if (leave) { leave(); leave = null; }
   const session = await (await fetch("/ui/session", { credentials: "same-origin" })).json();
   if (!session.signed_in) { showSignin(session.reason); return; }
+  showWho(session);
   const hash = location.hash || "#/";
   const [path, query] = hash.slice(1).split("?");
   try {
